@@ -1,0 +1,115 @@
+//! Changes an order goes through, and the public events they become. A `Change` is what the
+//! state machine decides; an `Event` is the contract's envelope that streams and merchants see.
+
+use super::ids::{EventId, PaySerialNo};
+use super::order::{Order, PayMethod};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// One change to one order, at one version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    /// What changed.
+    pub kind: ChangeKind,
+    /// The order's version after the change.
+    pub version: u64,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+/// The kinds of change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ChangeKind {
+    /// Order created.
+    Created,
+    /// Payment opened at the channel.
+    Paying {
+        /// Our serial number.
+        pay_serial_no: PaySerialNo,
+        /// Method.
+        pay_method: PayMethod,
+        /// For the payer.
+        channel_payload: serde_json::Value,
+        /// Channel transaction number, when the channel gave one.
+        channel_trade_no: Option<String>,
+    },
+    /// Money confirmed.
+    Paid {
+        /// Channel transaction number.
+        channel_trade_no: String,
+        /// When.
+        #[serde(with = "time::serde::rfc3339")]
+        paid_at: OffsetDateTime,
+    },
+    /// Payment failed.
+    Failed {
+        /// Channel's reason.
+        reason: String,
+    },
+    /// Closed unpaid.
+    Closed,
+    /// A payment arrived after close; it will be refunded.
+    LatePaymentRecorded {
+        /// Channel transaction number.
+        channel_trade_no: String,
+        /// Amount charged.
+        amount: i64,
+    },
+    /// The late payment was refunded.
+    LatePaymentRefunded,
+}
+
+impl ChangeKind {
+    /// The contract's event type, or `None` for changes that are not status changes.
+    pub fn event_type(&self) -> Option<&'static str> {
+        match self {
+            ChangeKind::Created => Some("order.created"),
+            ChangeKind::Paying { .. } => Some("order.paying"),
+            ChangeKind::Paid { .. } => Some("order.paid"),
+            ChangeKind::Failed { .. } => Some("order.failed"),
+            ChangeKind::Closed => Some("order.closed"),
+            ChangeKind::LatePaymentRecorded { .. } => None,
+            ChangeKind::LatePaymentRefunded => Some("refund.succeeded"),
+        }
+    }
+}
+
+/// The public event envelope of API.md.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Unique id.
+    pub event_id: EventId,
+    /// One of the contract's types.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// Order.
+    pub order_id: String,
+    /// Merchant.
+    pub merchant_id: String,
+    /// The order's version after this change.
+    pub version: u64,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub occurred_at: OffsetDateTime,
+    /// The order as it is after the change.
+    pub data: serde_json::Value,
+}
+
+impl Event {
+    /// The public event for a change, given the order after it; `None` when the change is not
+    /// one the contract publishes.
+    pub fn for_change(order_after: &Order, change: &Change) -> Option<Event> {
+        let event_type = change.kind.event_type()?;
+        Some(Event {
+            event_id: EventId::generate(),
+            event_type: event_type.to_string(),
+            order_id: order_after.order_id.to_string(),
+            merchant_id: order_after.merchant_id.to_string(),
+            version: change.version,
+            occurred_at: change.at,
+            data: serde_json::to_value(order_after).unwrap_or(serde_json::Value::Null),
+        })
+    }
+}

@@ -1,0 +1,220 @@
+//! Identifiers: paycore's own time-ordered ids and the validated strings merchants send us.
+//! Everything here is built valid or not at all, so no other module re-checks an id.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Longest merchant-chosen identifier we accept (merchant order numbers, refund numbers).
+pub const MAX_MERCHANT_KEY_LEN: usize = 64;
+
+/// Why an identifier was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    /// Empty, too long or with characters outside `[A-Za-z0-9_-]`.
+    #[error("must be 1..={MAX_MERCHANT_KEY_LEN} characters of A-Z, a-z, 0-9, '_' or '-'")]
+    MerchantKey,
+    /// Not an id paycore issued.
+    #[error("not a paycore id")]
+    Malformed,
+}
+
+const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+/// Last (millisecond << 16 | sequence) handed out by this process, so ids made in the same
+/// millisecond still sort in the order they were made.
+static LAST_TIME_SEQ: AtomicU64 = AtomicU64::new(0);
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// 26 Crockford base32 characters: 48 bits of milliseconds, a 16-bit in-process sequence, then
+/// 64 random bits so that ids from different nodes never collide.
+fn time_ordered() -> String {
+    let now = now_ms() << 16;
+    let mut prev = LAST_TIME_SEQ.load(Ordering::Relaxed);
+    let stamp = loop {
+        let next = now.max(prev + 1);
+        match LAST_TIME_SEQ.compare_exchange_weak(prev, next, Ordering::Relaxed, Ordering::Relaxed)
+        {
+            Ok(_) => break next,
+            Err(actual) => prev = actual,
+        }
+    };
+    let value: u128 = (u128::from(stamp) << 64) | u128::from(rand::random::<u64>());
+    let mut out = [0u8; 26];
+    for (i, slot) in out.iter_mut().enumerate() {
+        let shift = 125 - 5 * i as u32;
+        *slot = CROCKFORD[((value >> shift) & 0x1f) as usize];
+    }
+    // 26 * 5 = 130 bits: the two top bits are always zero, the rest is the value.
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn is_time_ordered(s: &str) -> bool {
+    s.len() == 26 && s.bytes().all(|b| CROCKFORD.contains(&b))
+}
+
+macro_rules! prefixed_id {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// A fresh, time-ordered id.
+            pub fn generate() -> Self {
+                Self(format!("{}{}", $prefix, time_ordered()))
+            }
+            /// Parses an id this service issued.
+            pub fn parse(s: &str) -> Result<Self, IdError> {
+                match s.strip_prefix($prefix) {
+                    Some(rest) if is_time_ordered(rest) => Ok(Self(s.to_string())),
+                    _ => Err(IdError::Malformed),
+                }
+            }
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(s: String) -> Result<Self, IdError> {
+                Self::parse(&s)
+            }
+        }
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+prefixed_id!(
+    /// An order's id: opaque to merchants, sorts by creation time.
+    OrderId,
+    "ord_"
+);
+prefixed_id!(
+    /// The serial number of one payment attempt at a channel.
+    PaySerialNo,
+    "pay_"
+);
+prefixed_id!(
+    /// A one-time submit token.
+    SubmitToken,
+    "tok_"
+);
+prefixed_id!(
+    /// An event's id (unique across the system).
+    EventId,
+    "evt_"
+);
+
+macro_rules! merchant_key {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// Parses a merchant-chosen key: 1..=64 of `[A-Za-z0-9_-]`.
+            pub fn parse(s: &str) -> Result<Self, IdError> {
+                let ok = !s.is_empty()
+                    && s.len() <= MAX_MERCHANT_KEY_LEN
+                    && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                if ok { Ok(Self(s.to_string())) } else { Err(IdError::MerchantKey) }
+            }
+            /// The key as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(s: String) -> Result<Self, IdError> {
+                Self::parse(&s)
+            }
+        }
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+merchant_key!(
+    /// A merchant's id, as configured.
+    MerchantId
+);
+merchant_key!(
+    /// The merchant's own number for an order; unique per merchant.
+    MerchantOrderNo
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_parse_and_sort_in_creation_order() {
+        let ids: Vec<OrderId> = (0..2000).map(|_| OrderId::generate()).collect();
+        for w in ids.windows(2) {
+            assert!(w[0] < w[1], "{} !< {}", w[0], w[1]);
+        }
+        for id in &ids {
+            assert_eq!(OrderId::parse(id.as_str()).as_ref(), Ok(id));
+        }
+    }
+
+    #[test]
+    fn foreign_ids_are_refused() {
+        for bad in [
+            "",
+            "ord_",
+            "pay_01ARZ3NDEKTSV4RRFFQ69G5FAV",
+            "ord_01arz3ndektsv4rrffq69g5fav",
+            "ord_01ARZ3NDEKTSV4RRFFQ69G5FA",
+        ] {
+            assert_eq!(OrderId::parse(bad), Err(IdError::Malformed), "{bad}");
+        }
+        assert!(OrderId::parse("ord_01ARZ3NDEKTSV4RRFFQ69G5FAV").is_ok());
+    }
+
+    #[test]
+    fn merchant_keys() {
+        assert!(MerchantOrderNo::parse("A-1_b").is_ok());
+        assert!(MerchantOrderNo::parse(&"x".repeat(64)).is_ok());
+        for bad in ["", "a b", "ü", "a/b", "a\n"] {
+            assert_eq!(
+                MerchantOrderNo::parse(bad),
+                Err(IdError::MerchantKey),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            MerchantOrderNo::parse(&"x".repeat(65)),
+            Err(IdError::MerchantKey)
+        );
+    }
+}

@@ -1,0 +1,14 @@
+//! Pure types and rules: money, ids, the order and its state machine, events. No I/O, no async,
+//! no actor types; nothing here depends on another module of paycore.
+
+pub mod event;
+pub mod ids;
+pub mod money;
+pub mod order;
+
+pub use event::{Change, ChangeKind, Event};
+pub use ids::{EventId, IdError, MerchantId, MerchantOrderNo, OrderId, PaySerialNo, SubmitToken};
+pub use money::{Amount, Currency, MoneyError};
+pub use order::{
+    BusinessType, CloseStep, Command, NewOrder, Order, OrderStatus, PayMethod, PayStep, Rejection,
+};

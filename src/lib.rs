@@ -1,0 +1,4 @@
+//! paycore: a payment core for utilities. Orders live in per-order actors, are stored in SQLite
+//! through a group-committing writer, and reach channels through rate-limited channel actors.
+
+pub mod domain;
