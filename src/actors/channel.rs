@@ -1,0 +1,366 @@
+//! One channel actor per configured payment channel. It owns the channel's rate limit
+//! (governor) and its queue: requests wait in the mailbox in arrival order for a rate slot, and
+//! a request that cannot get one before its deadline, or that finds the queue full, is answered
+//! `Busy` at once. Once it has a slot, the HTTP call runs in its own task (bounded by
+//! `max_in_flight`) so a slow channel never stalls the queue behind it.
+
+use crate::channels::{ChannelError, CloseOutcome, OpenPayment, OpenedPayment, PaymentChannel};
+use crate::config::ChannelSettings;
+use crate::domain::OrderId;
+use crate::metrics::Metrics;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// Extra time a caller waits beyond the queue deadline and the request timeout before it
+/// gives up on the actor itself.
+const CALL_MARGIN: Duration = Duration::from_secs(1);
+
+/// A request to a channel.
+#[derive(Debug, Clone)]
+pub enum ChannelRequest {
+    /// Open a payment.
+    Open(OpenPayment),
+    /// Close a payment.
+    Close(OrderId),
+    /// Refund.
+    Refund {
+        /// Order.
+        order_id: OrderId,
+        /// Our refund number (idempotency key at the channel).
+        refund_no: String,
+        /// Amount, minor units.
+        amount: i64,
+    },
+}
+
+impl ChannelRequest {
+    fn op(&self) -> &'static str {
+        match self {
+            ChannelRequest::Open(_) => "open",
+            ChannelRequest::Close(_) => "close",
+            ChannelRequest::Refund { .. } => "refund",
+        }
+    }
+}
+
+/// A channel's answer.
+#[derive(Debug, Clone)]
+pub enum ChannelResponse {
+    /// Payment opened.
+    Opened(OpenedPayment),
+    /// Close result.
+    Closed(CloseOutcome),
+    /// Refund done.
+    Refunded,
+}
+
+/// Messages of the channel actor.
+pub enum Msg {
+    /// Run a request once a rate slot is free, unless `deadline` passes first.
+    Submit {
+        /// The request.
+        request: ChannelRequest,
+        /// Latest time to start it.
+        deadline: Instant,
+        /// Where the answer goes.
+        reply: RpcReplyPort<Result<ChannelResponse, ChannelError>>,
+    },
+}
+
+/// Reference to a channel actor.
+pub type ChannelRef = ActorRef<Msg>;
+
+/// The channel actor's dependencies.
+pub struct ChannelActor;
+
+/// Start-up arguments.
+pub struct Args {
+    /// Channel name.
+    pub name: String,
+    /// The adapter.
+    pub adapter: Arc<dyn PaymentChannel>,
+    /// Settings.
+    pub settings: ChannelSettings,
+    /// Shared with every [`ChannelHandle`]: requests waiting for a slot.
+    pub queued: Arc<AtomicUsize>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The actor's state.
+pub struct State {
+    name: String,
+    adapter: Arc<dyn PaymentChannel>,
+    limiter: DefaultDirectRateLimiter,
+    in_flight: Arc<Semaphore>,
+    queued: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
+}
+
+impl Actor for ChannelActor {
+    type Msg = Msg;
+    type State = State;
+    type Arguments = Args;
+
+    async fn pre_start(
+        &self,
+        _myself: ChannelRef,
+        args: Args,
+    ) -> Result<State, ActorProcessingErr> {
+        let qps = NonZeroU32::new(args.settings.qps).ok_or("qps must be positive")?;
+        let burst = NonZeroU32::new(args.settings.burst).ok_or("burst must be positive")?;
+        Ok(State {
+            name: args.name,
+            adapter: args.adapter,
+            limiter: RateLimiter::direct(Quota::per_second(qps).allow_burst(burst)),
+            in_flight: Arc::new(Semaphore::new(args.settings.max_in_flight)),
+            queued: args.queued,
+            metrics: args.metrics,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ChannelRef,
+        msg: Msg,
+        state: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
+        let Msg::Submit {
+            request,
+            deadline,
+            reply,
+        } = msg;
+        let slot = take_slot(state, deadline).await;
+        state.queued.fetch_sub(1, Ordering::AcqRel);
+        state
+            .metrics
+            .channel_queue_depth
+            .with_label_values(&[&state.name])
+            .set(state.queued.load(Ordering::Acquire) as i64);
+        let permit = match slot {
+            Err(retry_after_secs) => {
+                state
+                    .metrics
+                    .channel_requests
+                    .with_label_values(&[&state.name, request.op(), "busy"])
+                    .inc();
+                let _ = reply.send(Err(ChannelError::Busy {
+                    channel: state.name.clone(),
+                    retry_after_secs,
+                }));
+                return Ok(());
+            }
+            Ok(()) => {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(remaining, state.in_flight.clone().acquire_owned()).await
+                {
+                    Ok(Ok(p)) => p,
+                    _ => {
+                        state
+                            .metrics
+                            .channel_requests
+                            .with_label_values(&[&state.name, request.op(), "busy"])
+                            .inc();
+                        let _ = reply.send(Err(ChannelError::Busy {
+                            channel: state.name.clone(),
+                            retry_after_secs: 1,
+                        }));
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        let (adapter, metrics, name) = (
+            state.adapter.clone(),
+            state.metrics.clone(),
+            state.name.clone(),
+        );
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let op = request.op();
+            let result = run(adapter.as_ref(), request).await;
+            drop(permit);
+            metrics
+                .channel_request_seconds
+                .with_label_values(&[&name, op])
+                .observe(started.elapsed().as_secs_f64());
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err(ChannelError::RateLimited(_)) => "rate_limited",
+                Err(ChannelError::Rejected { .. }) => "rejected",
+                Err(_) => "error",
+            };
+            metrics
+                .channel_requests
+                .with_label_values(&[&name, op, outcome])
+                .inc();
+            let _ = reply.send(result);
+        });
+        Ok(())
+    }
+}
+
+/// Waits for a rate slot until `deadline`; `Err(retry_after_secs)` when none comes in time.
+async fn take_slot(state: &State, deadline: Instant) -> Result<(), u64> {
+    loop {
+        match state.limiter.check() {
+            Ok(()) => return Ok(()),
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                if Instant::now() + wait > deadline {
+                    return Err(wait.as_secs().max(1));
+                }
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+async fn run(
+    adapter: &dyn PaymentChannel,
+    request: ChannelRequest,
+) -> Result<ChannelResponse, ChannelError> {
+    match request {
+        ChannelRequest::Open(req) => adapter
+            .open_payment(&req)
+            .await
+            .map(ChannelResponse::Opened),
+        ChannelRequest::Close(id) => adapter
+            .close_payment(&id)
+            .await
+            .map(ChannelResponse::Closed),
+        ChannelRequest::Refund {
+            order_id,
+            refund_no,
+            amount,
+        } => adapter
+            .refund(&order_id, &refund_no, amount)
+            .await
+            .map(|()| ChannelResponse::Refunded),
+    }
+}
+
+impl ChannelHandle {
+    /// The running actor.
+    pub fn current(&self) -> ChannelRef {
+        match self.actor.read() {
+            Ok(a) => a.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Restarts the actor after a failure (called by the supervisor) and swaps it in. Requests
+    /// that were queued in the failed actor were answered with an error when it dropped them.
+    pub async fn restart(
+        &self,
+        metrics: Arc<Metrics>,
+        settings: ChannelSettings,
+        supervisor: ractor::ActorCell,
+    ) -> Result<ChannelRef, ractor::SpawnErr> {
+        self.queued.store(0, Ordering::Release);
+        let args = Args {
+            name: self.name.clone(),
+            adapter: self.adapter.clone(),
+            settings,
+            queued: self.queued.clone(),
+            metrics,
+        };
+        let (actor, _) = Actor::spawn_linked(None, ChannelActor, args, supervisor).await?;
+        if let Ok(mut slot) = self.actor.write() {
+            *slot = actor.clone();
+        }
+        Ok(actor)
+    }
+}
+
+/// What callers hold: the actor plus the queue bound it enforces before enqueueing.
+#[derive(Clone)]
+pub struct ChannelHandle {
+    /// Channel name.
+    pub name: String,
+    /// The actor; replaced in place when the supervisor restarts it.
+    pub actor: Arc<std::sync::RwLock<ChannelRef>>,
+    /// The adapter, for callback verification (pure, no I/O, needs no slot).
+    pub adapter: Arc<dyn PaymentChannel>,
+    queued: Arc<AtomicUsize>,
+    capacity: usize,
+    queue_timeout: Duration,
+    request_timeout: Duration,
+}
+
+impl ChannelHandle {
+    /// Spawns the channel actor under `supervisor` and returns its handle.
+    pub async fn spawn(
+        name: String,
+        adapter: Arc<dyn PaymentChannel>,
+        settings: ChannelSettings,
+        metrics: Arc<Metrics>,
+        supervisor: ractor::ActorCell,
+    ) -> Result<Self, ractor::SpawnErr> {
+        let queued = Arc::new(AtomicUsize::new(0));
+        let args = Args {
+            name: name.clone(),
+            adapter: adapter.clone(),
+            settings: settings.clone(),
+            queued: queued.clone(),
+            metrics,
+        };
+        let (actor, _) = Actor::spawn_linked(None, ChannelActor, args, supervisor).await?;
+        Ok(Self {
+            name,
+            actor: Arc::new(std::sync::RwLock::new(actor)),
+            adapter,
+            queued,
+            capacity: settings.queue_capacity,
+            queue_timeout: Duration::from_millis(settings.queue_timeout_ms),
+            request_timeout: Duration::from_millis(settings.request_timeout_ms),
+        })
+    }
+
+    /// Sends a request through the channel's queue and rate limit and waits for the answer.
+    pub async fn request(&self, request: ChannelRequest) -> Result<ChannelResponse, ChannelError> {
+        let busy = || ChannelError::Busy {
+            channel: self.name.clone(),
+            retry_after_secs: 1,
+        };
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.capacity {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(busy());
+        }
+        let deadline = Instant::now() + self.queue_timeout;
+        let timeout = self.queue_timeout + self.request_timeout + CALL_MARGIN;
+        let actor = self.current();
+        match actor
+            .call(
+                |reply| Msg::Submit {
+                    request,
+                    deadline,
+                    reply,
+                },
+                Some(timeout),
+            )
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(r)) => r,
+            Ok(ractor::rpc::CallResult::Timeout) => {
+                Err(ChannelError::Unavailable("channel actor timed out".into()))
+            }
+            Ok(ractor::rpc::CallResult::SenderError) => Err(ChannelError::Unavailable(
+                "channel actor dropped the request".into(),
+            )),
+            Err(_) => {
+                // Never enqueued: give the slot back.
+                self.queued.fetch_sub(1, Ordering::AcqRel);
+                Err(ChannelError::Unavailable(
+                    "channel actor is not running".into(),
+                ))
+            }
+        }
+    }
+}

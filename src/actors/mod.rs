@@ -1,0 +1,11 @@
+//! The actor system: a root supervisor over one channel actor per payment channel and the order
+//! registry, which supervises one actor per live order. `orders::Orders` is its front door.
+
+pub mod channel;
+pub mod order;
+pub mod orders;
+pub mod registry;
+pub mod supervisor;
+
+pub use order::{OrderError, PayRequest};
+pub use orders::Orders;

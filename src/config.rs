@@ -1,0 +1,656 @@
+//! Settings, layered: built-in defaults, then `config.toml`, then `PAYCORE_*` environment
+//! variables (`PAYCORE_SERVER__PORT=9090` sets `server.port`; `__` separates levels, a number
+//! indexes a list: `PAYCORE_MERCHANTS__0__SECRET`). Unknown keys are refused; secrets never print.
+
+use paycore_channel_sim::SimSettings;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Prefix of environment overrides.
+pub const ENV_PREFIX: &str = "PAYCORE_";
+
+/// A secret string: deserializes from plain text, prints as `***`.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    /// The secret's bytes, for signing.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// All of paycore's settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// HTTP server.
+    pub server: ServerSettings,
+    /// Storage.
+    pub storage: StorageSettings,
+    /// Order actors.
+    pub actors: ActorSettings,
+    /// Merchant authentication.
+    pub auth: AuthSettings,
+    /// Orders and submit tokens.
+    pub orders: OrderSettings,
+    /// Event stream.
+    pub stream: StreamSettings,
+    /// The in-process channel simulator.
+    pub simulator: SimulatorSettings,
+    /// Payment channels by name.
+    pub channels: BTreeMap<String, ChannelSettings>,
+    /// Merchants.
+    pub merchants: Vec<MerchantSettings>,
+}
+
+/// HTTP server settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address to listen on.
+    pub bind: String,
+    /// Port (0 picks a free one).
+    pub port: u16,
+    /// Worker threads; 0 means one per core.
+    pub workers: usize,
+    /// Largest request body.
+    pub body_limit_bytes: usize,
+    /// Most open connections per worker; bounds the requests in flight, and so every mailbox.
+    pub max_connections: usize,
+    /// Time a client has to send its request head.
+    pub client_request_timeout_ms: u64,
+    /// Grace period for in-flight requests at shutdown.
+    pub shutdown_timeout_secs: u64,
+    /// The URL channels call back on; empty means `http://{bind}:{port}`.
+    pub public_base_url: String,
+}
+
+/// Storage settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSettings {
+    /// Backend: only `sqlite` today.
+    pub backend: String,
+    /// SQLite backend.
+    pub sqlite: SqliteSettings,
+    /// How often expired tokens and old delivered events are purged.
+    pub purge_interval_secs: u64,
+    /// How long delivered events stay in the outbox.
+    pub event_retention_hours: u64,
+}
+
+/// When SQLite's WAL is fsynced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// Every commit is fsynced: survives power loss.
+    Full,
+    /// Fsync at checkpoints: survives a process crash, not power loss.
+    Normal,
+}
+
+impl Synchronous {
+    /// The PRAGMA value.
+    pub fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        }
+    }
+}
+
+/// SQLite backend settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SqliteSettings {
+    /// Database file.
+    pub path: String,
+    /// Durability level.
+    pub synchronous: Synchronous,
+    /// Most writes in one group commit.
+    pub batch_max_writes: usize,
+    /// Longest the writer waits for more writes before committing (0: commit what is queued).
+    pub batch_max_wait_us: u64,
+    /// Writes waiting for the writer; beyond it callers wait up to `enqueue_timeout_ms`.
+    pub queue_capacity: usize,
+    /// How long a write may wait for queue room before it is refused as overloaded.
+    pub enqueue_timeout_ms: u64,
+    /// Read-only connections.
+    pub readers: usize,
+    /// SQLite busy timeout.
+    pub busy_timeout_ms: u64,
+}
+
+/// Order actor settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ActorSettings {
+    /// Most live order actors; the least recently used is passivated beyond it.
+    pub max_live_orders: usize,
+    /// An order actor idle this long is passivated.
+    pub idle_passivate_ms: u64,
+    /// How often the registry looks for idle actors.
+    pub sweep_interval_ms: u64,
+    /// Longest an HTTP handler waits for an order actor's answer.
+    pub call_timeout_ms: u64,
+}
+
+/// Merchant authentication settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// Largest allowed distance between a request's timestamp and the clock.
+    pub replay_window_secs: u64,
+    /// Most nonces remembered (they are kept for twice the window).
+    pub nonce_cache_capacity: u64,
+}
+
+/// Order settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrderSettings {
+    /// Life of a submit token.
+    pub token_ttl_secs: u64,
+    /// Life of an unpaid order when the create call names none.
+    pub default_expire_seconds: i64,
+}
+
+/// Event stream settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamSettings {
+    /// `in_process` today.
+    pub kind: String,
+    /// Events buffered per in-process subscriber; a slower subscriber misses the oldest and
+    /// re-reads them from the outbox.
+    pub buffer: usize,
+    /// Events the relay moves from the outbox per read.
+    pub relay_batch: usize,
+}
+
+/// The in-process simulator.
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimulatorSettings {
+    /// Start the simulator inside `paycore serve`.
+    pub in_process: bool,
+    /// Its address.
+    pub bind: String,
+    /// Its port (0 picks a free one).
+    pub port: u16,
+    /// Its behaviour.
+    pub behaviour: SimSettings,
+}
+
+impl fmt::Debug for SimulatorSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut behaviour = self.behaviour.clone();
+        behaviour.secret = "***".into();
+        f.debug_struct("SimulatorSettings")
+            .field("in_process", &self.in_process)
+            .field("bind", &self.bind)
+            .field("port", &self.port)
+            .field("behaviour", &behaviour)
+            .finish()
+    }
+}
+
+/// One payment channel.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChannelSettings {
+    /// Adapter: `sim` speaks the simulator's protocol.
+    pub kind: String,
+    /// The channel's API; empty means the in-process simulator.
+    pub base_url: String,
+    /// Shared secret for requests and callbacks.
+    pub secret: Secret,
+    /// Requests per second we may send.
+    pub qps: u32,
+    /// Requests we may send at once above the rate.
+    pub burst: u32,
+    /// Requests waiting for a slot; beyond it, `channel_busy` at once.
+    pub queue_capacity: usize,
+    /// Longest a request waits for a slot before `channel_busy`.
+    pub queue_timeout_ms: u64,
+    /// Timeout of one HTTP request to the channel.
+    pub request_timeout_ms: u64,
+    /// Most requests in flight to the channel.
+    pub max_in_flight: usize,
+}
+
+/// One merchant.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MerchantSettings {
+    /// Id used in `X-Paycore-Merchant`.
+    pub id: String,
+    /// HMAC secret.
+    pub secret: Secret,
+    /// Channels this merchant may use.
+    pub channels: Vec<String>,
+    /// Requests per second allowed.
+    #[serde(default = "default_merchant_rate")]
+    pub rate_limit_per_sec: u32,
+    /// Requests allowed at once above the rate.
+    #[serde(default = "default_merchant_burst")]
+    pub rate_limit_burst: u32,
+}
+
+fn default_merchant_rate() -> u32 {
+    20_000
+}
+fn default_merchant_burst() -> u32 {
+    5_000
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1".into(),
+            port: 8080,
+            workers: 0,
+            body_limit_bytes: 64 * 1024,
+            max_connections: 25_000,
+            client_request_timeout_ms: 5_000,
+            shutdown_timeout_secs: 30,
+            public_base_url: String::new(),
+        }
+    }
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        Self {
+            backend: "sqlite".into(),
+            sqlite: SqliteSettings::default(),
+            purge_interval_secs: 60,
+            event_retention_hours: 168,
+        }
+    }
+}
+
+impl Default for SqliteSettings {
+    fn default() -> Self {
+        Self {
+            path: "./data/paycore.db".into(),
+            synchronous: Synchronous::Full,
+            batch_max_writes: 1024,
+            batch_max_wait_us: 0,
+            queue_capacity: 16_384,
+            enqueue_timeout_ms: 2_000,
+            readers: 4,
+            busy_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl Default for ActorSettings {
+    fn default() -> Self {
+        Self {
+            max_live_orders: 100_000,
+            idle_passivate_ms: 60_000,
+            sweep_interval_ms: 1_000,
+            call_timeout_ms: 15_000,
+        }
+    }
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            replay_window_secs: 300,
+            nonce_cache_capacity: 2_000_000,
+        }
+    }
+}
+
+impl Default for OrderSettings {
+    fn default() -> Self {
+        Self {
+            token_ttl_secs: 1_800,
+            default_expire_seconds: 900,
+        }
+    }
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        Self {
+            kind: "in_process".into(),
+            buffer: 65_536,
+            relay_batch: 1_024,
+        }
+    }
+}
+
+impl Default for SimulatorSettings {
+    fn default() -> Self {
+        Self {
+            in_process: true,
+            bind: "127.0.0.1".into(),
+            port: 8090,
+            behaviour: SimSettings::default(),
+        }
+    }
+}
+
+impl Default for ChannelSettings {
+    fn default() -> Self {
+        Self {
+            kind: "sim".into(),
+            base_url: String::new(),
+            secret: Secret::new(SimSettings::default().secret),
+            qps: 5_000,
+            burst: 500,
+            queue_capacity: 10_000,
+            queue_timeout_ms: 2_000,
+            request_timeout_ms: 5_000,
+            max_in_flight: 512,
+        }
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let mut channels = BTreeMap::new();
+        channels.insert("sim".to_string(), ChannelSettings::default());
+        Self {
+            server: ServerSettings::default(),
+            storage: StorageSettings::default(),
+            actors: ActorSettings::default(),
+            auth: AuthSettings::default(),
+            orders: OrderSettings::default(),
+            stream: StreamSettings::default(),
+            simulator: SimulatorSettings::default(),
+            channels,
+            merchants: vec![MerchantSettings {
+                id: "demo".into(),
+                secret: Secret::new("demo-secret-change-me"),
+                channels: vec!["sim".into()],
+                rate_limit_per_sec: default_merchant_rate(),
+                rate_limit_burst: default_merchant_burst(),
+            }],
+        }
+    }
+}
+
+/// A settings error, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// File.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// TOML or a value did not parse.
+    #[error("invalid settings: {0}")]
+    Parse(String),
+    /// A value is out of range.
+    #[error("invalid setting {key}: {why}")]
+    Invalid {
+        /// Dotted key.
+        key: String,
+        /// Why.
+        why: String,
+    },
+}
+
+impl Settings {
+    /// Loads `path` (if given; a missing default file is fine) and applies environment overrides.
+    pub fn load(
+        path: Option<&str>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.into(),
+                source,
+            })?,
+            None => String::new(),
+        };
+        Self::from_toml_and_env(&text, env)
+    }
+
+    /// Parses TOML text and applies environment overrides on top of it.
+    pub fn from_toml_and_env(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut value: toml::Value =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        for (key, raw) in env {
+            let Some(rest) = key.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+            set_path(&mut value, &path, parse_scalar(&raw)).map_err(|why| {
+                ConfigError::Invalid {
+                    key: key.clone(),
+                    why,
+                }
+            })?;
+        }
+        let settings: Settings = value
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks ranges and cross-references (every merchant channel exists, and so on).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| {
+            Err(ConfigError::Invalid {
+                key: key.into(),
+                why: why.into(),
+            })
+        };
+        if self.server.body_limit_bytes == 0 || self.server.max_connections == 0 {
+            return bad(
+                "server",
+                "body_limit_bytes and max_connections must be positive",
+            );
+        }
+        if self.storage.backend != "sqlite" {
+            return bad(
+                "storage.backend",
+                "only \"sqlite\" is available in this build",
+            );
+        }
+        let s = &self.storage.sqlite;
+        if s.batch_max_writes == 0 || s.queue_capacity == 0 || s.readers == 0 {
+            return bad(
+                "storage.sqlite",
+                "batch_max_writes, queue_capacity and readers must be positive",
+            );
+        }
+        if self.actors.max_live_orders == 0 || self.actors.call_timeout_ms == 0 {
+            return bad(
+                "actors",
+                "max_live_orders and call_timeout_ms must be positive",
+            );
+        }
+        if self.stream.kind != "in_process" {
+            return bad(
+                "stream.kind",
+                "only \"in_process\" is available in this build",
+            );
+        }
+        if self.stream.buffer == 0 || self.stream.relay_batch == 0 {
+            return bad("stream", "buffer and relay_batch must be positive");
+        }
+        if !(60..=86_400).contains(&self.orders.default_expire_seconds) {
+            return bad("orders.default_expire_seconds", "must be within 60..=86400");
+        }
+        self.simulator
+            .behaviour
+            .validate()
+            .map_err(|why| ConfigError::Invalid {
+                key: "simulator.behaviour".into(),
+                why,
+            })?;
+        for (name, c) in &self.channels {
+            if c.kind != "sim" {
+                return bad(
+                    &format!("channels.{name}.kind"),
+                    "only \"sim\" channels are available in this build",
+                );
+            }
+            if c.qps == 0 || c.burst == 0 || c.queue_capacity == 0 || c.max_in_flight == 0 {
+                return bad(
+                    &format!("channels.{name}"),
+                    "qps, burst, queue_capacity and max_in_flight must be positive",
+                );
+            }
+            if c.base_url.is_empty() && !self.simulator.in_process {
+                return bad(
+                    &format!("channels.{name}.base_url"),
+                    "empty, but the in-process simulator is off",
+                );
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, m) in self.merchants.iter().enumerate() {
+            if crate::domain::MerchantId::parse(&m.id).is_err() || !seen.insert(m.id.clone()) {
+                return bad(
+                    &format!("merchants.{i}.id"),
+                    "must be a unique 1..64 character [A-Za-z0-9_-] id",
+                );
+            }
+            if m.secret.expose().len() < 16 {
+                return bad(
+                    &format!("merchants.{i}.secret"),
+                    "must be at least 16 characters",
+                );
+            }
+            if m.rate_limit_per_sec == 0 || m.rate_limit_burst == 0 {
+                return bad(&format!("merchants.{i}"), "rate limits must be positive");
+            }
+            if let Some(c) = m.channels.iter().find(|c| !self.channels.contains_key(*c)) {
+                return bad(
+                    &format!("merchants.{i}.channels"),
+                    &format!("unknown channel {c}"),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads an environment value as TOML when it is a TOML scalar or array, else as a string.
+fn parse_scalar(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+fn set_path(root: &mut toml::Value, path: &[String], v: toml::Value) -> Result<(), String> {
+    let Some((last, parents)) = path.split_last() else {
+        return Err("empty key".into());
+    };
+    let mut cur = root;
+    for seg in parents {
+        cur = match cur {
+            toml::Value::Table(t) => t
+                .entry(seg.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new())),
+            toml::Value::Array(a) => {
+                let i: usize = seg
+                    .parse()
+                    .map_err(|_| format!("{seg} is not a list index"))?;
+                a.get_mut(i).ok_or_else(|| format!("no list entry {i}"))?
+            }
+            _ => return Err(format!("{seg} is not a table")),
+        };
+    }
+    match cur {
+        toml::Value::Table(t) => {
+            t.insert(last.clone(), v);
+            Ok(())
+        }
+        toml::Value::Array(a) => {
+            let i: usize = last
+                .parse()
+                .map_err(|_| format!("{last} is not a list index"))?;
+            *a.get_mut(i).ok_or_else(|| format!("no list entry {i}"))? = v;
+            Ok(())
+        }
+        _ => Err(format!("{last}: parent is not a table")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_shipped_config_toml_parses_to_the_defaults() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).unwrap();
+        let s = Settings::from_toml_and_env(&text, []).unwrap();
+        let d = Settings::default();
+        assert_eq!(toml::to_string(&s).unwrap(), toml::to_string(&d).unwrap());
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let s = Settings::from_toml_and_env(
+            "[server]\nport = 1",
+            env(&[
+                ("PAYCORE_SERVER__PORT", "9090"),
+                ("PAYCORE_STORAGE__SQLITE__PATH", "/tmp/x.db"),
+                ("OTHER", "1"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.server.port, 9090);
+        assert_eq!(s.storage.sqlite.path, "/tmp/x.db");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(Settings::from_toml_and_env("[server]\nprot = 1", []).is_err());
+        assert!(Settings::from_toml_and_env("", env(&[("PAYCORE_SERVER__PORT", "x")])).is_err());
+        assert!(Settings::from_toml_and_env("[actors]\nmax_live_orders = 0", []).is_err());
+        let err = Settings::from_toml_and_env(
+            "[[merchants]]\nid = \"m\"\nsecret = \"short\"\nchannels = []",
+            [],
+        );
+        assert!(
+            matches!(err, Err(ConfigError::Invalid { key, .. }) if key == "merchants.0.secret")
+        );
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Settings::default();
+        let dbg = format!("{s:?}");
+        assert!(!dbg.contains("demo-secret-change-me"), "{dbg}");
+        assert!(!dbg.contains("sim-secret-change-me"), "{dbg}");
+    }
+}

@@ -1,0 +1,178 @@
+//! Prometheus metrics, one registry per running app (so tests can run several apps in one
+//! process). Labels are low-cardinality only: never an order id.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Buckets for request and channel latencies, seconds.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Buckets for writes per group commit.
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0,
+];
+
+/// Every metric paycore exports.
+pub struct Metrics {
+    /// The registry `/metrics` renders.
+    pub registry: Registry,
+    /// `paycore_http_request_duration_seconds{route,method,status}`.
+    pub http_request_seconds: HistogramVec,
+    /// `paycore_orders{status}`: orders per status, refreshed from storage at scrape time.
+    pub orders: IntGaugeVec,
+    /// `paycore_order_transitions_total{to}`.
+    pub order_transitions: IntCounterVec,
+    /// `paycore_order_actors_live`.
+    pub actors_live: IntGauge,
+    /// `paycore_order_actor_events_total{event}`: spawned, passivated, failed.
+    pub actor_events: IntCounterVec,
+    /// `paycore_storage_batch_writes`: writes per group commit.
+    pub storage_batch_writes: Histogram,
+    /// `paycore_storage_commit_duration_seconds`.
+    pub storage_commit_seconds: Histogram,
+    /// `paycore_channel_requests_total{channel,op,outcome}`.
+    pub channel_requests: IntCounterVec,
+    /// `paycore_channel_request_duration_seconds{channel,op}`.
+    pub channel_request_seconds: HistogramVec,
+    /// `paycore_channel_queue_depth{channel}`.
+    pub channel_queue_depth: IntGaugeVec,
+    /// `paycore_channel_callbacks_total{channel,outcome}`.
+    pub channel_callbacks: IntCounterVec,
+    /// `paycore_stream_events_published_total`.
+    pub stream_published: IntCounterVec,
+}
+
+fn must<T>(r: prometheus::Result<T>) -> T {
+    // Metric definitions are static; a failure here is a programming error found at start-up.
+    r.expect("static metric definition")
+}
+
+impl Metrics {
+    /// Builds and registers every metric.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let reg = |c: Box<dyn prometheus::core::Collector>| must(registry.register(c));
+        let http_request_seconds = must(HistogramVec::new(
+            HistogramOpts::new(
+                "paycore_http_request_duration_seconds",
+                "HTTP request latency",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route", "method", "status"],
+        ));
+        let orders = must(IntGaugeVec::new(
+            Opts::new("paycore_orders", "Orders per status"),
+            &["status"],
+        ));
+        let order_transitions = must(IntCounterVec::new(
+            Opts::new(
+                "paycore_order_transitions_total",
+                "Order status changes committed",
+            ),
+            &["to"],
+        ));
+        let actors_live = must(IntGauge::new(
+            "paycore_order_actors_live",
+            "Live per-order actors",
+        ));
+        let actor_events = must(IntCounterVec::new(
+            Opts::new(
+                "paycore_order_actor_events_total",
+                "Order actor lifecycle events",
+            ),
+            &["event"],
+        ));
+        let storage_batch_writes = must(Histogram::with_opts(
+            HistogramOpts::new("paycore_storage_batch_writes", "Writes per group commit")
+                .buckets(BATCH_BUCKETS.to_vec()),
+        ));
+        let storage_commit_seconds = must(Histogram::with_opts(
+            HistogramOpts::new(
+                "paycore_storage_commit_duration_seconds",
+                "Group commit latency",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        ));
+        let channel_requests = must(IntCounterVec::new(
+            Opts::new(
+                "paycore_channel_requests_total",
+                "Requests to payment channels",
+            ),
+            &["channel", "op", "outcome"],
+        ));
+        let channel_request_seconds = must(HistogramVec::new(
+            HistogramOpts::new(
+                "paycore_channel_request_duration_seconds",
+                "Channel request latency",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["channel", "op"],
+        ));
+        let channel_queue_depth = must(IntGaugeVec::new(
+            Opts::new(
+                "paycore_channel_queue_depth",
+                "Requests waiting for a channel slot",
+            ),
+            &["channel"],
+        ));
+        let channel_callbacks = must(IntCounterVec::new(
+            Opts::new(
+                "paycore_channel_callbacks_total",
+                "Channel callbacks received",
+            ),
+            &["channel", "outcome"],
+        ));
+        let stream_published = must(IntCounterVec::new(
+            Opts::new(
+                "paycore_stream_events_published_total",
+                "Events published to the stream",
+            ),
+            &["type"],
+        ));
+        reg(Box::new(http_request_seconds.clone()));
+        reg(Box::new(orders.clone()));
+        reg(Box::new(order_transitions.clone()));
+        reg(Box::new(actors_live.clone()));
+        reg(Box::new(actor_events.clone()));
+        reg(Box::new(storage_batch_writes.clone()));
+        reg(Box::new(storage_commit_seconds.clone()));
+        reg(Box::new(channel_requests.clone()));
+        reg(Box::new(channel_request_seconds.clone()));
+        reg(Box::new(channel_queue_depth.clone()));
+        reg(Box::new(channel_callbacks.clone()));
+        reg(Box::new(stream_published.clone()));
+        Self {
+            registry,
+            http_request_seconds,
+            orders,
+            order_transitions,
+            actors_live,
+            actor_events,
+            storage_batch_writes,
+            storage_commit_seconds,
+            channel_requests,
+            channel_request_seconds,
+            channel_queue_depth,
+            channel_callbacks,
+            stream_published,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::warn!(error = %e, "metrics encoding failed");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

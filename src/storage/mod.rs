@@ -1,0 +1,124 @@
+//! The store traits and their backends. Above this module nobody sees SQL: actors and handlers
+//! speak in orders, tokens and events. Backends: `sqlite` (embedded, default); ScyllaDB later.
+//! A write is acknowledged (its future resolves `Ok`) only once it is durable.
+
+pub mod sqlite;
+
+use crate::domain::{Event, MerchantId, MerchantOrderNo, Order, OrderId, OrderStatus, SubmitToken};
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+/// A storage failure that is not a business answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The backend failed (I/O, corruption, a bug); the write did not happen.
+    #[error("storage backend error: {0}")]
+    Backend(String),
+    /// The write queue is full; the write did not happen. Retry later.
+    #[error("storage is overloaded")]
+    Overloaded,
+    /// The store is shutting down.
+    #[error("storage is closed")]
+    Closed,
+    /// Someone else changed the order since it was read (optimistic concurrency).
+    #[error("order {0} was changed concurrently")]
+    VersionConflict(String),
+    /// Stored data could not be decoded.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// How a create ended, when storage worked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CreateOutcome {
+    /// Stored, token consumed.
+    Created,
+    /// The token was consumed already (by the named order, when it is known).
+    TokenUsed(Option<OrderId>),
+    /// The token is unknown, belongs to another merchant, or expired.
+    TokenInvalid,
+    /// The merchant already has an order with this number.
+    Duplicate(OrderId),
+}
+
+/// A submit token as issued.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenRecord {
+    /// The token.
+    pub token: SubmitToken,
+    /// Whose it is.
+    pub merchant_id: MerchantId,
+    /// After this it is invalid.
+    pub expires_at: OffsetDateTime,
+}
+
+/// An event read back from the outbox, with its position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    /// Position in the outbox; strictly increasing in commit order.
+    pub seq: u64,
+    /// The event.
+    pub event: Event,
+}
+
+/// Everything paycore stores about orders. One implementation per backend.
+#[async_trait]
+pub trait OrderStore: Send + Sync + 'static {
+    /// Stores a fresh token.
+    async fn issue_token(&self, token: TokenRecord) -> Result<(), StoreError>;
+
+    /// Consumes `token` and stores `order` with its events, atomically: either all of it
+    /// happens or, for any outcome but `Created`, nothing does.
+    async fn create_order(
+        &self,
+        token: SubmitToken,
+        order: Order,
+        events: Vec<Event>,
+        now: OffsetDateTime,
+    ) -> Result<CreateOutcome, StoreError>;
+
+    /// Stores the new state of an order and its events if the stored version is still
+    /// `expected_version`; otherwise `VersionConflict` and nothing changes.
+    async fn update_order(
+        &self,
+        order: Order,
+        expected_version: u64,
+        previous_status: OrderStatus,
+        events: Vec<Event>,
+    ) -> Result<(), StoreError>;
+
+    /// Reads one order.
+    async fn load_order(&self, order_id: &OrderId) -> Result<Option<Order>, StoreError>;
+
+    /// Finds a merchant's order by its number.
+    async fn find_by_merchant_order_no(
+        &self,
+        merchant_id: &MerchantId,
+        merchant_order_no: &MerchantOrderNo,
+    ) -> Result<Option<Order>, StoreError>;
+
+    /// Reads up to `limit` outbox events after `seq`, in order.
+    async fn events_after(&self, seq: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Reads a named stream cursor (0 when unset).
+    async fn cursor(&self, name: &str) -> Result<u64, StoreError>;
+
+    /// Durably stores a named stream cursor.
+    async fn set_cursor(&self, name: &str, seq: u64) -> Result<(), StoreError>;
+
+    /// Orders per status, kept exact in the same transactions that change statuses.
+    async fn status_counts(&self) -> Result<Vec<(OrderStatus, i64)>, StoreError>;
+
+    /// Deletes expired tokens and delivered events older than the retention; returns rows removed.
+    async fn purge(
+        &self,
+        now: OffsetDateTime,
+        events_before: OffsetDateTime,
+    ) -> Result<u64, StoreError>;
+
+    /// Checks the store answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Flushes pending writes and stops the writer. Later writes answer `Closed`.
+    async fn close(&self);
+}

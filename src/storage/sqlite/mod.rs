@@ -1,0 +1,352 @@
+//! The embedded SQLite backend: WAL mode, one writer thread that group-commits (see `writer`),
+//! and a small pool of read-only connections. Durability: with `synchronous = "full"` a write is
+//! answered only after its transaction's WAL frames are fsynced, so it survives kill -9 and
+//! power loss; `"normal"` survives kill -9 but not power loss.
+
+mod schema;
+mod writer;
+
+use crate::config::SqliteSettings;
+use crate::domain::{Event, MerchantId, MerchantOrderNo, Order, OrderId, OrderStatus, SubmitToken};
+use crate::metrics::Metrics;
+use crate::storage::{CreateOutcome, OrderStore, StoreError, StoredEvent, TokenRecord};
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use time::OffsetDateTime;
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
+use writer::{BatchLimits, WriteOk, WriteOp, WriteRequest};
+
+/// Most rows one purge call deletes, so a purge never holds the writer long.
+const PURGE_LIMIT: usize = 10_000;
+
+pub(crate) fn now_ms() -> i64 {
+    to_ms(OffsetDateTime::now_utc())
+}
+
+pub(crate) fn to_ms(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// The SQLite store.
+pub struct SqliteStore {
+    tx: RwLock<Option<mpsc::Sender<WriteRequest>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    readers: Mutex<Vec<Connection>>,
+    reader_permits: Semaphore,
+    enqueue_timeout: Duration,
+    /// Woken after a commit that stored events; the outbox relay waits on it.
+    pub events_committed: Arc<Notify>,
+}
+
+fn open_conn(path: &Path, flags: OpenFlags, busy_ms: u64) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(Duration::from_millis(busy_ms))?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database, migrates it, and starts the writer thread.
+    /// Must be called inside a tokio runtime.
+    pub fn open(settings: &SqliteSettings, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
+        let be = |e: rusqlite::Error| StoreError::Backend(e.to_string());
+        let path = Path::new(&settings.path);
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Backend(format!("create {}: {e}", dir.display())))?;
+        }
+        let mut conn =
+            open_conn(path, OpenFlags::default(), settings.busy_timeout_ms).map_err(be)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(be)?;
+        conn.pragma_update(None, "synchronous", settings.synchronous.pragma())
+            .map_err(be)?;
+        schema::migrate(&mut conn).map_err(be)?;
+
+        let mut readers = Vec::with_capacity(settings.readers);
+        for _ in 0..settings.readers {
+            let r = open_conn(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                settings.busy_timeout_ms,
+            )
+            .map_err(be)?;
+            readers.push(r);
+        }
+
+        let (tx, rx) = mpsc::channel(settings.queue_capacity);
+        let events_committed = Arc::new(Notify::new());
+        let limits = BatchLimits {
+            max_writes: settings.batch_max_writes,
+            max_wait: Duration::from_micros(settings.batch_max_wait_us),
+        };
+        let runtime = tokio::runtime::Handle::current();
+        let notify = events_committed.clone();
+        let handle = std::thread::Builder::new()
+            .name("paycore-sqlite-writer".into())
+            .spawn(move || writer::run(conn, rx, limits, runtime, notify, metrics))
+            .map_err(|e| StoreError::Backend(format!("spawn writer: {e}")))?;
+        Ok(Self {
+            tx: RwLock::new(Some(tx)),
+            writer: Mutex::new(Some(handle)),
+            reader_permits: Semaphore::new(readers.len()),
+            readers: Mutex::new(readers),
+            enqueue_timeout: Duration::from_millis(settings.enqueue_timeout_ms),
+            events_committed,
+        })
+    }
+
+    async fn write(&self, op: WriteOp) -> Result<WriteOk, StoreError> {
+        let sender = self
+            .tx
+            .read()
+            .map_err(|_| StoreError::Closed)?
+            .clone()
+            .ok_or(StoreError::Closed)?;
+        let (reply, answer) = oneshot::channel();
+        sender
+            .send_timeout(WriteRequest { op, reply }, self.enqueue_timeout)
+            .await
+            .map_err(|e| match e {
+                mpsc::error::SendTimeoutError::Timeout(_) => StoreError::Overloaded,
+                mpsc::error::SendTimeoutError::Closed(_) => StoreError::Closed,
+            })?;
+        // The writer answers every request it takes; a dropped reply means it died.
+        answer
+            .await
+            .map_err(|_| StoreError::Backend("the writer stopped".into()))?
+    }
+
+    /// Runs `f` on a pooled read-only connection, off the async threads.
+    async fn read<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        let _permit = self
+            .reader_permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        let conn = self
+            .readers
+            .lock()
+            .map_err(|_| StoreError::Backend("reader pool poisoned".into()))?
+            .pop()
+            .ok_or_else(|| StoreError::Backend("reader pool empty".into()))?;
+        let (conn, result) = tokio::task::spawn_blocking(move || {
+            let r = f(&conn);
+            (conn, r)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?;
+        if let Ok(mut pool) = self.readers.lock() {
+            pool.push(conn);
+        }
+        result
+    }
+}
+
+fn be(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn decode_order(body: &str) -> Result<Order, StoreError> {
+    serde_json::from_str(body).map_err(|e| StoreError::Corrupt(format!("order body: {e}")))
+}
+
+#[async_trait]
+impl OrderStore for SqliteStore {
+    async fn issue_token(&self, token: TokenRecord) -> Result<(), StoreError> {
+        self.write(WriteOp::IssueToken(token)).await.map(|_| ())
+    }
+
+    async fn create_order(
+        &self,
+        token: SubmitToken,
+        order: Order,
+        events: Vec<Event>,
+        now: OffsetDateTime,
+    ) -> Result<CreateOutcome, StoreError> {
+        match self
+            .write(WriteOp::CreateOrder {
+                token,
+                order,
+                events,
+                now,
+            })
+            .await?
+        {
+            WriteOk::Create(outcome) => Ok(outcome),
+            other => Err(StoreError::Backend(format!(
+                "unexpected writer answer {other:?}"
+            ))),
+        }
+    }
+
+    async fn update_order(
+        &self,
+        order: Order,
+        expected_version: u64,
+        previous_status: OrderStatus,
+        events: Vec<Event>,
+    ) -> Result<(), StoreError> {
+        self.write(WriteOp::UpdateOrder {
+            order,
+            expected_version,
+            previous_status,
+            events,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn load_order(&self, order_id: &OrderId) -> Result<Option<Order>, StoreError> {
+        let id = order_id.to_string();
+        self.read(move |c| {
+            let body: Option<String> = c
+                .prepare_cached("SELECT body FROM orders WHERE order_id = ?1")
+                .and_then(|mut s| s.query_row([&id], |r| r.get(0)).optional())
+                .map_err(be)?;
+            body.as_deref().map(decode_order).transpose()
+        })
+        .await
+    }
+
+    async fn find_by_merchant_order_no(
+        &self,
+        merchant_id: &MerchantId,
+        merchant_order_no: &MerchantOrderNo,
+    ) -> Result<Option<Order>, StoreError> {
+        let (m, n) = (merchant_id.to_string(), merchant_order_no.to_string());
+        self.read(move |c| {
+            let body: Option<String> = c
+                .prepare_cached(
+                    "SELECT body FROM orders WHERE merchant_id = ?1 AND merchant_order_no = ?2",
+                )
+                .and_then(|mut s| s.query_row([&m, &n], |r| r.get(0)).optional())
+                .map_err(be)?;
+            body.as_deref().map(decode_order).transpose()
+        })
+        .await
+    }
+
+    async fn events_after(&self, seq: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached("SELECT seq, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")
+                .map_err(be)?;
+            let rows = stmt
+                .query_map([seq as i64, limit as i64], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                })
+                .map_err(be)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (seq, body) = row.map_err(be)?;
+                let event: Event = serde_json::from_str(&body)
+                    .map_err(|e| StoreError::Corrupt(format!("event body: {e}")))?;
+                out.push(StoredEvent {
+                    seq: seq as u64,
+                    event,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn cursor(&self, name: &str) -> Result<u64, StoreError> {
+        let name = name.to_string();
+        self.read(move |c| {
+            let seq: Option<i64> = c
+                .query_row(
+                    "SELECT seq FROM stream_cursors WHERE name = ?1",
+                    [&name],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(be)?;
+            Ok(seq.unwrap_or(0) as u64)
+        })
+        .await
+    }
+
+    async fn set_cursor(&self, name: &str, seq: u64) -> Result<(), StoreError> {
+        self.write(WriteOp::SetCursor {
+            name: name.to_string(),
+            seq,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn status_counts(&self) -> Result<Vec<(OrderStatus, i64)>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare_cached("SELECT status, n FROM order_status_counts")
+                .map_err(be)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(be)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (s, n) = row.map_err(be)?;
+                let status = OrderStatus::parse(&s)
+                    .ok_or_else(|| StoreError::Corrupt(format!("status {s}")))?;
+                out.push((status, n));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn purge(
+        &self,
+        now: OffsetDateTime,
+        events_before: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        match self
+            .write(WriteOp::Purge {
+                now,
+                events_before,
+                limit: PURGE_LIMIT,
+            })
+            .await?
+        {
+            WriteOk::Purged(n) => Ok(n),
+            other => Err(StoreError::Backend(format!(
+                "unexpected writer answer {other:?}"
+            ))),
+        }
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        if self.tx.read().map(|t| t.is_none()).unwrap_or(true) {
+            return Err(StoreError::Closed);
+        }
+        self.read(|c| {
+            c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                .map(|_| ())
+                .map_err(be)
+        })
+        .await
+    }
+
+    async fn close(&self) {
+        // Dropping the last sender lets the writer drain what is queued, commit, and exit.
+        if let Ok(mut tx) = self.tx.write() {
+            tx.take();
+        }
+        let handle = self.writer.lock().ok().and_then(|mut h| h.take());
+        if let Some(h) = handle {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

@@ -1,0 +1,372 @@
+//! The single SQLite writer: one OS thread that owns the only write connection and group-commits
+//! many actors' writes in one transaction. Each write runs inside its own savepoint, so a write
+//! that is refused (a used token, a duplicate order, a version conflict) rolls back alone while
+//! the rest of the batch commits. A write is answered only after its transaction commits.
+
+use super::{now_ms, to_ms};
+use crate::domain::{Event, Order, OrderStatus, SubmitToken};
+use crate::metrics::Metrics;
+use crate::storage::{CreateOutcome, StoreError, TokenRecord};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use time::OffsetDateTime;
+use tokio::sync::{Notify, mpsc, oneshot};
+
+/// One write, as the writer applies it.
+#[derive(Debug)]
+pub(crate) enum WriteOp {
+    IssueToken(TokenRecord),
+    CreateOrder {
+        token: SubmitToken,
+        order: Order,
+        events: Vec<Event>,
+        now: OffsetDateTime,
+    },
+    UpdateOrder {
+        order: Order,
+        expected_version: u64,
+        previous_status: OrderStatus,
+        events: Vec<Event>,
+    },
+    SetCursor {
+        name: String,
+        seq: u64,
+    },
+    Purge {
+        now: OffsetDateTime,
+        events_before: OffsetDateTime,
+        limit: usize,
+    },
+}
+
+/// What a write answered.
+#[derive(Debug)]
+pub(crate) enum WriteOk {
+    Done,
+    Create(CreateOutcome),
+    Purged(u64),
+}
+
+pub(crate) struct WriteRequest {
+    pub op: WriteOp,
+    pub reply: oneshot::Sender<Result<WriteOk, StoreError>>,
+}
+
+/// Batch bounds for the writer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchLimits {
+    /// Most writes in one transaction.
+    pub max_writes: usize,
+    /// Longest the writer waits for more writes once it has one; zero commits at once with
+    /// whatever queued up while the previous commit was running (the usual group commit).
+    pub max_wait: Duration,
+}
+
+/// A refusal inside a savepoint: roll the savepoint back and answer this.
+enum Refused {
+    Answer(Result<WriteOk, StoreError>),
+}
+
+/// Runs the writer until every sender is dropped, then returns after the last batch commits.
+pub(crate) fn run(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<WriteRequest>,
+    limits: BatchLimits,
+    runtime: tokio::runtime::Handle,
+    events_committed: Arc<Notify>,
+    metrics: Arc<Metrics>,
+) {
+    let mut batch: Vec<WriteRequest> = Vec::with_capacity(limits.max_writes);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < limits.max_writes {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        if batch.len() < limits.max_writes && !limits.max_wait.is_zero() {
+            let deadline = tokio::time::Instant::now() + limits.max_wait;
+            runtime.block_on(async {
+                while batch.len() < limits.max_writes {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(r)) => batch.push(r),
+                        _ => break,
+                    }
+                }
+            });
+        }
+        let started = Instant::now();
+        let had_events = commit_batch(&mut conn, &mut batch);
+        metrics
+            .storage_commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        metrics.storage_batch_writes.observe(batch.len() as f64);
+        batch.clear();
+        if had_events {
+            events_committed.notify_one();
+        }
+    }
+    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+        tracing::warn!(error = %e, "final WAL checkpoint failed");
+    }
+}
+
+/// Applies a batch in one transaction and answers every request. Returns whether any event
+/// was committed (so the outbox relay is woken).
+fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteRequest>) -> bool {
+    let mut answers: Vec<Result<WriteOk, StoreError>> = Vec::with_capacity(batch.len());
+    let mut had_events = false;
+    let outcome = (|| -> rusqlite::Result<()> {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        for req in batch.iter() {
+            conn.execute_batch("SAVEPOINT w")?;
+            match apply(conn, &req.op) {
+                Ok(ok) => {
+                    conn.execute_batch("RELEASE w")?;
+                    had_events |= matches!(&req.op, WriteOp::CreateOrder { events, .. } | WriteOp::UpdateOrder { events, .. } if !events.is_empty());
+                    answers.push(Ok(ok));
+                }
+                Err(Refused::Answer(answer)) => {
+                    conn.execute_batch("ROLLBACK TO w; RELEASE w")?;
+                    answers.push(answer);
+                }
+            }
+        }
+        conn.execute_batch("COMMIT")
+    })();
+    if let Err(e) = outcome {
+        tracing::error!(error = %e, writes = batch.len(), "group commit failed; every write in it is refused");
+        let _ = conn.execute_batch("ROLLBACK");
+        had_events = false;
+        answers = batch
+            .iter()
+            .map(|_| Err(StoreError::Backend(e.to_string())))
+            .collect();
+    }
+    for (req, answer) in batch.drain(..).zip(answers) {
+        // The caller may have given up (timeout); the write stands either way.
+        let _ = req.reply.send(answer);
+    }
+    had_events
+}
+
+fn backend(e: rusqlite::Error) -> Refused {
+    Refused::Answer(Err(StoreError::Backend(e.to_string())))
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Result<String, Refused> {
+    serde_json::to_string(v).map_err(|e| Refused::Answer(Err(StoreError::Backend(e.to_string()))))
+}
+
+fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteOk, Refused> {
+    match op {
+        WriteOp::IssueToken(t) => {
+            conn.prepare_cached(
+                "INSERT INTO submit_tokens (token, merchant_id, expires_at_ms) VALUES (?1, ?2, ?3)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    t.token.as_str(),
+                    t.merchant_id.as_str(),
+                    to_ms(t.expires_at)
+                ])
+            })
+            .map_err(backend)?;
+            Ok(WriteOk::Done)
+        }
+        WriteOp::CreateOrder {
+            token,
+            order,
+            events,
+            now,
+        } => create_order(conn, token, order, events, *now),
+        WriteOp::UpdateOrder {
+            order,
+            expected_version,
+            previous_status,
+            events,
+        } => {
+            let body = encode(order)?;
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE orders SET status = ?1, version = ?2, body = ?3, updated_at_ms = ?4
+                     WHERE order_id = ?5 AND version = ?6",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        order.status.as_str(),
+                        order.version as i64,
+                        body,
+                        to_ms(order.updated_at),
+                        order.order_id.as_str(),
+                        *expected_version as i64
+                    ])
+                })
+                .map_err(backend)?;
+            if changed == 0 {
+                return Err(Refused::Answer(Err(StoreError::VersionConflict(
+                    order.order_id.to_string(),
+                ))));
+            }
+            insert_events(conn, events)?;
+            if *previous_status != order.status {
+                bump_count(conn, *previous_status, -1)?;
+                bump_count(conn, order.status, 1)?;
+            }
+            Ok(WriteOk::Done)
+        }
+        WriteOp::SetCursor { name, seq } => {
+            conn.prepare_cached(
+                "INSERT INTO stream_cursors (name, seq) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET seq = excluded.seq WHERE excluded.seq > stream_cursors.seq",
+            )
+            .and_then(|mut s| s.execute(params![name, *seq as i64]))
+            .map_err(backend)?;
+            Ok(WriteOk::Done)
+        }
+        WriteOp::Purge {
+            now,
+            events_before,
+            limit,
+        } => {
+            let tokens = conn
+                .execute(
+                    "DELETE FROM submit_tokens WHERE token IN
+                       (SELECT token FROM submit_tokens WHERE expires_at_ms < ?1 LIMIT ?2)",
+                    params![to_ms(*now), *limit as i64],
+                )
+                .map_err(backend)?;
+            // Only events every cursor has passed may go: the outbox is the stream's source.
+            let events = conn
+                .execute(
+                    "DELETE FROM events WHERE seq IN
+                       (SELECT seq FROM events
+                        WHERE created_at_ms < ?1
+                          AND seq <= (SELECT COALESCE(MIN(seq), 0) FROM stream_cursors)
+                        ORDER BY seq LIMIT ?2)",
+                    params![to_ms(*events_before), *limit as i64],
+                )
+                .map_err(backend)?;
+            Ok(WriteOk::Purged((tokens + events) as u64))
+        }
+    }
+}
+
+fn create_order(
+    conn: &Connection,
+    token: &SubmitToken,
+    order: &Order,
+    events: &[Event],
+    now: OffsetDateTime,
+) -> Result<WriteOk, Refused> {
+    let now_ms = to_ms(now);
+    let consumed = conn
+        .prepare_cached(
+            "UPDATE submit_tokens SET used_by = ?1, used_at_ms = ?2
+             WHERE token = ?3 AND merchant_id = ?4 AND used_by IS NULL AND expires_at_ms > ?2",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                order.order_id.as_str(),
+                now_ms,
+                token.as_str(),
+                order.merchant_id.as_str()
+            ])
+        })
+        .map_err(backend)?;
+    if consumed == 0 {
+        let row: Option<(String, Option<String>)> = conn
+            .prepare_cached("SELECT merchant_id, used_by FROM submit_tokens WHERE token = ?1")
+            .and_then(|mut s| {
+                s.query_row([token.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(backend)?;
+        let outcome = match row {
+            Some((merchant, Some(used_by))) if merchant == order.merchant_id.as_str() => {
+                CreateOutcome::TokenUsed(crate::domain::OrderId::parse(&used_by).ok())
+            }
+            _ => CreateOutcome::TokenInvalid,
+        };
+        return Err(Refused::Answer(Ok(WriteOk::Create(outcome))));
+    }
+    let body = encode(order)?;
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO orders (order_id, merchant_id, merchant_order_no, status, version, body, created_at_ms, updated_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                order.order_id.as_str(),
+                order.merchant_id.as_str(),
+                order.merchant_order_no.as_str(),
+                order.status.as_str(),
+                order.version as i64,
+                body,
+                to_ms(order.created_at)
+            ])
+        });
+    match inserted {
+        Ok(_) => {}
+        Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == ErrorCode::ConstraintViolation => {
+            let existing: Option<String> = conn
+                .prepare_cached(
+                    "SELECT order_id FROM orders WHERE merchant_id = ?1 AND merchant_order_no = ?2",
+                )
+                .and_then(|mut s| {
+                    s.query_row(
+                        [order.merchant_id.as_str(), order.merchant_order_no.as_str()],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                })
+                .map_err(backend)?;
+            let outcome = match existing.and_then(|id| crate::domain::OrderId::parse(&id).ok()) {
+                Some(id) => Ok(WriteOk::Create(CreateOutcome::Duplicate(id))),
+                None => Err(StoreError::Backend(format!("order id collision: {e}"))),
+            };
+            return Err(Refused::Answer(outcome));
+        }
+        Err(e) => return Err(backend(e)),
+    }
+    insert_events(conn, events)?;
+    bump_count(conn, order.status, 1)?;
+    Ok(WriteOk::Create(CreateOutcome::Created))
+}
+
+fn insert_events(conn: &Connection, events: &[Event]) -> Result<(), Refused> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut stmt = conn
+        .prepare_cached(
+            "INSERT INTO events (event_id, order_id, version, type, body, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .map_err(backend)?;
+    for e in events {
+        let body = encode(e)?;
+        stmt.execute(params![
+            e.event_id.as_str(),
+            e.order_id,
+            e.version as i64,
+            e.event_type,
+            body,
+            now_ms()
+        ])
+        .map_err(backend)?;
+    }
+    Ok(())
+}
+
+fn bump_count(conn: &Connection, status: OrderStatus, delta: i64) -> Result<(), Refused> {
+    conn.prepare_cached(
+        "INSERT INTO order_status_counts (status, n) VALUES (?1, ?2)
+         ON CONFLICT (status) DO UPDATE SET n = n + excluded.n",
+    )
+    .and_then(|mut s| s.execute(params![status.as_str(), delta]))
+    .map_err(backend)?;
+    Ok(())
+}
