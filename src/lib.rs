@@ -5,5 +5,7 @@ pub mod actors;
 pub mod channels;
 pub mod config;
 pub mod domain;
+pub mod http;
 pub mod metrics;
 pub mod storage;
+pub mod streams;

@@ -1,0 +1,237 @@
+//! The contract's error form, and the one place where every lower-layer error becomes an HTTP
+//! status and a code: `{"error": {"code", "message", "field"?}}`.
+
+use crate::actors::OrderError;
+use crate::channels::ChannelError;
+use crate::domain::Rejection;
+use crate::storage::StoreError;
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use std::fmt;
+use utoipa::ToSchema;
+
+/// The error body of every refused request.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable snake_case code.
+    pub code: String,
+    /// Human text.
+    pub message: String,
+    /// The request field at fault, when one is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// The existing order, for `duplicate_order` and `token_used`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<String>,
+}
+
+/// An error answer.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    status: StatusCode,
+    detail: ErrorDetail,
+    retry_after_secs: Option<u64>,
+}
+
+impl ApiError {
+    /// An error with a status, code and message.
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            detail: ErrorDetail {
+                code: code.into(),
+                message: message.into(),
+                field: None,
+                order_id: None,
+            },
+            retry_after_secs: None,
+        }
+    }
+
+    /// 422 `invalid_request` naming the field.
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message);
+        e.detail.field = Some(field.into());
+        e
+    }
+
+    /// 401 `unauthorized`.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    /// Adds `Retry-After`.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs.max(1));
+        self
+    }
+
+    fn with_order(mut self, order_id: Option<String>) -> Self {
+        self.detail.order_id = order_id;
+        self
+    }
+
+    /// The error code.
+    pub fn code(&self) -> &str {
+        &self.detail.code
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.detail.code,
+            self.detail.message
+        )
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut r = HttpResponse::build(self.status);
+        if let Some(s) = self.retry_after_secs {
+            r.insert_header(("Retry-After", s.to_string()));
+        }
+        r.json(ErrorBody {
+            error: self.detail.clone(),
+        })
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Overloaded => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "storage is saturated; retry shortly",
+            )
+            .retry_after(1),
+            StoreError::VersionConflict(_) => ApiError::new(
+                StatusCode::CONFLICT,
+                "concurrent_update",
+                "the order changed while this request ran; retry",
+            ),
+            StoreError::Closed => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the service is shutting down",
+            )
+            .retry_after(5),
+            StoreError::Backend(m) | StoreError::Corrupt(m) => {
+                tracing::error!(error = %m, "storage failure");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_unavailable",
+                    "storage failed; nothing was changed",
+                )
+                .retry_after(1)
+            }
+        }
+    }
+}
+
+impl From<ChannelError> for ApiError {
+    fn from(e: ChannelError) -> Self {
+        match e {
+            ChannelError::Busy {
+                channel,
+                retry_after_secs,
+            } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "channel_busy",
+                format!("channel {channel} is at its rate limit; the order is unchanged"),
+            )
+            .retry_after(retry_after_secs),
+            ChannelError::RateLimited(channel) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "channel_busy",
+                format!("channel {channel} refused: rate limited; the order is unchanged"),
+            )
+            .retry_after(1),
+            ChannelError::Rejected { code, message } => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "channel_rejected",
+                format!("the channel refused: {code}: {message}"),
+            ),
+            ChannelError::Unavailable(m) => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "channel_unavailable",
+                format!("the channel did not answer usably ({m}); the order is unchanged, retry"),
+            )
+            .retry_after(1),
+            ChannelError::BadCallback(m) => ApiError::unauthorized(m),
+        }
+    }
+}
+
+impl From<OrderError> for ApiError {
+    fn from(e: OrderError) -> Self {
+        use StatusCode as S;
+        match e {
+            OrderError::NotFound => ApiError::new(S::NOT_FOUND, "order_not_found", "no such order"),
+            OrderError::Rejected(r) => {
+                let msg = r.to_string();
+                match r {
+                    Rejection::AlreadyPaid => ApiError::new(S::CONFLICT, "already_paid", msg),
+                    Rejection::OrderClosed => ApiError::new(S::CONFLICT, "order_closed", msg),
+                    Rejection::OrderFailed => ApiError::new(S::CONFLICT, "order_failed", msg),
+                    Rejection::OrderExpired => ApiError::new(S::CONFLICT, "order_expired", msg),
+                    Rejection::AmountMismatch { .. } => {
+                        ApiError::new(S::CONFLICT, "amount_mismatch", msg)
+                    }
+                    Rejection::WrongStatus(_) => ApiError::new(S::CONFLICT, "invalid_state", msg),
+                }
+            }
+            OrderError::Channel(c) => c.into(),
+            OrderError::Store(s) => s.into(),
+            OrderError::UnknownChannel(c) => ApiError::new(
+                S::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("channel {c} is not configured"),
+            ),
+            OrderError::TokenUsed(by) => ApiError::new(
+                S::CONFLICT,
+                "token_used",
+                "the submit token was already used",
+            )
+            .with_order(by.map(|i| i.to_string())),
+            OrderError::TokenInvalid => {
+                let mut e = ApiError::new(
+                    S::UNPROCESSABLE_ENTITY,
+                    "token_invalid",
+                    "the submit token is unknown or expired",
+                );
+                e.detail.field = Some("submit_token".into());
+                e
+            }
+            OrderError::Duplicate(id) => ApiError::new(
+                S::CONFLICT,
+                "duplicate_order",
+                "an order with this merchant_order_no exists",
+            )
+            .with_order(Some(id.to_string())),
+            OrderError::Unavailable(m) => ApiError::new(
+                S::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("{m}; the outcome may be unknown, read the order"),
+            )
+            .retry_after(1),
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! Ingress: the `/v1` contract over actix-web. Routes, merchant authentication, body limits,
+//! request/response types, and the mapping of every error to the contract's form. Handlers hold
+//! no business rules: they parse, authenticate, call `actors::Orders`, and answer.
+
+pub mod auth;
+pub mod body;
+pub mod callbacks;
+pub mod error;
+pub mod ops;
+pub mod orders;
+pub mod types;
+
+use crate::actors::Orders;
+use crate::channels::PaymentChannel;
+use crate::metrics::Metrics;
+use crate::storage::OrderStore;
+use crate::streams::EventSink;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{HttpResponse, web};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+use utoipa::OpenApi;
+
+/// What handlers share.
+pub struct AppState {
+    /// Order operations.
+    pub orders: Orders,
+    /// Merchant authentication.
+    pub auth: auth::Authenticator,
+    /// Channel adapters by name (for callback verification).
+    pub channels: HashMap<String, Arc<dyn PaymentChannel>>,
+    /// Storage (readiness, counts).
+    pub store: Arc<dyn OrderStore>,
+    /// The stream (readiness).
+    pub sink: Arc<dyn EventSink>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Largest request body.
+    pub body_limit: usize,
+    /// Life of an unpaid order when the create names none.
+    pub default_expire_seconds: i64,
+}
+
+/// The OpenAPI document, generated from the handlers and types.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "paycore",
+        description = "Payment core for utilities: the /v1 contract (see API.md)."
+    ),
+    paths(
+        orders::issue_token,
+        orders::create_order,
+        orders::get_order,
+        orders::lookup_order,
+        orders::pay_order,
+        orders::close_order,
+        callbacks::channel_callback,
+        ops::healthz,
+        ops::readyz,
+        ops::metrics
+    ),
+    components(schemas(
+        types::TokenView,
+        types::CreateOrderRequest,
+        types::PayOrderRequest,
+        types::OrderView,
+        types::PayView,
+        types::FulfillmentView,
+        types::LatePaymentView,
+        error::ErrorBody,
+        error::ErrorDetail
+    ))
+)]
+pub struct ApiDoc;
+
+/// Records request latency by route pattern (never by concrete path: no ids in labels).
+async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+    let method = req.method().as_str().to_string();
+    let metrics = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.metrics.clone());
+    let res = next.call(req).await?;
+    if let Some(m) = metrics {
+        let status = format!("{}xx", res.status().as_u16() / 100);
+        m.http_request_seconds
+            .with_label_values(&[&route, &method, &status])
+            .observe(started.elapsed().as_secs_f64());
+    }
+    Ok(res)
+}
+
+async fn not_found() -> Result<HttpResponse, error::ApiError> {
+    Err(error::ApiError::new(
+        actix_web::http::StatusCode::NOT_FOUND,
+        "not_found",
+        "no such route",
+    ))
+}
+
+/// Registers every route on an app.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("")
+            .wrap(actix_web::middleware::from_fn(observe))
+            .route("/healthz", web::get().to(ops::healthz))
+            .route("/readyz", web::get().to(ops::readyz))
+            .route("/metrics", web::get().to(ops::metrics))
+            .route("/openapi.json", web::get().to(ops::openapi))
+            .route("/v1/submit-tokens", web::post().to(orders::issue_token))
+            .route("/v1/orders", web::post().to(orders::create_order))
+            .route("/v1/orders", web::get().to(orders::lookup_order))
+            .route("/v1/orders/{order_id}", web::get().to(orders::get_order))
+            .route(
+                "/v1/orders/{order_id}/pay",
+                web::post().to(orders::pay_order),
+            )
+            .route(
+                "/v1/orders/{order_id}/close",
+                web::post().to(orders::close_order),
+            )
+            .route(
+                "/v1/callbacks/{channel}",
+                web::post().to(callbacks::channel_callback),
+            )
+            .default_service(web::to(not_found)),
+    );
+}

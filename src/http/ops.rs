@@ -1,0 +1,59 @@
+//! Operations routes: liveness, readiness, Prometheus metrics, the OpenAPI document.
+
+use super::AppState;
+use crate::domain::OrderStatus;
+use actix_web::{HttpResponse, web};
+use utoipa::OpenApi;
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "up")))]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+/// Storage and the stream answer.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "ready"), (status = 503, description = "a dependency is down")))]
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let storage = state.store.ping().await;
+    let stream = state.sink.ready().await;
+    let body = serde_json::json!({
+        "storage": storage.as_ref().map(|_| "ok".to_string()).unwrap_or_else(|e| e.to_string()),
+        "stream": if stream { "ok" } else { "unreachable" },
+    });
+    if storage.is_ok() && stream {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+/// Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text")))]
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    match state.store.status_counts().await {
+        Ok(counts) => {
+            for status in OrderStatus::ALL {
+                let n = counts
+                    .iter()
+                    .find(|(s, _)| *s == status)
+                    .map(|(_, n)| *n)
+                    .unwrap_or(0);
+                state
+                    .metrics
+                    .orders
+                    .with_label_values(&[status.as_str()])
+                    .set(n);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot refresh order counts"),
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
+}
+
+/// This document.
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().json(super::ApiDoc::openapi())
+}
