@@ -2,6 +2,7 @@
 //! through a group-committing writer, and reach channels through rate-limited channel actors.
 
 pub mod actors;
+pub mod app;
 pub mod channels;
 pub mod config;
 pub mod domain;

@@ -1,3 +1,72 @@
-fn main() {
-    println!("Hello, world!");
+//! The `paycore` binary: `serve` runs the service, `channel-sim` runs the channel simulator alone.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use paycore::app::Application;
+use paycore::config::Settings;
+
+#[derive(Parser)]
+#[command(name = "paycore", version, about = "Payment core for utilities")]
+struct Cli {
+    /// Settings file; environment variables PAYCORE_* override it.
+    #[arg(long, global = true, default_value = "config.toml")]
+    config: String,
+    /// Log format: text or json. The level comes from RUST_LOG (default info).
+    #[arg(long, global = true, default_value = "text")]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the payment core (and, by default, the channel simulator in-process).
+    Serve,
+    /// Run only the channel simulator, from the [simulator] settings.
+    ChannelSim,
+}
+
+fn init_logging(format: &str) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn load(path: &str) -> anyhow::Result<Settings> {
+    let file = std::path::Path::new(path).exists().then_some(path);
+    if file.is_none() {
+        tracing::warn!(path, "settings file not found; using built-in defaults");
+    }
+    Settings::load(file, std::env::vars()).context("loading settings")
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    let settings = load(&cli.config)?;
+    match cli.command {
+        Command::Serve => {
+            let app = Application::build(settings).await?;
+            if let Some(url) = app.simulator_url() {
+                tracing::info!(url, "channel simulator running in-process");
+            }
+            app.run_until_signalled().await;
+        }
+        Command::ChannelSim => {
+            let s = &settings.simulator;
+            let listener = std::net::TcpListener::bind((s.bind.as_str(), s.port))
+                .context("binding the simulator")?;
+            let sim = paycore_channel_sim::start(s.behaviour.clone(), listener)?;
+            tracing::info!(url = sim.base_url(), "channel simulator listening");
+            tokio::signal::ctrl_c().await?;
+            sim.stop().await;
+        }
+    }
+    Ok(())
 }

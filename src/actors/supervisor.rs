@@ -23,6 +23,9 @@ enum Child {
 pub enum Msg {
     /// Start the order registry with these dependencies (once the channels exist).
     StartRegistry(Arc<OrderDeps>, RpcReplyPort<Result<RegistryRef, String>>),
+    /// Stop in data-flow order: let every order actor finish its mailbox, then the registry,
+    /// then the channel actors. Nothing is restarted from here on.
+    Shutdown(std::time::Duration, RpcReplyPort<()>),
 }
 
 /// The root supervisor.
@@ -35,6 +38,7 @@ pub struct Supervisor {
 
 /// The supervisor's state.
 pub struct State {
+    stopping: bool,
     deps: Option<Arc<OrderDeps>>,
     children: HashMap<ractor::ActorId, Child>,
 }
@@ -46,6 +50,7 @@ impl Actor for Supervisor {
 
     async fn pre_start(&self, _myself: ActorRef<Msg>, _: ()) -> Result<State, ActorProcessingErr> {
         Ok(State {
+            stopping: false,
             deps: None,
             children: HashMap::new(),
         })
@@ -72,6 +77,22 @@ impl Actor for Supervisor {
                     .map_err(|e| e.to_string());
                 let _ = reply.send(r);
             }
+            Msg::Shutdown(timeout, reply) => {
+                state.stopping = true;
+                if let Some(registry) = self.registry_slot.read().ok().and_then(|r| r.clone()) {
+                    registry
+                        .get_cell()
+                        .drain_children_and_wait(Some(timeout))
+                        .await;
+                    let _ = registry.drain_and_wait(Some(timeout)).await;
+                }
+                if let Some(deps) = &state.deps {
+                    for handle in deps.channels.values() {
+                        let _ = handle.current().drain_and_wait(Some(timeout)).await;
+                    }
+                }
+                let _ = reply.send(());
+            }
         }
         Ok(())
     }
@@ -92,8 +113,8 @@ impl Actor for Supervisor {
         let Some(child) = state.children.remove(&cell.get_id()) else {
             return Ok(());
         };
-        if myself.get_status() != ractor::ActorStatus::Running {
-            return Ok(()); // shutting down: nothing to restart
+        if state.stopping {
+            return Ok(());
         }
         match child {
             Child::Registry => {

@@ -1,0 +1,286 @@
+//! Start-up and shutdown of the whole service from one `Settings` value. `Application::build`
+//! binds the ports, opens storage, starts the simulator (when in-process), spawns the actor
+//! tree, the outbox relay and the purge task, and starts HTTP; tests use it exactly as
+//! `paycore serve` does, on port 0 against a temp directory.
+
+use crate::actors::supervisor::{self, Tree};
+use crate::actors::{Orders, order::OrderDeps};
+use crate::channels::{self, PaymentChannel};
+use crate::config::Settings;
+use crate::http::{self, AppState};
+use crate::metrics::Metrics;
+use crate::storage::OrderStore;
+use crate::storage::sqlite::SqliteStore;
+use crate::streams::in_process::InProcessStream;
+use crate::streams::{EventSink, relay};
+use actix_web::{App, HttpServer, web};
+use paycore_channel_sim::SimHandle;
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// How long shutdown waits for order and channel actors to drain their mailboxes.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A start-up failure.
+#[derive(Debug, thiserror::Error)]
+#[error("start-up failed: {0}")]
+pub struct StartError(pub String);
+
+fn err(what: &str) -> impl Fn(String) -> StartError + '_ {
+    move |e| StartError(format!("{what}: {e}"))
+}
+
+/// The running service.
+pub struct Application {
+    port: u16,
+    server: actix_web::dev::ServerHandle,
+    server_task: JoinHandle<std::io::Result<()>>,
+    sim: Option<SimHandle>,
+    tree: Tree,
+    store: Arc<SqliteStore>,
+    stream: Arc<InProcessStream>,
+    orders: Orders,
+    shutdown: watch::Sender<bool>,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl Application {
+    /// Builds and starts everything. Must run inside a multi-thread tokio runtime.
+    pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        settings.validate().map_err(|e| StartError(e.to_string()))?;
+        let metrics = Arc::new(Metrics::new());
+
+        let listener = TcpListener::bind((settings.server.bind.as_str(), settings.server.port))
+            .map_err(|e| err("bind HTTP")(e.to_string()))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| err("HTTP address")(e.to_string()))?
+            .port();
+        let callback_base_url = if settings.server.public_base_url.is_empty() {
+            let host = if settings.server.bind == "0.0.0.0" {
+                "127.0.0.1"
+            } else {
+                settings.server.bind.as_str()
+            };
+            format!("http://{host}:{port}")
+        } else {
+            settings
+                .server
+                .public_base_url
+                .trim_end_matches('/')
+                .to_string()
+        };
+
+        let store = Arc::new(
+            SqliteStore::open(&settings.storage.sqlite, metrics.clone())
+                .map_err(|e| err("storage")(e.to_string()))?,
+        );
+        let stream = Arc::new(InProcessStream::new(settings.stream.buffer));
+
+        let sim = if settings.simulator.in_process {
+            let l = TcpListener::bind((settings.simulator.bind.as_str(), settings.simulator.port))
+                .map_err(|e| err("bind simulator")(e.to_string()))?;
+            Some(
+                paycore_channel_sim::start(settings.simulator.behaviour.clone(), l)
+                    .map_err(|e| err("simulator")(e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        let sim_url = sim.as_ref().map(|s| s.base_url());
+
+        let mut adapters: HashMap<String, Arc<dyn PaymentChannel>> = HashMap::new();
+        let mut channel_specs = Vec::new();
+        for (name, cs) in &settings.channels {
+            let adapter = channels::build(cs, sim_url.as_deref()).map_err(err("channel"))?;
+            adapters.insert(name.clone(), adapter.clone());
+            channel_specs.push((name.clone(), adapter, cs.clone()));
+        }
+
+        let order_store: Arc<dyn OrderStore> = store.clone();
+        let tree = supervisor::spawn_tree(
+            settings.actors.clone(),
+            channel_specs,
+            metrics.clone(),
+            |handles| OrderDeps {
+                store: order_store.clone(),
+                channels: handles,
+                callback_base_url,
+                metrics: metrics.clone(),
+            },
+        )
+        .await
+        .map_err(err("actors"))?;
+        let orders = Orders::new(
+            order_store.clone(),
+            tree.registry.clone(),
+            Duration::from_millis(settings.actors.call_timeout_ms),
+            settings.orders.token_ttl_secs,
+            metrics.clone(),
+        );
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let sink: Arc<dyn EventSink> = stream.clone();
+        let mut background = vec![tokio::spawn(relay::run(
+            order_store.clone(),
+            sink.clone(),
+            store.events_committed.clone(),
+            settings.stream.relay_batch,
+            metrics.clone(),
+            shutdown_rx.clone(),
+        ))];
+        background.push(tokio::spawn(purge_loop(
+            order_store.clone(),
+            Duration::from_secs(settings.storage.purge_interval_secs.max(1)),
+            time::Duration::hours(settings.storage.event_retention_hours as i64),
+            shutdown_rx,
+        )));
+
+        let auth = http::auth::Authenticator::new(&settings.merchants, &settings.auth)
+            .map_err(err("merchants"))?;
+        let state = web::Data::new(AppState {
+            orders: orders.clone(),
+            auth,
+            channels: adapters,
+            store: order_store,
+            sink,
+            metrics,
+            body_limit: settings.server.body_limit_bytes,
+            default_expire_seconds: settings.orders.default_expire_seconds,
+        });
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .configure(http::configure)
+        })
+        .max_connections(settings.server.max_connections)
+        .client_request_timeout(Duration::from_millis(
+            settings.server.client_request_timeout_ms,
+        ))
+        .shutdown_timeout(settings.server.shutdown_timeout_secs)
+        .disable_signals();
+        if settings.server.workers > 0 {
+            server = server.workers(settings.server.workers);
+        }
+        let server = server
+            .listen(listener)
+            .map_err(|e| err("HTTP")(e.to_string()))?
+            .run();
+        let handle = server.handle();
+        let server_task = tokio::spawn(server);
+        tracing::info!(port, "paycore is listening");
+        Ok(Self {
+            port,
+            server: handle,
+            server_task,
+            sim,
+            tree,
+            store,
+            stream,
+            orders,
+            shutdown,
+            background,
+        })
+    }
+
+    /// The bound HTTP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The in-process simulator's base URL, when it runs.
+    pub fn simulator_url(&self) -> Option<String> {
+        self.sim.as_ref().map(|s| s.base_url())
+    }
+
+    /// The order front door (for tests and embedding).
+    pub fn orders(&self) -> &Orders {
+        &self.orders
+    }
+
+    /// Subscribes to the in-process event stream.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<crate::domain::Event>> {
+        self.stream.subscribe()
+    }
+
+    /// Runs until SIGTERM or ctrl-c, then shuts down.
+    pub async fn run_until_signalled(self) {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received");
+        self.shutdown().await;
+    }
+
+    /// Stops in data-flow order: HTTP intake (in-flight requests finish), order and channel
+    /// actors drain their mailboxes, the relay publishes what is committed, the writer commits
+    /// what is queued and closes, and the simulator stops.
+    pub async fn shutdown(self) {
+        self.server.stop(true).await;
+        let _ = self.server_task.await;
+        let _ = self
+            .tree
+            .supervisor
+            .call(
+                |r| supervisor::Msg::Shutdown(DRAIN_TIMEOUT, r),
+                Some(DRAIN_TIMEOUT * 3),
+            )
+            .await;
+        self.tree.supervisor.stop(None);
+        let _ = self.shutdown.send(true);
+        for task in self.background {
+            let _ = task.await;
+        }
+        self.store.close().await;
+        if let Some(sim) = self.sim {
+            sim.stop().await;
+        }
+        tracing::info!("paycore stopped");
+    }
+}
+
+async fn purge_loop(
+    store: Arc<dyn OrderStore>,
+    every: Duration,
+    retention: time::Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        let now = time::OffsetDateTime::now_utc();
+        match store.purge(now, now - retention).await {
+            Ok(n) if n > 0 => {
+                tracing::info!(rows = n, "purged expired tokens and delivered events")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "purge failed"),
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
