@@ -1,0 +1,279 @@
+//! Test harness: the real application on port 0 against a temp directory with the in-process
+//! simulator, a signing HTTP client, and polling with deadlines (never fixed sleeps).
+
+use paycore::app::Application;
+use paycore::config::{MerchantSettings, Secret, Settings};
+use serde_json::{Value, json};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+pub const DEMO_SECRET: &str = "demo-secret-for-tests-0123456789";
+pub const OTHER_SECRET: &str = "other-secret-for-tests-012345678";
+
+pub struct TestApp {
+    pub app: Option<Application>,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn test_settings(dir: &tempfile::TempDir) -> Settings {
+    let mut s = Settings::default();
+    s.server.port = 0;
+    s.server.workers = 2;
+    s.simulator.port = 0;
+    s.simulator.behaviour.pay_delay_ms_min = 10;
+    s.simulator.behaviour.pay_delay_ms_max = 40;
+    s.simulator.behaviour.callback_retry_base_ms = 50;
+    s.storage.sqlite.path = dir.path().join("paycore.db").to_string_lossy().into_owned();
+    s.merchants = vec![
+        MerchantSettings {
+            id: "demo".into(),
+            secret: Secret::new(DEMO_SECRET),
+            channels: vec!["sim".into()],
+            rate_limit_per_sec: 100_000,
+            rate_limit_burst: 100_000,
+        },
+        MerchantSettings {
+            id: "other".into(),
+            secret: Secret::new(OTHER_SECRET),
+            channels: vec!["sim".into()],
+            rate_limit_per_sec: 100_000,
+            rate_limit_burst: 100_000,
+        },
+    ];
+    s
+}
+
+pub async fn spawn_app(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut s = test_settings(&dir);
+    tweak(&mut s);
+    let app = Application::build(s).await.expect("app starts");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    TestApp {
+        app: Some(app),
+        base,
+        http: reqwest::Client::new(),
+        dir,
+    }
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Resp {
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+    pub fn field(&self) -> &str {
+        self.body["error"]["field"].as_str().unwrap_or("")
+    }
+}
+
+pub fn sign(secret: &str, method: &str, path: &str, ts: &str, nonce: &str, body: &[u8]) -> String {
+    paycore::http::auth::sign(
+        secret.as_bytes(),
+        &paycore::http::auth::canonical(method, path, ts, nonce, body),
+    )
+}
+
+pub fn nonce() -> String {
+    format!("n{:032x}", rand_u128())
+}
+
+fn rand_u128() -> u128 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static C: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    t ^ ((C.fetch_add(1, Ordering::Relaxed) as u128) << 64)
+}
+
+impl TestApp {
+    pub fn app(&self) -> &Application {
+        self.app.as_ref().expect("app running")
+    }
+
+    /// A raw request with explicit headers (for auth tests).
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+        headers: &[(&str, String)],
+    ) -> Resp {
+        let mut req = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{}", self.base, path))
+            .body(body);
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let r = req.send().await.expect("request sent");
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let bytes = r.bytes().await.unwrap_or_default();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Resp {
+            status,
+            body,
+            headers,
+        }
+    }
+
+    pub async fn call_as(
+        &self,
+        merchant: &str,
+        secret: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Resp {
+        let bytes = body
+            .map(|b| serde_json::to_vec(&b).unwrap())
+            .unwrap_or_default();
+        self.signed_bytes(merchant, secret, method, path, bytes)
+            .await
+    }
+
+    pub async fn signed_bytes(
+        &self,
+        merchant: &str,
+        secret: &str,
+        method: &str,
+        path: &str,
+        bytes: Vec<u8>,
+    ) -> Resp {
+        let ts = time::OffsetDateTime::now_utc().unix_timestamp().to_string();
+        let n = nonce();
+        let sig = sign(secret, method, path, &ts, &n, &bytes);
+        self.raw(
+            method,
+            path,
+            bytes,
+            &[
+                ("X-Paycore-Merchant", merchant.to_string()),
+                ("X-Paycore-Timestamp", ts),
+                ("X-Paycore-Nonce", n),
+                ("X-Paycore-Signature", sig),
+                ("Content-Type", "application/json".to_string()),
+            ],
+        )
+        .await
+    }
+
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Resp {
+        self.call_as("demo", DEMO_SECRET, method, path, body).await
+    }
+
+    pub async fn token(&self) -> String {
+        let r = self.call("POST", "/v1/submit-tokens", None).await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        r.body["token"].as_str().unwrap().to_string()
+    }
+
+    pub fn order_body(token: &str, no: &str, amount: i64) -> Value {
+        json!({"submit_token": token, "merchant_order_no": no, "amount": amount, "business_type": "BillBuy", "channel": "sim"})
+    }
+
+    pub async fn create(&self, no: &str, amount: i64) -> Value {
+        let t = self.token().await;
+        let r = self
+            .call("POST", "/v1/orders", Some(Self::order_body(&t, no, amount)))
+            .await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        r.body
+    }
+
+    pub async fn order(&self, id: &str) -> Resp {
+        self.call("GET", &format!("/v1/orders/{id}"), None).await
+    }
+
+    pub async fn pay(&self, id: &str) -> Resp {
+        self.call(
+            "POST",
+            &format!("/v1/orders/{id}/pay"),
+            Some(json!({"pay_method": "native"})),
+        )
+        .await
+    }
+
+    /// What the simulator charged for an order (its own audit records).
+    pub async fn sim_audit(&self, order_id: &str) -> Value {
+        let url = format!(
+            "{}/sim/v1/payments?out_trade_no={order_id}",
+            self.app().simulator_url().unwrap()
+        );
+        self.http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn wait_status(&self, id: &str, status: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let last = self.order(id).await.body;
+            if last["status"] == status {
+                return last;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "order {id} never reached {status}; last seen {last}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(app) = self.app.take() {
+            app.shutdown().await;
+        }
+        self.dir
+    }
+}
+
+/// Polls `cond` until it holds or `limit` passes.
+pub async fn wait_until<F, Fut>(limit: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if cond().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// The value of one sample line of `/metrics`, e.g. `paycore_orders{status="PAID"}`.
+pub async fn metric(t: &TestApp, sample: &str) -> Option<f64> {
+    let text = t
+        .http
+        .get(format!("{}/metrics", t.base))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample).and_then(|v| v.trim().parse().ok()))
+}

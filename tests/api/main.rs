@@ -1,0 +1,6 @@
+//! Integration tests: the real app over HTTP, with the shipped channel simulator.
+
+mod common;
+mod errors;
+mod lifecycle;
+mod operations;

@@ -1,0 +1,295 @@
+//! Operations and the edges around the order flow: channel back-pressure, callback
+//! authentication, late payments, events, metrics, OpenAPI, and shutdown.
+
+use crate::common::*;
+use paycore_channel_sim::protocol as p;
+use serde_json::json;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saturated_channel_answers_channel_busy_and_leaves_orders_unchanged() {
+    let t = spawn_app(|s| {
+        let c = s.channels.get_mut("sim").unwrap();
+        c.qps = 1;
+        c.burst = 1;
+        c.queue_timeout_ms = 100;
+    })
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(
+            t.create(&format!("BUSY-{i}"), 100).await["order_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let answers = futures::future::join_all(ids.iter().map(|id| t.pay(id))).await;
+    let busy: Vec<_> = ids
+        .iter()
+        .zip(&answers)
+        .filter(|(_, r)| r.status == 503)
+        .collect();
+    assert!(
+        !busy.is_empty(),
+        "{:?}",
+        answers.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    assert!(answers.iter().any(|r| r.status == 202));
+    for (id, r) in busy {
+        assert_eq!(r.code(), "channel_busy");
+        assert!(
+            r.headers.get("retry-after").is_some(),
+            "Retry-After missing"
+        );
+        let order = t.order(id).await.body;
+        assert_eq!(
+            (order["status"].as_str(), order["version"].as_i64()),
+            (Some("CREATED"), Some(1))
+        );
+        assert_eq!(
+            t.sim_audit(id).await["payments"].as_array().unwrap().len(),
+            0,
+            "busy pay reached the channel"
+        );
+    }
+    t.stop().await;
+}
+
+fn signed_callback(secret: &str, body: &p::CallbackBody) -> (Vec<u8>, Vec<(&'static str, String)>) {
+    let bytes = serde_json::to_vec(body).unwrap();
+    let ts = time::OffsetDateTime::now_utc().unix_timestamp();
+    let sig = p::sign(secret.as_bytes(), ts, &bytes);
+    (
+        bytes,
+        vec![
+            (p::TIMESTAMP_HEADER, ts.to_string()),
+            (p::SIGNATURE_HEADER, sig),
+        ],
+    )
+}
+
+fn success(order_id: &str, amount: i64) -> p::CallbackBody {
+    p::CallbackBody {
+        event_id: "evt_test".into(),
+        trade_no: "simT1".into(),
+        out_trade_no: order_id.into(),
+        amount,
+        currency: "CNY".into(),
+        status: p::PaymentStatus::Success,
+        paid_at: None,
+        failure_reason: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_with_bad_signatures_change_nothing() {
+    let t = spawn_app(|s| {
+        s.simulator.behaviour.pay_delay_ms_min = 60_000;
+        s.simulator.behaviour.pay_delay_ms_max = 60_000;
+    })
+    .await;
+    let id = t.create("CB-1", 700).await["order_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(t.pay(&id).await.status, 202);
+    let (bytes, headers) = signed_callback("not-the-channel-secret", &success(&id, 700));
+    let r = t.raw("POST", "/v1/callbacks/sim", bytes, &headers).await;
+    assert_eq!(r.status, 401);
+    let (bytes, _) = signed_callback("x", &success(&id, 700));
+    assert_eq!(
+        t.raw("POST", "/v1/callbacks/sim", bytes, &[]).await.status,
+        401
+    );
+    assert_eq!(t.order(&id).await.body["status"], "PAYING");
+
+    // A correctly signed callback with the wrong amount is not taken as payment.
+    let secret = paycore_channel_sim::SimSettings::default().secret;
+    let (bytes, headers) = signed_callback(&secret, &success(&id, 1));
+    let r = t.raw("POST", "/v1/callbacks/sim", bytes, &headers).await;
+    assert_ne!(r.body["code"], "SUCCESS");
+    assert_eq!(t.order(&id).await.body["status"], "PAYING");
+
+    // The right one is, and answered in the channel's format; a repeat changes nothing.
+    for _ in 0..2 {
+        let (bytes, headers) = signed_callback(&secret, &success(&id, 700));
+        let r = t.raw("POST", "/v1/callbacks/sim", bytes, &headers).await;
+        assert_eq!((r.status, r.body["code"].as_str()), (200, Some("SUCCESS")));
+    }
+    let order = t.order(&id).await.body;
+    assert_eq!(
+        (order["status"].as_str(), order["version"].as_i64()),
+        (Some("PAID"), Some(3))
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_arriving_after_close_is_recorded_not_lost() {
+    let t = spawn_app(|_| {}).await;
+    let id = t.create("LATE-1", 300).await["order_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let closed = t
+        .call("POST", &format!("/v1/orders/{id}/close"), None)
+        .await;
+    assert_eq!(closed.body["status"], "CLOSED");
+    let secret = paycore_channel_sim::SimSettings::default().secret;
+    let (bytes, headers) = signed_callback(&secret, &success(&id, 300));
+    let r = t.raw("POST", "/v1/callbacks/sim", bytes, &headers).await;
+    assert_eq!(r.status, 200);
+    let order = t.order(&id).await.body;
+    assert_eq!(order["status"], "CLOSED");
+    assert_eq!(order["late_payment"]["amount"], 300);
+    assert_eq!(order["late_payment"]["channel_trade_no"], "simT1");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_reach_the_stream_in_version_order() {
+    let t = spawn_app(|_| {}).await;
+    let mut rx = t.app().subscribe();
+    let id = t.create("EV-1", 100).await["order_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    t.pay(&id).await;
+    t.wait_status(&id, "PAID").await;
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let e = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("event in time")
+            .unwrap();
+        if e.order_id == id {
+            seen.push((
+                e.event_type.clone(),
+                e.version,
+                e.data["status"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    assert_eq!(
+        seen,
+        vec![
+            ("order.created".to_string(), 1, "CREATED".to_string()),
+            ("order.paying".to_string(), 2, "PAYING".to_string()),
+            ("order.paid".to_string(), 3, "PAID".to_string())
+        ]
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_openapi_and_probes() {
+    let t = spawn_app(|_| {}).await;
+    let id = t.create("OPS-1", 100).await["order_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    t.pay(&id).await;
+    t.wait_status(&id, "PAID").await;
+    assert_eq!(
+        metric(&t, "paycore_orders{status=\"PAID\"}").await,
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&t, "paycore_orders{status=\"CREATED\"}").await,
+        Some(0.0)
+    );
+    let text = t
+        .http
+        .get(format!("{}/metrics", t.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "paycore_http_request_duration_seconds_bucket",
+        "paycore_storage_batch_writes_bucket",
+        "paycore_storage_commit_duration_seconds_bucket",
+        "paycore_order_actors_live",
+        "paycore_channel_requests_total",
+    ] {
+        assert!(text.contains(name), "{name} missing from /metrics");
+    }
+    assert!(
+        !text.contains(&id),
+        "an order id leaked into a metric label"
+    );
+
+    let doc: serde_json::Value = t
+        .http
+        .get(format!("{}/openapi.json", t.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in [
+        "/v1/submit-tokens",
+        "/v1/orders",
+        "/v1/orders/{order_id}",
+        "/v1/orders/{order_id}/pay",
+        "/v1/orders/{order_id}/close",
+        "/v1/callbacks/{channel}",
+    ] {
+        assert!(
+            doc["paths"][path].is_object(),
+            "{path} missing from OpenAPI"
+        );
+    }
+    assert!(doc["components"]["schemas"]["OrderView"]["properties"]["amount"].is_object());
+
+    let ready = t
+        .http
+        .get(format!("{}/readyz", t.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let unknown = t.raw("GET", "/nope", vec![], &[]).await;
+    assert_eq!((unknown.status, unknown.code()), (404, "not_found"));
+    let _ = json!({});
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_keeps_every_acknowledged_write() {
+    let t = spawn_app(|_| {}).await;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(
+            t.create(&format!("SD-{i}"), 100).await["order_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    t.pay(&ids[0]).await;
+    let dir = t.stop().await;
+    // Start again on the same database.
+    let app = paycore::app::Application::build({
+        let mut s = test_settings(&dir);
+        s.server.port = 0;
+        s
+    })
+    .await
+    .unwrap();
+    let t2 = TestApp {
+        base: format!("http://127.0.0.1:{}", app.port()),
+        app: Some(app),
+        http: reqwest::Client::new(),
+        dir,
+    };
+    for id in &ids {
+        assert_eq!(t2.order(id).await.status, 200, "{id} lost");
+    }
+    assert_eq!(t2.order(&ids[0]).await.body["status"], "PAYING");
+    t2.stop().await;
+}
