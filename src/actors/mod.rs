@@ -7,5 +7,8 @@ pub mod orders;
 pub mod registry;
 pub mod supervisor;
 
+#[cfg(test)]
+mod supervision_tests;
+
 pub use order::{OrderError, PayRequest};
 pub use orders::Orders;

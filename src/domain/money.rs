@@ -75,10 +75,11 @@ impl fmt::Display for Amount {
 
 /// An ISO 4217 currency code that paycore settles in. Today that is CNY only: the channels our
 /// utilities use settle in yuan, and accepting a code we cannot settle would be a silent lie.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum Currency {
     /// Chinese yuan; minor unit fen.
+    #[default]
     Cny,
 }
 
@@ -96,12 +97,6 @@ impl Currency {
             "CNY" => Ok(Currency::Cny),
             _ => Err(MoneyError::Currency),
         }
-    }
-}
-
-impl Default for Currency {
-    fn default() -> Self {
-        Currency::Cny
     }
 }
 
