@@ -56,6 +56,67 @@ async fn a_saturated_channel_answers_channel_busy_and_leaves_orders_unchanged() 
     t.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peak_within_the_queue_deadline_is_absorbed_by_queueing() {
+    let t = spawn_app(|s| {
+        let c = s.channels.get_mut("sim").unwrap();
+        c.qps = 20;
+        c.burst = 1;
+        c.queue_timeout_ms = 5_000;
+    })
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(
+            t.create(&format!("PEAK-{i}"), 100).await["order_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    // Ten at once against a 20/s channel with a burst of one: they wait their turn (about half a
+    // second for the last) instead of being shed.
+    let answers = futures::future::join_all(ids.iter().map(|id| t.pay(id))).await;
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![202; 10]);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_channel_queue_sheds_at_once() {
+    let t = spawn_app(|s| {
+        let c = s.channels.get_mut("sim").unwrap();
+        c.qps = 1;
+        c.burst = 1;
+        c.queue_capacity = 2;
+        // A deadline far beyond the test: any 503 can only come from the queue bound.
+        c.queue_timeout_ms = 60_000;
+    })
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(
+            t.create(&format!("FULL-{i}"), 100).await["order_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let answers = futures::future::join_all(ids.iter().map(|id| t.pay(id))).await;
+    let shed: Vec<_> = answers.iter().filter(|r| r.status == 503).collect();
+    // At most two wait in the queue (one more may hold the burst slot); the rest are refused.
+    assert!(
+        shed.len() >= 3,
+        "{:?}",
+        answers.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    assert!(
+        shed.iter()
+            .all(|r| r.code() == "channel_busy" && r.headers.contains_key("retry-after"))
+    );
+    t.stop().await;
+}
+
 fn signed_callback(secret: &str, body: &p::CallbackBody) -> (Vec<u8>, Vec<(&'static str, String)>) {
     let bytes = serde_json::to_vec(body).unwrap();
     let ts = time::OffsetDateTime::now_utc().unix_timestamp();
