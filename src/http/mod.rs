@@ -106,30 +106,42 @@ async fn not_found() -> Result<HttpResponse, error::ApiError> {
     ))
 }
 
+async fn method_not_allowed() -> Result<HttpResponse, error::ApiError> {
+    Err(error::ApiError::new(
+        actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    ))
+}
+
+/// A resource whose other methods answer 405 in the contract's error form.
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
 /// Registers every route on an app.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("")
             .wrap(actix_web::middleware::from_fn(observe))
-            .route("/healthz", web::get().to(ops::healthz))
-            .route("/readyz", web::get().to(ops::readyz))
-            .route("/metrics", web::get().to(ops::metrics))
-            .route("/openapi.json", web::get().to(ops::openapi))
-            .route("/v1/submit-tokens", web::post().to(orders::issue_token))
-            .route("/v1/orders", web::post().to(orders::create_order))
-            .route("/v1/orders", web::get().to(orders::lookup_order))
-            .route("/v1/orders/{order_id}", web::get().to(orders::get_order))
-            .route(
-                "/v1/orders/{order_id}/pay",
-                web::post().to(orders::pay_order),
+            .service(resource("/healthz").route(web::get().to(ops::healthz)))
+            .service(resource("/readyz").route(web::get().to(ops::readyz)))
+            .service(resource("/metrics").route(web::get().to(ops::metrics)))
+            .service(resource("/openapi.json").route(web::get().to(ops::openapi)))
+            .service(resource("/v1/submit-tokens").route(web::post().to(orders::issue_token)))
+            .service(
+                resource("/v1/orders")
+                    .route(web::post().to(orders::create_order))
+                    .route(web::get().to(orders::lookup_order)),
             )
-            .route(
-                "/v1/orders/{order_id}/close",
-                web::post().to(orders::close_order),
+            .service(resource("/v1/orders/{order_id}").route(web::get().to(orders::get_order)))
+            .service(resource("/v1/orders/{order_id}/pay").route(web::post().to(orders::pay_order)))
+            .service(
+                resource("/v1/orders/{order_id}/close").route(web::post().to(orders::close_order)),
             )
-            .route(
-                "/v1/callbacks/{channel}",
-                web::post().to(callbacks::channel_callback),
+            .service(
+                resource("/v1/callbacks/{channel}")
+                    .route(web::post().to(callbacks::channel_callback)),
             )
             .default_service(web::to(not_found)),
     );

@@ -316,6 +316,8 @@ async fn metrics_openapi_and_probes() {
     assert_eq!(ready.status(), 200);
     let unknown = t.raw("GET", "/nope", vec![], &[]).await;
     assert_eq!((unknown.status, unknown.code()), (404, "not_found"));
+    let wrong = t.raw("DELETE", "/v1/orders", vec![], &[]).await;
+    assert_eq!((wrong.status, wrong.code()), (405, "method_not_allowed"));
     let _ = json!({});
     t.stop().await;
 }
