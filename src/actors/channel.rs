@@ -143,7 +143,19 @@ impl Actor for ChannelActor {
             .channel_queue_depth
             .with_label_values(&[&state.name])
             .set(state.queued.load(Ordering::Acquire) as i64);
+        let slot = match slot {
+            Ok(()) => {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(remaining, state.in_flight.clone().acquire_owned()).await
+                {
+                    Ok(Ok(permit)) => Ok(permit),
+                    _ => Err(1),
+                }
+            }
+            Err(retry_after_secs) => Err(retry_after_secs),
+        };
         let permit = match slot {
+            Ok(permit) => permit,
             Err(retry_after_secs) => {
                 state
                     .metrics
@@ -155,25 +167,6 @@ impl Actor for ChannelActor {
                     retry_after_secs,
                 }));
                 return Ok(());
-            }
-            Ok(()) => {
-                let remaining = deadline.saturating_duration_since(Instant::now());
-                match tokio::time::timeout(remaining, state.in_flight.clone().acquire_owned()).await
-                {
-                    Ok(Ok(p)) => p,
-                    _ => {
-                        state
-                            .metrics
-                            .channel_requests
-                            .with_label_values(&[&state.name, request.op(), "busy"])
-                            .inc();
-                        let _ = reply.send(Err(ChannelError::Busy {
-                            channel: state.name.clone(),
-                            retry_after_secs: 1,
-                        }));
-                        return Ok(());
-                    }
-                }
             }
         };
         let (adapter, metrics, name) = (

@@ -60,25 +60,10 @@ fn is_time_ordered(s: &str) -> bool {
     s.len() == 26 && s.bytes().all(|b| CROCKFORD.contains(&b))
 }
 
-macro_rules! prefixed_id {
-    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
-
+/// Conversions and display shared by every string id type.
+macro_rules! string_id_impls {
+    ($name:ident) => {
         impl $name {
-            /// A fresh, time-ordered id.
-            pub fn generate() -> Self {
-                Self(format!("{}{}", $prefix, time_ordered()))
-            }
-            /// Parses an id this service issued.
-            pub fn parse(s: &str) -> Result<Self, IdError> {
-                match s.strip_prefix($prefix) {
-                    Some(rest) if is_time_ordered(rest) => Ok(Self(s.to_string())),
-                    _ => Err(IdError::Malformed),
-                }
-            }
             /// The id as text.
             pub fn as_str(&self) -> &str {
                 &self.0
@@ -100,6 +85,30 @@ macro_rules! prefixed_id {
                 f.write_str(&self.0)
             }
         }
+    };
+}
+
+macro_rules! prefixed_id {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// A fresh, time-ordered id.
+            pub fn generate() -> Self {
+                Self(format!("{}{}", $prefix, time_ordered()))
+            }
+            /// Parses an id this service issued.
+            pub fn parse(s: &str) -> Result<Self, IdError> {
+                match s.strip_prefix($prefix) {
+                    Some(rest) if is_time_ordered(rest) => Ok(Self(s.to_string())),
+                    _ => Err(IdError::Malformed),
+                }
+            }
+        }
+        string_id_impls!($name);
     };
 }
 
@@ -139,27 +148,8 @@ macro_rules! merchant_key {
                     && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
                 if ok { Ok(Self(s.to_string())) } else { Err(IdError::MerchantKey) }
             }
-            /// The key as text.
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
         }
-        impl TryFrom<String> for $name {
-            type Error = IdError;
-            fn try_from(s: String) -> Result<Self, IdError> {
-                Self::parse(&s)
-            }
-        }
-        impl From<$name> for String {
-            fn from(id: $name) -> String {
-                id.0
-            }
-        }
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
+        string_id_impls!($name);
     };
 }
 
