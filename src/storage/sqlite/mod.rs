@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
-use writer::{BatchLimits, WriteOk, WriteOp, WriteRequest};
+use writer::{BatchLimits, EventRow, OrderRow, WriteOk, WriteOp, WriteRequest};
 
 /// Most rows one purge call deletes, so a purge never holds the writer long.
 const PURGE_LIMIT: usize = 10_000;
@@ -170,6 +170,7 @@ impl OrderStore for SqliteStore {
         events: Vec<Event>,
         now: OffsetDateTime,
     ) -> Result<CreateOutcome, StoreError> {
+        let (order, events) = (OrderRow::encode(&order)?, EventRow::encode_all(&events)?);
         match self
             .write(WriteOp::CreateOrder {
                 token,
@@ -193,6 +194,7 @@ impl OrderStore for SqliteStore {
         previous_status: OrderStatus,
         events: Vec<Event>,
     ) -> Result<(), StoreError> {
+        let (order, events) = (OrderRow::encode(&order)?, EventRow::encode_all(&events)?);
         self.write(WriteOp::UpdateOrder {
             order,
             expected_version,

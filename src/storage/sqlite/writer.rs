@@ -13,21 +13,78 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 use tokio::sync::{Notify, mpsc, oneshot};
 
+/// An order encoded for storage. Encoding happens on the caller's thread, so the single writer
+/// thread spends its time in SQLite only.
+#[derive(Debug)]
+pub(crate) struct OrderRow {
+    pub order_id: String,
+    pub merchant_id: String,
+    pub merchant_order_no: String,
+    pub status: OrderStatus,
+    pub version: i64,
+    pub body: String,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+impl OrderRow {
+    pub fn encode(order: &Order) -> Result<Self, StoreError> {
+        Ok(Self {
+            order_id: order.order_id.to_string(),
+            merchant_id: order.merchant_id.to_string(),
+            merchant_order_no: order.merchant_order_no.to_string(),
+            status: order.status,
+            version: order.version as i64,
+            body: serde_json::to_string(order).map_err(|e| StoreError::Backend(e.to_string()))?,
+            created_at_ms: to_ms(order.created_at),
+            updated_at_ms: to_ms(order.updated_at),
+        })
+    }
+}
+
+/// An outbox event encoded for storage.
+#[derive(Debug)]
+pub(crate) struct EventRow {
+    pub event_id: String,
+    pub order_id: String,
+    pub version: i64,
+    pub event_type: String,
+    pub body: String,
+}
+
+impl EventRow {
+    pub fn encode_all(events: &[Event]) -> Result<Vec<Self>, StoreError> {
+        events
+            .iter()
+            .map(|e| {
+                Ok(Self {
+                    event_id: e.event_id.to_string(),
+                    order_id: e.order_id.clone(),
+                    version: e.version as i64,
+                    event_type: e.event_type.clone(),
+                    body: serde_json::to_string(e)
+                        .map_err(|e| StoreError::Backend(e.to_string()))?,
+                })
+            })
+            .collect()
+    }
+}
+
 /// One write, as the writer applies it.
 #[derive(Debug)]
 pub(crate) enum WriteOp {
     IssueToken(TokenRecord),
     CreateOrder {
         token: SubmitToken,
-        order: Order,
-        events: Vec<Event>,
+        order: OrderRow,
+        events: Vec<EventRow>,
         now: OffsetDateTime,
     },
     UpdateOrder {
-        order: Order,
+        order: OrderRow,
         expected_version: u64,
         previous_status: OrderStatus,
-        events: Vec<Event>,
+        events: Vec<EventRow>,
     },
     SetCursor {
         name: String,
@@ -121,10 +178,10 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteRequest>) -> bool {
     let outcome = (|| -> rusqlite::Result<()> {
         conn.execute_batch("BEGIN IMMEDIATE")?;
         for req in batch.iter() {
-            conn.execute_batch("SAVEPOINT w")?;
+            conn.prepare_cached("SAVEPOINT w")?.execute([])?;
             match apply(conn, &req.op) {
                 Ok(ok) => {
-                    conn.execute_batch("RELEASE w")?;
+                    conn.prepare_cached("RELEASE w")?.execute([])?;
                     had_events |= matches!(&req.op, WriteOp::CreateOrder { events, .. } | WriteOp::UpdateOrder { events, .. } if !events.is_empty());
                     answers.push(Ok(ok));
                 }
@@ -156,10 +213,6 @@ fn backend(e: rusqlite::Error) -> Refused {
     Refused::Answer(Err(StoreError::Backend(e.to_string())))
 }
 
-fn encode<T: serde::Serialize>(v: &T) -> Result<String, Refused> {
-    serde_json::to_string(v).map_err(|e| Refused::Answer(Err(StoreError::Backend(e.to_string()))))
-}
-
 fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteOk, Refused> {
     match op {
         WriteOp::IssueToken(t) => {
@@ -188,7 +241,6 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteOk, Refused> {
             previous_status,
             events,
         } => {
-            let body = encode(order)?;
             let changed = conn
                 .prepare_cached(
                     "UPDATE orders SET status = ?1, version = ?2, body = ?3, updated_at_ms = ?4
@@ -197,17 +249,17 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteOk, Refused> {
                 .and_then(|mut s| {
                     s.execute(params![
                         order.status.as_str(),
-                        order.version as i64,
-                        body,
-                        to_ms(order.updated_at),
-                        order.order_id.as_str(),
+                        order.version,
+                        order.body,
+                        order.updated_at_ms,
+                        order.order_id,
                         *expected_version as i64
                     ])
                 })
                 .map_err(backend)?;
             if changed == 0 {
                 return Err(Refused::Answer(Err(StoreError::VersionConflict(
-                    order.order_id.to_string(),
+                    order.order_id.clone(),
                 ))));
             }
             insert_events(conn, events)?;
@@ -257,8 +309,8 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteOk, Refused> {
 fn create_order(
     conn: &Connection,
     token: &SubmitToken,
-    order: &Order,
-    events: &[Event],
+    order: &OrderRow,
+    events: &[EventRow],
     now: OffsetDateTime,
 ) -> Result<WriteOk, Refused> {
     let now_ms = to_ms(now);
@@ -269,10 +321,10 @@ fn create_order(
         )
         .and_then(|mut s| {
             s.execute(params![
-                order.order_id.as_str(),
+                order.order_id,
                 now_ms,
                 token.as_str(),
-                order.merchant_id.as_str()
+                order.merchant_id
             ])
         })
         .map_err(backend)?;
@@ -285,14 +337,13 @@ fn create_order(
             })
             .map_err(backend)?;
         let outcome = match row {
-            Some((merchant, Some(used_by))) if merchant == order.merchant_id.as_str() => {
+            Some((merchant, Some(used_by))) if merchant == order.merchant_id => {
                 CreateOutcome::TokenUsed(crate::domain::OrderId::parse(&used_by).ok())
             }
             _ => CreateOutcome::TokenInvalid,
         };
         return Err(Refused::Answer(Ok(WriteOk::Create(outcome))));
     }
-    let body = encode(order)?;
     let inserted = conn
         .prepare_cached(
             "INSERT INTO orders (order_id, merchant_id, merchant_order_no, status, version, body, created_at_ms, updated_at_ms)
@@ -300,13 +351,13 @@ fn create_order(
         )
         .and_then(|mut s| {
             s.execute(params![
-                order.order_id.as_str(),
-                order.merchant_id.as_str(),
-                order.merchant_order_no.as_str(),
+                order.order_id,
+                order.merchant_id,
+                order.merchant_order_no,
                 order.status.as_str(),
-                order.version as i64,
-                body,
-                to_ms(order.created_at)
+                order.version,
+                order.body,
+                order.created_at_ms
             ])
         });
     match inserted {
@@ -337,7 +388,7 @@ fn create_order(
     Ok(WriteOk::Create(CreateOutcome::Created))
 }
 
-fn insert_events(conn: &Connection, events: &[Event]) -> Result<(), Refused> {
+fn insert_events(conn: &Connection, events: &[EventRow]) -> Result<(), Refused> {
     if events.is_empty() {
         return Ok(());
     }
@@ -346,15 +397,15 @@ fn insert_events(conn: &Connection, events: &[Event]) -> Result<(), Refused> {
             "INSERT INTO events (event_id, order_id, version, type, body, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )
         .map_err(backend)?;
+    let created_at_ms = now_ms();
     for e in events {
-        let body = encode(e)?;
         stmt.execute(params![
-            e.event_id.as_str(),
+            e.event_id,
             e.order_id,
-            e.version as i64,
+            e.version,
             e.event_type,
-            body,
-            now_ms()
+            e.body,
+            created_at_ms
         ])
         .map_err(backend)?;
     }
