@@ -154,7 +154,8 @@ pub struct ActorSettings {
 pub struct AuthSettings {
     /// Largest allowed distance between a request's timestamp and the clock.
     pub replay_window_secs: u64,
-    /// Most nonces remembered (they are kept for twice the window).
+    /// Most nonces held at once (each is kept while its timestamp is inside the window); when
+    /// full, requests are refused with 503 rather than forgetting a nonce.
     pub nonce_cache_capacity: u64,
 }
 
@@ -313,7 +314,7 @@ impl Default for AuthSettings {
     fn default() -> Self {
         Self {
             replay_window_secs: 300,
-            nonce_cache_capacity: 2_000_000,
+            nonce_cache_capacity: 8_000_000,
         }
     }
 }

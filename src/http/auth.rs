@@ -1,9 +1,10 @@
 //! Merchant authentication: the four `X-Paycore-*` headers, an HMAC-SHA256 over method, path and
 //! query, timestamp, nonce and body; a replay window; nonces remembered for twice the window;
 //! and each merchant's request rate limit. A nonce is remembered only after the signature checks
-//! out, so nobody can burn another merchant's nonces.
+//! out, so nobody can burn another merchant's nonces (see `nonces`).
 
 use super::error::ApiError;
+use super::nonces::{NonceError, NonceGuard};
 use crate::config::{AuthSettings, MerchantSettings};
 use crate::domain::MerchantId;
 use actix_web::HttpRequest;
@@ -12,7 +13,6 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use hmac::{KeyInit, Mac};
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::time::Duration;
 use time::OffsetDateTime;
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
@@ -80,7 +80,7 @@ pub struct AuthedMerchant {
 pub struct Authenticator {
     merchants: HashMap<String, Merchant>,
     window_secs: i64,
-    nonces: moka::sync::Cache<(String, String), ()>,
+    nonces: NonceGuard,
 }
 
 impl Authenticator {
@@ -104,10 +104,9 @@ impl Authenticator {
             );
         }
         let window_secs = settings.replay_window_secs as i64;
-        let nonces = moka::sync::Cache::builder()
-            .max_capacity(settings.nonce_cache_capacity)
-            .time_to_live(Duration::from_secs(2 * settings.replay_window_secs.max(1)))
-            .build();
+        let capacity = usize::try_from(settings.nonce_cache_capacity)
+            .map_err(|_| "nonce_cache_capacity is too large")?;
+        let nonces = NonceGuard::new(window_secs, capacity);
         Ok(Self {
             merchants: map,
             window_secs,
@@ -155,13 +154,18 @@ impl Authenticator {
         mac.update(&message);
         mac.verify_slice(&given)
             .map_err(|_| ApiError::unauthorized("bad signature"))?;
-        let fresh = self
-            .nonces
-            .entry((merchant_id.to_string(), nonce.to_string()))
-            .or_insert(())
-            .is_fresh();
-        if !fresh {
-            return Err(ApiError::unauthorized("nonce already used"));
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        match self.nonces.check_and_record(merchant_id, nonce, ts, now) {
+            Ok(()) => {}
+            Err(NonceError::Replayed) => return Err(ApiError::unauthorized("nonce already used")),
+            Err(NonceError::Full) => {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    "too many requests inside the replay window; retry shortly",
+                )
+                .retry_after(1));
+            }
         }
         if let Err(not_until) = merchant.limiter.check() {
             use governor::clock::{Clock, DefaultClock};

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod body;
 pub mod callbacks;
 pub mod error;
+pub mod nonces;
 pub mod ops;
 pub mod orders;
 pub mod types;
