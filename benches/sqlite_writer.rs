@@ -1,0 +1,111 @@
+//! The SQLite writer's group commit: N order creates issued at once against a store in a temp
+//! directory, as N concurrent HTTP creates would. The writer takes what is queued into one
+//! transaction and one fsync, so the time per create falls as N grows. Tokens are issued
+//! outside the timed part.
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use paycore::config::{SqliteSettings, Synchronous};
+use paycore::domain::{
+    Amount, BusinessType, Currency, Event, MerchantId, MerchantOrderNo, NewOrder, Order, OrderId,
+    SubmitToken,
+};
+use paycore::metrics::Metrics;
+use paycore::storage::sqlite::SqliteStore;
+use paycore::storage::{CreateOutcome, OrderStore, TokenRecord};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use time::OffsetDateTime;
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+fn order() -> (Order, Vec<Event>) {
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let new = NewOrder {
+        merchant_id: MerchantId::parse("demo").expect("valid id"),
+        merchant_order_no: MerchantOrderNo::parse(&format!("B-{n}")).expect("valid number"),
+        amount: Amount::new(500).expect("valid amount"),
+        currency: Currency::Cny,
+        business_type: BusinessType::IotBuy,
+        channel: "sim".into(),
+        subject: None,
+        notify_url: None,
+        expire_seconds: 900,
+    };
+    let (o, change) = Order::create(OrderId::generate(), new, OffsetDateTime::now_utc());
+    let events = Event::for_change(&o, &change).into_iter().collect();
+    (o, events)
+}
+
+async fn tokens(store: &SqliteStore, n: usize) -> Vec<SubmitToken> {
+    let issue = (0..n).map(|_| async {
+        let t = SubmitToken::generate();
+        store
+            .issue_token(TokenRecord {
+                token: t.clone(),
+                merchant_id: MerchantId::parse("demo").expect("valid id"),
+                expires_at: OffsetDateTime::now_utc() + time::Duration::minutes(30),
+            })
+            .await
+            .expect("token stored");
+        t
+    });
+    futures::future::join_all(issue).await
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut g = c.benchmark_group("sqlite_writer");
+    g.measurement_time(Duration::from_secs(5));
+    for sync in [Synchronous::Full, Synchronous::Normal] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let settings = SqliteSettings {
+            path: dir.path().join("bench.db").to_string_lossy().into_owned(),
+            synchronous: sync,
+            ..SqliteSettings::default()
+        };
+        let store = rt.block_on(async {
+            Arc::new(SqliteStore::open(&settings, Arc::new(Metrics::new())).expect("store opens"))
+        });
+        for batch in [1usize, 16, 128, 512] {
+            g.throughput(Throughput::Elements(batch as u64));
+            let id = BenchmarkId::new(
+                format!("create_batch_{}", sync.pragma().to_lowercase()),
+                batch,
+            );
+            g.bench_with_input(id, &batch, |b, &batch| {
+                b.iter_custom(|iters| {
+                    rt.block_on(async {
+                        let mut total = Duration::ZERO;
+                        for _ in 0..iters {
+                            let toks = tokens(&store, batch).await;
+                            let work: Vec<_> = toks.into_iter().map(|t| (t, order())).collect();
+                            let started = Instant::now();
+                            let creates = work.into_iter().map(|(t, (o, e))| {
+                                let store = store.clone();
+                                tokio::spawn(async move {
+                                    store.create_order(t, o, e, OffsetDateTime::now_utc()).await
+                                })
+                            });
+                            for r in futures::future::join_all(creates).await {
+                                let outcome = r.expect("task").expect("stored");
+                                assert_eq!(outcome, CreateOutcome::Created);
+                            }
+                            total += started.elapsed();
+                        }
+                        total
+                    })
+                })
+            });
+        }
+        rt.block_on(store.close());
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# The benchmark suite: builds release, starts paycore (with its in-process channel simulator),
+# Redis and the Redis-lock baseline server on loopback with random free ports and a temp data
+# directory, runs every scenario (each bounded in count and time), stops everything it started,
+# and writes loadtest/RESULTS.md from the JSON reports in $OUT.
+#
+#   loadtest/run.sh                  # the full suite (about 10 minutes after the build)
+#   QUICK=1 loadtest/run.sh          # 3-second runs and a small memory run: a smoke test
+#   MEMORY_ORDERS=10000000 MEMORY_RATE=5000 loadtest/run.sh   # the 10-million-order memory run
+#
+# Knobs (environment): DUR (seconds per scenario, default 10, at most 20), CLIENTS (closed-loop
+# concurrency, 64), LIFECYCLE_CLIENTS (1024), MEMORY_ORDERS (300000), MEMORY_RATE (4000/s), MAX_LIVE (live-actor cap for
+# the memory run, 10000), BENCH=1 (also run `cargo bench`), OUT (loadtest/out).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+OUT=${OUT:-$ROOT/loadtest/out}
+QUICK=${QUICK:-0}
+if [ "$QUICK" = 1 ]; then DEFAULT_DUR=3; DEFAULT_MEM=20000; else DEFAULT_DUR=10; DEFAULT_MEM=300000; fi
+DUR=${DUR:-$DEFAULT_DUR}
+if [ "$DUR" -gt 20 ]; then echo "DUR is capped at 20 seconds per scenario" >&2; DUR=20; fi
+CLIENTS=${CLIENTS:-64}
+LIFECYCLE_CLIENTS=${LIFECYCLE_CLIENTS:-1024}
+MEMORY_ORDERS=${MEMORY_ORDERS:-$DEFAULT_MEM}
+MEMORY_RATE=${MEMORY_RATE:-4000}
+MAX_LIVE=${MAX_LIVE:-10000}
+BENCH=${BENCH:-0}
+LT="$CARGO_TARGET_DIR/release/paycore-loadtest"
+PAYCORE="$CARGO_TARGET_DIR/release/paycore"
+SECRET=demo-secret-change-me
+
+log() { printf '\n== %s\n' "$*" >&2; }
+
+# --- what the suite needs -------------------------------------------------------------------
+if ! command -v redis-server >/dev/null 2>&1; then
+  log "installing redis-server (Debian package)"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO=sudo; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+fi
+command -v python3 >/dev/null || { echo "python3 is needed to write RESULTS.md" >&2; exit 1; }
+
+log "building release (paycore, paycore-loadtest) into $CARGO_TARGET_DIR"
+cargo build --release -p paycore --bin paycore -p paycore-loadtest
+
+# --- processes we start, and only those, are stopped on exit --------------------------------
+TMP=$(mktemp -d -t paycore-loadtest.XXXXXX)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]:-}"; do
+    [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]:-}"; do
+    [ -n "$pid" ] && wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT INT TERM
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_ready() { # url seconds
+  local deadline=$((SECONDS + $2))
+  until curl -sf "$1" >/dev/null 2>&1; do
+    if [ $SECONDS -ge $deadline ]; then echo "not ready: $1" >&2; return 1; fi
+    sleep 0.2
+  done
+}
+
+PAYCORE_PID=""
+start_paycore() { # data-dir extra-env...
+  local dir=$1; shift
+  PORT=$(free_port)
+  mkdir -p "$dir"
+  env PAYCORE_SERVER__PORT="$PORT" \
+      PAYCORE_SIMULATOR__PORT=0 \
+      PAYCORE_STORAGE__SQLITE__PATH="$dir/paycore.db" \
+      PAYCORE_MERCHANTS__0__SECRET="$SECRET" \
+      PAYCORE_MERCHANTS__0__RATE_LIMIT_PER_SEC=10000000 \
+      PAYCORE_MERCHANTS__0__RATE_LIMIT_BURST=1000000 \
+      PAYCORE_CHANNELS__SIM__QPS=10000000 \
+      PAYCORE_CHANNELS__SIM__BURST=1000000 \
+      PAYCORE_SIMULATOR__BEHAVIOUR__QPS=10000000 \
+      PAYCORE_SIMULATOR__BEHAVIOUR__BURST=1000000 \
+      PAYCORE_SIMULATOR__BEHAVIOUR__PAY_DELAY_MS_MIN=5 \
+      PAYCORE_SIMULATOR__BEHAVIOUR__PAY_DELAY_MS_MAX=20 \
+      PAYCORE_SIMULATOR__BEHAVIOUR__MAX_PAYMENTS=20000000 \
+      RUST_LOG=warn "$@" \
+      "$PAYCORE" --config "$ROOT/config.toml" serve >"$dir/paycore.log" 2>&1 &
+  PAYCORE_PID=$!
+  PIDS+=("$PAYCORE_PID")
+  URL="http://127.0.0.1:$PORT"
+  wait_ready "$URL/readyz" 60
+}
+
+stop_paycore() {
+  if [ -n "$PAYCORE_PID" ]; then
+    kill "$PAYCORE_PID" 2>/dev/null || true
+    wait "$PAYCORE_PID" 2>/dev/null || true
+    PAYCORE_PID=""
+  fi
+}
+
+mkdir -p "$OUT"
+rm -rf "$OUT"/*.json "$OUT"/*.png "$OUT"/commands.txt "$OUT"/on-change
+run() { # the loadtest command line, recorded for RESULTS.md
+  echo "paycore-loadtest $*" | sed -e "s#$TMP#\$TMP#g" -e "s#${URL:-@none@}\b#\$URL#g" \
+    -e "s#${REDIS_URL:-@none@}\b#\$REDIS_URL#g" -e "s#${BASE_URL:-@none@}\b#\$BASE_URL#g" -e "s#${BASE2_URL:-@none@}\b#\$BASE2_URL#g" \
+    -e "s#$OUT#\$OUT#g" -e "s#--rss-pid [0-9]*#--rss-pid \$PAYCORE_PID#" >>"$OUT/commands.txt"
+  "$LT" "$@"
+}
+
+# --- Redis and the baseline -----------------------------------------------------------------
+REDIS_PORT=$(free_port)
+log "starting redis-server on 127.0.0.1:$REDIS_PORT"
+redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
+  --protected-mode yes --daemonize no --logfile "$TMP/redis.log" &
+PIDS+=("$!")
+REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
+for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+run baseline-check --redis-url "$REDIS_URL" --baseline-db "$TMP/check.db"
+
+BASE_PORT=$(free_port)
+"$LT" baseline-serve --redis-url "$REDIS_URL" --baseline-db "$TMP/baseline-http.db" \
+  --port "$BASE_PORT" --workers 2 >"$TMP/baseline.log" 2>&1 &
+PIDS+=("$!")
+BASE_URL="http://127.0.0.1:$BASE_PORT"
+wait_ready "$BASE_URL/readyz" 30
+# A second baseline server whose repeated pays only read under the lock (its most favourable case).
+BASE2_PORT=$(free_port)
+"$LT" baseline-serve --redis-url "$REDIS_URL" --baseline-db "$TMP/baseline-http-2.db" \
+  --port "$BASE2_PORT" --workers 2 --repeat-write on-change >"$TMP/baseline-2.log" 2>&1 &
+PIDS+=("$!")
+BASE2_URL="http://127.0.0.1:$BASE2_PORT"
+wait_ready "$BASE2_URL/readyz" 30
+
+# --- paycore --------------------------------------------------------------------------------
+log "starting paycore (data in $TMP/paycore)"
+start_paycore "$TMP/paycore"
+echo "$URL" >"$OUT/target.txt"
+COMMON=(--url "$URL" --out "$OUT" --quiet)
+
+half() { python3 -c "import json,sys; print(max(1, int(json.load(open(sys.argv[1]))['ok_rate'] / 2)))" "$1"; }
+
+log "create: saturation (closed loop), then open loop at half of it"
+run run "${COMMON[@]}" --scenario create --clients "$CLIENTS" --duration "$DUR" --name create-saturation
+run run "${COMMON[@]}" --scenario create --rate "$(half "$OUT/create-saturation.json")" --duration "$DUR" --name create-half
+
+log "lifecycle: saturation (closed loop), then open loop at half of it"
+# A lifecycle unit waits for the simulator's callback (5..20 ms) and polls, so it takes far more
+# clients than the other scenarios to keep paycore busy.
+run run "${COMMON[@]}" --scenario lifecycle --clients "$LIFECYCLE_CLIENTS" --duration "$DUR" --name lifecycle-saturation
+run run "${COMMON[@]}" --scenario lifecycle --rate "$(half "$OUT/lifecycle-saturation.json")" --duration "$DUR" --name lifecycle-half
+
+log "hot: saturation, then open loop at half of it"
+run run "${COMMON[@]}" --scenario hot --clients "$CLIENTS" --duration "$DUR" --name hot-saturation
+run run "${COMMON[@]}" --scenario hot --rate "$(half "$OUT/hot-saturation.json")" --duration "$DUR" --name hot-half
+
+log "mixed: open loop"
+run run "${COMMON[@]}" --scenario mixed --rate 2000 --duration "$DUR" --name mixed
+
+log "find-max: create with p99 under 5 ms"
+run find-max "${COMMON[@]}" --scenario create --p99-ms 5 --start-rate 1000 --factor 1.5 \
+  --step-secs "$((DUR < 4 ? 2 : 4))" --max-steps 10 --name findmax-create
+
+log "the comparison: hot and create against paycore and the Redis-lock baseline, in one run each"
+for scenario in hot create; do
+  run compare "${COMMON[@]}" --scenario "$scenario" --clients "$CLIENTS" --duration "$DUR" \
+    --redis-url "$REDIS_URL" --baseline-url "$BASE_URL"
+done
+# The baseline's most favourable reading of the hot workload: a repeated pay is a read under the
+# lock (no write). Reported beside the default (every request writes its row).
+run compare --url "$URL" --quiet --out "$OUT/on-change" --scenario hot --clients "$CLIENTS" \
+  --duration "$DUR" --redis-url "$REDIS_URL" --repeat-write on-change --baseline-url "$BASE2_URL"
+stop_paycore
+
+# --- memory: many orders through a small live-actor cap --------------------------------------
+MEM_SECS=$(python3 -c "import math; print(min(3600, math.ceil($MEMORY_ORDERS / $MEMORY_RATE) + 1))")
+log "memory: $MEMORY_ORDERS orders at $MEMORY_RATE/s (about $MEM_SECS s) with max_live_orders=$MAX_LIVE"
+start_paycore "$TMP/paycore-mem" PAYCORE_ACTORS__MAX_LIVE_ORDERS="$MAX_LIVE"
+run run --url "$URL" --out "$OUT" --quiet --scenario mixed --mix create=90,lifecycle=10 \
+  --rate "$MEMORY_RATE" --count "$MEMORY_ORDERS" --duration "$MEM_SECS" \
+  --rss-pid "$PAYCORE_PID" --name memory
+stop_paycore
+
+if [ "$BENCH" = 1 ]; then
+  log "criterion benches"
+  cargo bench --bench state_machine --bench signing --bench sqlite_writer -- \
+    --warm-up-time 1 --measurement-time 3 2>&1 | tee "$OUT/bench.txt" | grep -E "^[a-z_]+/|time:|thrpt:" || true
+fi
+
+log "writing loadtest/RESULTS.md"
+python3 "$ROOT/loadtest/results.py" "$OUT" "$ROOT/loadtest/RESULTS.md" \
+  --memory-orders "$MEMORY_ORDERS" --max-live "$MAX_LIVE" --dur "$DUR" --clients "$CLIENTS"
+echo "done: loadtest/RESULTS.md, reports and plots in $OUT"

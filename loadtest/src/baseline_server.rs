@@ -1,0 +1,157 @@
+//! The Redis-lock baseline behind the same front door as paycore: an actix-web server that
+//! speaks the subset of the `/v1` contract the scenarios use (token, create, read, pay), reads
+//! bodies under the same limit and verifies merchants with paycore's own `Authenticator`, then
+//! performs the classic design's operations (`baseline::RedisLock`). Run as its own process
+//! (`paycore-loadtest baseline-serve`), it lets the comparison measure the designs rather than
+//! "HTTP and signatures" against "a function call". Its answers are smaller than paycore's full
+//! order views, which favours it slightly.
+
+use crate::baseline::RedisLock;
+use crate::target::{CallError, Target};
+use actix_web::http::StatusCode;
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use paycore::config::{AuthSettings, MerchantSettings, Secret};
+use paycore::http::auth::Authenticator;
+use paycore::http::body;
+use paycore::http::error::ApiError;
+use serde::Deserialize;
+use serde_json::json;
+
+/// Largest request body, as paycore's default.
+const BODY_LIMIT: usize = 64 * 1024;
+/// A merchant rate limit high enough never to be what is measured.
+const UNLIMITED_RATE: u32 = 10_000_000;
+
+struct State {
+    auth: Authenticator,
+    core: RedisLock,
+}
+
+#[derive(Deserialize)]
+struct CreateBody {
+    submit_token: String,
+    merchant_order_no: String,
+    amount: i64,
+}
+
+fn api(e: CallError) -> ApiError {
+    match e {
+        CallError::Answer { status, code } => ApiError::new(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            &code,
+            code.replace('_', " "),
+        ),
+        CallError::Transport(what) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", what)
+        }
+    }
+}
+
+async fn authed(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &State,
+) -> Result<web::Bytes, ApiError> {
+    let body = body::read(req, payload, BODY_LIMIT).await?;
+    state.auth.verify(req, &body)?;
+    Ok(body)
+}
+
+async fn token(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<State>,
+) -> Result<HttpResponse, ApiError> {
+    authed(&req, payload, &state).await?;
+    let t = state.core.issue_token().await.map_err(api)?;
+    Ok(HttpResponse::Created().json(json!({ "token": t })))
+}
+
+async fn create(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<State>,
+) -> Result<HttpResponse, ApiError> {
+    let body = authed(&req, payload, &state).await?;
+    let b: CreateBody = body::json(&body)?;
+    let id = state
+        .core
+        .create(&b.submit_token, &b.merchant_order_no, b.amount)
+        .await
+        .map_err(api)?;
+    Ok(HttpResponse::Created().json(json!({
+        "order_id": id,
+        "merchant_order_no": b.merchant_order_no,
+        "amount": b.amount,
+        "status": "CREATED",
+    })))
+}
+
+async fn read(
+    req: HttpRequest,
+    payload: web::Payload,
+    path: web::Path<String>,
+    state: web::Data<State>,
+) -> Result<HttpResponse, ApiError> {
+    authed(&req, payload, &state).await?;
+    let status = state.core.read(&path).await.map_err(api)?;
+    Ok(HttpResponse::Ok().json(json!({ "order_id": path.as_str(), "status": status })))
+}
+
+async fn pay(
+    req: HttpRequest,
+    payload: web::Payload,
+    path: web::Path<String>,
+    state: web::Data<State>,
+) -> Result<HttpResponse, ApiError> {
+    authed(&req, payload, &state).await?;
+    let serial = state.core.pay(&path).await.map_err(api)?;
+    Ok(HttpResponse::Accepted().json(json!({
+        "order_id": path.as_str(),
+        "status": "PAYING",
+        "pay_serial_no": serial,
+    })))
+}
+
+async fn ready() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "storage": "ok" }))
+}
+
+/// Serves the baseline on `bind:port` with `workers` HTTP workers until ctrl-c.
+pub async fn serve(
+    core: RedisLock,
+    merchant: &str,
+    secret: &str,
+    bind: &str,
+    port: u16,
+    workers: usize,
+) -> anyhow::Result<()> {
+    let merchants = [MerchantSettings {
+        id: merchant.into(),
+        secret: Secret::new(secret),
+        channels: vec!["sim".into()],
+        rate_limit_per_sec: UNLIMITED_RATE,
+        rate_limit_burst: UNLIMITED_RATE,
+    }];
+    let auth =
+        Authenticator::new(&merchants, &AuthSettings::default()).map_err(anyhow::Error::msg)?;
+    let state = web::Data::new(State { auth, core });
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .route("/readyz", web::get().to(ready))
+            .route("/healthz", web::get().to(ready))
+            .route("/v1/submit-tokens", web::post().to(token))
+            .route("/v1/orders", web::post().to(create))
+            .route("/v1/orders/{order_id}", web::get().to(read))
+            .route("/v1/orders/{order_id}/pay", web::post().to(pay))
+    })
+    .workers(workers.max(1))
+    .bind((bind, port))?;
+    let addr = server.addrs().first().copied();
+    if let Some(a) = addr {
+        println!("redis-lock baseline listening on http://{a}");
+    }
+    server.run().await?;
+    Ok(())
+}
