@@ -102,6 +102,7 @@ impl Application {
         }
 
         let order_store: Arc<dyn OrderStore> = store.clone();
+        let cache = crate::actors::order_cache::OrderCache::new(settings.actors.read_cache_orders);
         let tree = supervisor::spawn_tree(
             settings.actors.clone(),
             channel_specs,
@@ -111,6 +112,7 @@ impl Application {
                 channels: handles,
                 callback_base_url,
                 metrics: metrics.clone(),
+                cache: cache.clone(),
             },
         )
         .await
@@ -121,6 +123,7 @@ impl Application {
             Duration::from_millis(settings.actors.call_timeout_ms),
             settings.orders.token_ttl_secs,
             metrics.clone(),
+            cache,
         );
 
         let (shutdown, shutdown_rx) = watch::channel(false);

@@ -132,6 +132,9 @@ pub struct SqliteSettings {
     pub readers: usize,
     /// SQLite busy timeout.
     pub busy_timeout_ms: u64,
+    /// How often a separate thread checkpoints the WAL (0: SQLite's automatic checkpoint in
+    /// the writer, which stalls commits while it runs).
+    pub checkpoint_interval_ms: u64,
 }
 
 /// Order actor settings.
@@ -146,6 +149,8 @@ pub struct ActorSettings {
     pub sweep_interval_ms: u64,
     /// Longest an HTTP handler waits for an order actor's answer.
     pub call_timeout_ms: u64,
+    /// Committed order states cached for reads and actor start-up (0 disables the cache).
+    pub read_cache_orders: u64,
 }
 
 /// Merchant authentication settings.
@@ -295,6 +300,7 @@ impl Default for SqliteSettings {
             enqueue_timeout_ms: 2_000,
             readers: 4,
             busy_timeout_ms: 5_000,
+            checkpoint_interval_ms: 1_000,
         }
     }
 }
@@ -306,6 +312,7 @@ impl Default for ActorSettings {
             idle_passivate_ms: 60_000,
             sweep_interval_ms: 1_000,
             call_timeout_ms: 15_000,
+            read_cache_orders: 50_000,
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod channel;
 pub mod order;
+pub mod order_cache;
 pub mod orders;
 pub mod registry;
 pub mod supervisor;

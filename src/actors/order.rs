@@ -103,6 +103,8 @@ pub struct OrderDeps {
     pub callback_base_url: String,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Committed order states, shared with the read path.
+    pub cache: super::order_cache::OrderCache,
 }
 
 /// The order actor.
@@ -177,12 +179,19 @@ impl OrderActor {
         if let Some(o) = &state.order {
             return Ok(o.clone());
         }
-        let order = self
-            .deps
-            .store
-            .load_order(&state.order_id)
-            .await?
-            .ok_or(OrderError::NotFound)?;
+        let order = match self.deps.cache.get(&state.order_id) {
+            Some(cached) => (*cached).clone(),
+            None => {
+                let order = self
+                    .deps
+                    .store
+                    .load_order(&state.order_id)
+                    .await?
+                    .ok_or(OrderError::NotFound)?;
+                self.deps.cache.committed(&order);
+                order
+            }
+        };
         state.order = Some(order.clone());
         Ok(order)
     }
@@ -232,11 +241,14 @@ impl OrderActor {
                         .inc();
                 }
                 tracing::debug!(order_id = %next.order_id, status = next.status.as_str(), version = next.version, "order changed");
+                self.deps.cache.committed(&next);
                 state.order = Some(next.clone());
                 Ok(next)
             }
             Err(e) => {
+                // Whether anything committed is in doubt: reload from storage next time.
                 state.order = None;
+                self.deps.cache.forget(&state.order_id);
                 Err(e.into())
             }
         }

@@ -22,6 +22,7 @@ pub struct Orders {
     call_timeout: Duration,
     token_ttl: time::Duration,
     metrics: Arc<Metrics>,
+    cache: super::order_cache::OrderCache,
 }
 
 impl Orders {
@@ -32,6 +33,7 @@ impl Orders {
         call_timeout: Duration,
         token_ttl_secs: u64,
         metrics: Arc<Metrics>,
+        cache: super::order_cache::OrderCache,
     ) -> Self {
         Self {
             store,
@@ -39,6 +41,7 @@ impl Orders {
             call_timeout,
             token_ttl: time::Duration::seconds(token_ttl_secs as i64),
             metrics,
+            cache,
         }
     }
 
@@ -64,6 +67,7 @@ impl Orders {
             .await?
         {
             CreateOutcome::Created => {
+                self.cache.committed(&order);
                 self.metrics
                     .order_transitions
                     .with_label_values(&[order.status.as_str()])
@@ -77,16 +81,28 @@ impl Orders {
         }
     }
 
-    /// Reads a merchant's order.
+    /// Reads a merchant's order: the newest acknowledged state.
     pub async fn get(
         &self,
         merchant: &MerchantId,
         order_id: &OrderId,
     ) -> Result<Order, OrderError> {
-        match self.store.load_order(order_id).await? {
-            Some(o) if &o.merchant_id == merchant => Ok(o),
-            _ => Err(OrderError::NotFound),
+        let order = match self.cache.get(order_id) {
+            Some(o) => (*o).clone(),
+            None => {
+                let o = self
+                    .store
+                    .load_order(order_id)
+                    .await?
+                    .ok_or(OrderError::NotFound)?;
+                self.cache.committed(&o);
+                o
+            }
+        };
+        if &order.merchant_id != merchant {
+            return Err(OrderError::NotFound);
         }
+        Ok(order)
     }
 
     /// Finds a merchant's order by its number.
