@@ -132,9 +132,6 @@ pub struct SqliteSettings {
     pub readers: usize,
     /// SQLite busy timeout.
     pub busy_timeout_ms: u64,
-    /// How often a separate thread checkpoints the WAL (0: SQLite's automatic checkpoint in
-    /// the writer, which stalls commits while it runs).
-    pub checkpoint_interval_ms: u64,
 }
 
 /// Order actor settings.
@@ -300,7 +297,6 @@ impl Default for SqliteSettings {
             enqueue_timeout_ms: 2_000,
             readers: 4,
             busy_timeout_ms: 5_000,
-            checkpoint_interval_ms: 1_000,
         }
     }
 }
@@ -308,8 +304,8 @@ impl Default for SqliteSettings {
 impl Default for ActorSettings {
     fn default() -> Self {
         Self {
-            max_live_orders: 100_000,
-            idle_passivate_ms: 60_000,
+            max_live_orders: 20_000,
+            idle_passivate_ms: 30_000,
             sweep_interval_ms: 1_000,
             call_timeout_ms: 15_000,
             read_cache_orders: 50_000,

@@ -3,7 +3,6 @@
 //! answered only after its transaction's WAL frames are fsynced, so it survives kill -9 and
 //! power loss; `"normal"` survives kill -9 but not power loss.
 
-mod checkpoint;
 mod schema;
 mod writer;
 
@@ -38,7 +37,6 @@ pub(crate) fn to_ms(t: OffsetDateTime) -> i64 {
 pub struct SqliteStore {
     tx: RwLock<Option<mpsc::Sender<WriteRequest>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
-    checkpointer: Mutex<Option<checkpoint::Checkpointer>>,
     readers: Mutex<Vec<Connection>>,
     reader_permits: Semaphore,
     enqueue_timeout: Duration,
@@ -72,17 +70,6 @@ impl SqliteStore {
         // Bounds the WAL file left behind after a checkpoint resets it.
         conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT_BYTES)
             .map_err(be)?;
-        let checkpointer = if settings.checkpoint_interval_ms > 0 {
-            conn.pragma_update(None, "wal_autocheckpoint", 0)
-                .map_err(be)?;
-            let every = Duration::from_millis(settings.checkpoint_interval_ms);
-            Some(
-                checkpoint::Checkpointer::start(path, settings.busy_timeout_ms, every)
-                    .map_err(StoreError::Backend)?,
-            )
-        } else {
-            None
-        };
 
         let mut readers = Vec::with_capacity(settings.readers);
         for _ in 0..settings.readers {
@@ -110,7 +97,6 @@ impl SqliteStore {
         Ok(Self {
             tx: RwLock::new(Some(tx)),
             writer: Mutex::new(Some(handle)),
-            checkpointer: Mutex::new(checkpointer),
             reader_permits: Semaphore::new(readers.len()),
             readers: Mutex::new(readers),
             enqueue_timeout: Duration::from_millis(settings.enqueue_timeout_ms),
@@ -361,9 +347,6 @@ impl OrderStore for SqliteStore {
         // Dropping the last sender lets the writer drain what is queued, commit, and exit.
         if let Ok(mut tx) = self.tx.write() {
             tx.take();
-        }
-        if let Some(c) = self.checkpointer.lock().ok().and_then(|mut c| c.take()) {
-            let _ = tokio::task::spawn_blocking(move || c.stop()).await;
         }
         let handle = self.writer.lock().ok().and_then(|mut h| h.take());
         if let Some(h) = handle {
