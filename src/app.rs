@@ -22,6 +22,11 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+/// Most purge slices in one round (a slice is bounded by the store).
+const PURGE_SLICES_PER_ROUND: usize = 1_000;
+/// Pause between purge slices, so commits run in between.
+const PURGE_PAUSE: Duration = Duration::from_millis(20);
+
 /// How long shutdown waits for order and channel actors to drain their mailboxes.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -255,13 +260,23 @@ async fn purge_loop(
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.changed() => return,
         }
-        let now = time::OffsetDateTime::now_utc();
-        match store.purge(now, now - retention).await {
-            Ok(n) if n > 0 => {
-                tracing::info!(rows = n, "purged expired tokens and delivered events")
+        // Each call deletes a bounded slice; keep going while it finds work, pausing between
+        // slices so commits are never held up for long, up to a bound per round.
+        let mut removed = 0u64;
+        for _ in 0..PURGE_SLICES_PER_ROUND {
+            let now = time::OffsetDateTime::now_utc();
+            match store.purge(now, now - retention).await {
+                Ok(0) => break,
+                Ok(n) => removed += n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "purge failed");
+                    break;
+                }
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "purge failed"),
+            tokio::time::sleep(PURGE_PAUSE).await;
+        }
+        if removed > 0 {
+            tracing::info!(rows = removed, "purged expired tokens and delivered events");
         }
     }
 }

@@ -22,8 +22,9 @@ use writer::{BatchLimits, EventRow, OrderRow, WriteOk, WriteOp, WriteRequest};
 /// Size the WAL file is truncated to after a checkpoint resets it.
 const WAL_SIZE_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
 
-/// Most rows one purge call deletes, so a purge never holds the writer long.
-const PURGE_LIMIT: usize = 10_000;
+/// Most rows of each kind one purge call deletes, so a purge holds the writer only briefly;
+/// the purge loop calls again while there is more.
+const PURGE_LIMIT: usize = 2_000;
 
 pub(crate) fn now_ms() -> i64 {
     to_ms(OffsetDateTime::now_utc())

@@ -155,11 +155,12 @@ pub(crate) fn run(
             });
         }
         let started = Instant::now();
+        let writes = batch.len();
         let had_events = commit_batch(&mut conn, &mut batch);
         metrics
             .storage_commit_seconds
             .observe(started.elapsed().as_secs_f64());
-        metrics.storage_batch_writes.observe(batch.len() as f64);
+        metrics.storage_batch_writes.observe(writes as f64);
         batch.clear();
         if had_events {
             events_committed.notify_one();
@@ -290,14 +291,16 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteOk, Refused> {
                     params![to_ms(*now), *limit as i64],
                 )
                 .map_err(backend)?;
-            // Only events every cursor has passed may go: the outbox is the stream's source.
+            // Only events every cursor has passed may go: the outbox is the stream's source. The
+            // inner query reads at most `limit` of the oldest rows by key, so a purge costs
+            // O(limit) whatever the size of the outbox, and never scans it.
             let events = conn
                 .execute(
                     "DELETE FROM events WHERE seq IN
                        (SELECT seq FROM events
-                        WHERE created_at_ms < ?1
-                          AND seq <= (SELECT COALESCE(MIN(seq), 0) FROM stream_cursors)
-                        ORDER BY seq LIMIT ?2)",
+                        WHERE seq <= (SELECT COALESCE(MIN(seq), 0) FROM stream_cursors)
+                        ORDER BY seq LIMIT ?2)
+                     AND created_at_ms < ?1",
                     params![to_ms(*events_before), *limit as i64],
                 )
                 .map_err(backend)?;
