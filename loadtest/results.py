@@ -178,8 +178,8 @@ if m:
         lines.append(f"| {t} | {v:.1f} |")
     if rss:
         lines.append(f"| {rss[-1][0]} (last) | {rss[-1][1]:.1f} |")
-    lines.append("\nThe 10-million-order run is the same command with more orders (about 35 minutes at 5,000/s):\n")
-    lines.append("    MEMORY_ORDERS=10000000 MEMORY_RATE=5000 loadtest/run.sh\n")
+    lines.append("\nThe 10-million-order run is the same command with more orders (about 67 minutes at 2,500/s):\n")
+    lines.append("    MEMORY_ORDERS=10000000 MEMORY_RATE=2500 loadtest/run.sh\n")
 else:
     lines.append("(not run)\n")
 
