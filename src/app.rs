@@ -264,6 +264,9 @@ async fn purge_loop(
         // slices so commits are never held up for long, up to a bound per round.
         let mut removed = 0u64;
         for _ in 0..PURGE_SLICES_PER_ROUND {
+            if *shutdown.borrow() {
+                return;
+            }
             let now = time::OffsetDateTime::now_utc();
             match store.purge(now, now - retention).await {
                 Ok(0) => break,
