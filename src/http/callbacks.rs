@@ -17,10 +17,10 @@ use actix_web::{HttpRequest, HttpResponse, web};
 pub async fn channel_callback(
     req: HttpRequest,
     payload: web::Payload,
-    path: web::Path<String>,
+    channel_name: &str,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let channel_name = path.into_inner();
+    let channel_name = channel_name.to_string();
     let channel = state.channels.get(&channel_name).ok_or_else(|| {
         ApiError::new(StatusCode::NOT_FOUND, "unknown_channel", "no such channel")
     })?;

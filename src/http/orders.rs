@@ -73,11 +73,11 @@ pub async fn create_order(
 pub async fn get_order(
     req: HttpRequest,
     payload: web::Payload,
-    path: web::Path<String>,
+    order_id: &str,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, merchant) = authed(&req, payload, &state).await?;
-    let id = parse_order_id(&path)?;
+    let id = parse_order_id(order_id)?;
     let order = state.orders.get(&merchant.id, &id).await?;
     Ok(HttpResponse::Ok().json(OrderView::from(&order)))
 }
@@ -113,11 +113,11 @@ pub async fn lookup_order(
 pub async fn pay_order(
     req: HttpRequest,
     payload: web::Payload,
-    path: web::Path<String>,
+    order_id: &str,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (body, merchant) = authed(&req, payload, &state).await?;
-    let id = parse_order_id(&path)?;
+    let id = parse_order_id(order_id)?;
     let pay = body::json::<PayOrderRequest>(&body)?.parse()?;
     let order = state.orders.pay(merchant.id, id, pay).await?;
     match (order.status, order.pay_serial_no) {
@@ -145,11 +145,11 @@ pub async fn pay_order(
 pub async fn close_order(
     req: HttpRequest,
     payload: web::Payload,
-    path: web::Path<String>,
+    order_id: &str,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, merchant) = authed(&req, payload, &state).await?;
-    let id = parse_order_id(&path)?;
+    let id = parse_order_id(order_id)?;
     let order = state.orders.close(merchant.id, id).await?;
     Ok(HttpResponse::Ok().json(OrderView::from(&order)))
 }

@@ -318,6 +318,35 @@ async fn metrics_openapi_and_probes() {
     assert_eq!((unknown.status, unknown.code()), (404, "not_found"));
     let wrong = t.raw("DELETE", "/v1/orders", vec![], &[]).await;
     assert_eq!((wrong.status, wrong.code()), (405, "method_not_allowed"));
+    for (method, path, status) in [
+        ("GET", format!("/v1/orders/{id}/pay"), 405),
+        ("DELETE", format!("/v1/orders/{id}"), 405),
+        ("POST", format!("/v1/orders/{id}/nonsense"), 404),
+        ("GET", format!("/v1/orders/{id}/pay/more"), 404),
+        ("GET", "/v1/callbacks/sim".to_string(), 405),
+        ("POST", "/v1/callbacks/sim/extra".to_string(), 404),
+    ] {
+        let r = t.raw(method, &path, vec![], &[]).await;
+        assert_eq!(r.status, status, "{method} {path}: {:?}", r.body);
+        assert!(
+            r.body["error"]["code"].is_string(),
+            "{method} {path}: not the contract's error form"
+        );
+    }
+    // Latency is labelled by the contract's pattern, never by a concrete path.
+    let text = t
+        .http
+        .get(format!("{}/metrics", t.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("route=\"/v1/orders/{order_id}/pay\""),
+        "pay route label missing"
+    );
     let _ = json!({});
     t.stop().await;
 }
