@@ -81,17 +81,7 @@ mod tests {
     use crate::domain::*;
 
     fn order() -> Order {
-        let new = NewOrder {
-            merchant_id: MerchantId::parse("m").unwrap(),
-            merchant_order_no: MerchantOrderNo::parse("n").unwrap(),
-            amount: Amount::new(1).unwrap(),
-            currency: Currency::Cny,
-            business_type: BusinessType::BillBuy,
-            channel: "sim".into(),
-            subject: None,
-            notify_url: None,
-            expire_seconds: 900,
-        };
+        let new = NewOrder::for_test("m", "n", 1);
         Order::create(OrderId::generate(), new, time::OffsetDateTime::now_utc()).0
     }
 

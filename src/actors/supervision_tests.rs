@@ -24,17 +24,7 @@ async fn a_panicking_order_actor_is_restarted_and_its_caller_gets_an_error() {
     let orders = app.orders().clone();
     let merchant = MerchantId::parse("demo").unwrap();
     let token = orders.issue_token(merchant.clone()).await.unwrap().token;
-    let new = NewOrder {
-        merchant_id: merchant.clone(),
-        merchant_order_no: MerchantOrderNo::parse("SUP-1").unwrap(),
-        amount: Amount::new(100).unwrap(),
-        currency: Currency::Cny,
-        business_type: BusinessType::ICBuy,
-        channel: "sim".into(),
-        subject: None,
-        notify_url: None,
-        expire_seconds: 900,
-    };
+    let new = NewOrder::for_test("demo", "SUP-1", 100);
     let order = orders.create(token, new).await.unwrap();
     let id = order.order_id.clone();
     // Warm the actor so the panic hits a live one holding cached state.

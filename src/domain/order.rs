@@ -221,6 +221,24 @@ pub struct NewOrder {
     pub expire_seconds: i64,
 }
 
+#[cfg(test)]
+impl NewOrder {
+    /// A valid request for tests: CNY, BillBuy, channel `sim`, 900 s expiry.
+    pub fn for_test(merchant: &str, merchant_order_no: &str, amount: i64) -> Self {
+        NewOrder {
+            merchant_id: MerchantId::parse(merchant).expect("test merchant id"),
+            merchant_order_no: MerchantOrderNo::parse(merchant_order_no).expect("test order no"),
+            amount: Amount::new(amount).expect("test amount"),
+            currency: Currency::Cny,
+            business_type: BusinessType::BillBuy,
+            channel: "sim".into(),
+            subject: None,
+            notify_url: None,
+            expire_seconds: 900,
+        }
+    }
+}
+
 /// What an order can be told to do. Channel results come in as commands too.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {

@@ -8,17 +8,7 @@ use time::macros::datetime;
 const T0: OffsetDateTime = datetime!(2026-01-01 00:00 UTC);
 
 fn order_in(status: OrderStatus) -> Order {
-    let new = NewOrder {
-        merchant_id: MerchantId::parse("demo").unwrap(),
-        merchant_order_no: MerchantOrderNo::parse("M1").unwrap(),
-        amount: Amount::new(1000).unwrap(),
-        currency: Currency::Cny,
-        business_type: BusinessType::BillBuy,
-        channel: "sim".into(),
-        subject: None,
-        notify_url: None,
-        expire_seconds: 900,
-    };
+    let new = NewOrder::for_test("demo", "M1", 1000);
     let (mut o, _) = Order::create(OrderId::generate(), new, T0);
     o.status = status;
     o

@@ -191,6 +191,16 @@ impl TestApp {
         r.body
     }
 
+    /// Creates `n` orders numbered `{prefix}-{i}`; returns their ids.
+    pub async fn create_many(&self, prefix: &str, n: usize) -> Vec<String> {
+        let mut ids = Vec::with_capacity(n);
+        for i in 0..n {
+            let order = self.create(&format!("{prefix}-{i}"), 100).await;
+            ids.push(order["order_id"].as_str().expect("order_id").to_string());
+        }
+        ids
+    }
+
     pub async fn order(&self, id: &str) -> Resp {
         self.call("GET", &format!("/v1/orders/{id}"), None).await
     }

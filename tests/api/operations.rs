@@ -15,15 +15,7 @@ async fn a_saturated_channel_answers_channel_busy_and_leaves_orders_unchanged() 
         c.queue_timeout_ms = 100;
     })
     .await;
-    let mut ids = Vec::new();
-    for i in 0..6 {
-        ids.push(
-            t.create(&format!("BUSY-{i}"), 100).await["order_id"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-        );
-    }
+    let ids = t.create_many("BUSY", 6).await;
     let answers = futures::future::join_all(ids.iter().map(|id| t.pay(id))).await;
     let busy: Vec<_> = ids
         .iter()
@@ -65,15 +57,7 @@ async fn a_peak_within_the_queue_deadline_is_absorbed_by_queueing() {
         c.queue_timeout_ms = 5_000;
     })
     .await;
-    let mut ids = Vec::new();
-    for i in 0..10 {
-        ids.push(
-            t.create(&format!("PEAK-{i}"), 100).await["order_id"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-        );
-    }
+    let ids = t.create_many("PEAK", 10).await;
     // Ten at once against a 20/s channel with a burst of one: they wait their turn (about half a
     // second for the last) instead of being shed.
     let answers = futures::future::join_all(ids.iter().map(|id| t.pay(id))).await;
@@ -93,15 +77,7 @@ async fn a_full_channel_queue_sheds_at_once() {
         c.queue_timeout_ms = 60_000;
     })
     .await;
-    let mut ids = Vec::new();
-    for i in 0..6 {
-        ids.push(
-            t.create(&format!("FULL-{i}"), 100).await["order_id"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-        );
-    }
+    let ids = t.create_many("FULL", 6).await;
     let answers = futures::future::join_all(ids.iter().map(|id| t.pay(id))).await;
     let shed: Vec<_> = answers.iter().filter(|r| r.status == 503).collect();
     // At most two wait in the queue (one more may hold the burst slot); the rest are refused.

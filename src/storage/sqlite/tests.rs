@@ -13,17 +13,7 @@ fn settings(dir: &tempfile::TempDir) -> SqliteSettings {
 }
 
 fn new_order(merchant: &str, no: &str) -> (Order, Vec<Event>) {
-    let new = NewOrder {
-        merchant_id: MerchantId::parse(merchant).unwrap(),
-        merchant_order_no: MerchantOrderNo::parse(no).unwrap(),
-        amount: Amount::new(500).unwrap(),
-        currency: Currency::Cny,
-        business_type: BusinessType::IotBuy,
-        channel: "sim".into(),
-        subject: None,
-        notify_url: None,
-        expire_seconds: 900,
-    };
+    let new = NewOrder::for_test(merchant, no, 500);
     let (order, change) = Order::create(OrderId::generate(), new, OffsetDateTime::now_utc());
     let events = Event::for_change(&order, &change).into_iter().collect();
     (order, events)
