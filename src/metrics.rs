@@ -2,8 +2,8 @@
 //! process). Labels are low-cardinality only: never an order id.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Buckets for request and channel latencies, seconds.
@@ -25,6 +25,9 @@ pub struct Metrics {
     pub orders: IntGaugeVec,
     /// `paycore_order_transitions_total{to}`.
     pub order_transitions: IntCounterVec,
+    /// `paycore_order_pay_answered_from_cache_total`: repeated pays answered from the committed
+    /// state without the order's actor.
+    pub pay_answered_from_cache: IntCounter,
     /// `paycore_order_actors_live`.
     pub actors_live: IntGauge,
     /// `paycore_order_actor_events_total{event}`: spawned, passivated, failed.
@@ -73,6 +76,10 @@ impl Metrics {
                 "Order status changes committed",
             ),
             &["to"],
+        ));
+        let pay_answered_from_cache = must(IntCounter::new(
+            "paycore_order_pay_answered_from_cache_total",
+            "Repeated pays answered from the committed order state, without the order's actor",
         ));
         let actors_live = must(IntGauge::new(
             "paycore_order_actors_live",
@@ -135,6 +142,7 @@ impl Metrics {
         reg(Box::new(http_request_seconds.clone()));
         reg(Box::new(orders.clone()));
         reg(Box::new(order_transitions.clone()));
+        reg(Box::new(pay_answered_from_cache.clone()));
         reg(Box::new(actors_live.clone()));
         reg(Box::new(actor_events.clone()));
         reg(Box::new(storage_batch_writes.clone()));
@@ -149,6 +157,7 @@ impl Metrics {
             http_request_seconds,
             orders,
             order_transitions,
+            pay_answered_from_cache,
             actors_live,
             actor_events,
             storage_batch_writes,

@@ -6,7 +6,9 @@
 use super::order::{self, OrderError, PayRequest};
 use super::registry::{self, RegistryRef};
 use crate::channels::CallbackEvent;
-use crate::domain::{Event, MerchantId, MerchantOrderNo, NewOrder, Order, OrderId, SubmitToken};
+use crate::domain::{
+    Event, MerchantId, MerchantOrderNo, NewOrder, Order, OrderId, OrderStatus, PayStep, SubmitToken,
+};
 use crate::metrics::Metrics;
 use crate::storage::{CreateOutcome, OrderStore, TokenRecord};
 use ractor::rpc::CallResult;
@@ -118,18 +120,48 @@ impl Orders {
     }
 
     /// Starts (or repeats) payment.
+    ///
+    /// A repeat on an order whose acknowledged state already decides the answer (PAYING answers
+    /// the stored attempt; PAID, REFUNDED, CLOSED and FAILED refuse) is answered from the
+    /// committed-order cache, as the order's actor would answer it, without a mailbox hop. A
+    /// CREATED order, or one not in the cache, goes to its actor: only the actor changes orders.
     pub async fn pay(
         &self,
         merchant: MerchantId,
         order_id: OrderId,
         request: PayRequest,
     ) -> Result<Order, OrderError> {
+        if let Some(answer) = self.settled_pay_answer(&merchant, &order_id) {
+            self.metrics.pay_answered_from_cache.inc();
+            return answer;
+        }
         self.ask(order_id, |reply| order::Msg::Pay {
             merchant,
             request,
             reply,
         })
         .await
+    }
+
+    /// The answer to a pay that the cached committed state decides, if it does.
+    fn settled_pay_answer(
+        &self,
+        merchant: &MerchantId,
+        order_id: &OrderId,
+    ) -> Option<Result<Order, OrderError>> {
+        let cached = self.cache.get(order_id)?;
+        if cached.status == OrderStatus::Created {
+            return None;
+        }
+        if &cached.merchant_id != merchant {
+            return Some(Err(OrderError::NotFound));
+        }
+        // Past CREATED the answer does not depend on the clock or on the request.
+        Some(match cached.pay_step(OffsetDateTime::now_utc()) {
+            Ok(PayStep::AlreadyPaying) => Ok((*cached).clone()),
+            Ok(PayStep::OpenAtChannel) => return None,
+            Err(rejection) => Err(rejection.into()),
+        })
     }
 
     /// Closes an unpaid order.
@@ -206,5 +238,102 @@ impl Orders {
                 msg: order::Msg::Panic,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SqliteSettings;
+    use crate::domain::{Command, PayMethod, PaySerialNo, Rejection};
+    use crate::storage::sqlite::SqliteStore;
+
+    fn step(order: &Order, cmd: Command) -> Order {
+        let mut next = order.clone();
+        for change in order.apply(&cmd, OffsetDateTime::now_utc()).unwrap() {
+            next.on(&change);
+        }
+        next
+    }
+
+    /// With no registry running, only answers decided by the committed state can succeed: a
+    /// CREATED order must reach its actor, a settled one must not need it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn repeated_pays_on_settled_orders_are_answered_without_the_actor() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let settings = SqliteSettings {
+            path: dir.path().join("o.db").to_string_lossy().into_owned(),
+            ..SqliteSettings::default()
+        };
+        let store = Arc::new(SqliteStore::open(&settings, metrics.clone()).unwrap());
+        let cache = super::super::order_cache::OrderCache::new(100);
+        let no_registry = Arc::new(RwLock::new(None));
+        let orders = Orders::new(
+            store,
+            no_registry,
+            Duration::from_secs(5),
+            60,
+            metrics.clone(),
+            cache.clone(),
+        );
+        let merchant = MerchantId::parse("m1").unwrap();
+        let token = orders.issue_token(merchant.clone()).await.unwrap().token;
+        let created = orders
+            .create(token, NewOrder::for_test("m1", "FAST-1", 100))
+            .await
+            .unwrap();
+        let id = created.order_id.clone();
+        let pay = || PayRequest {
+            pay_method: PayMethod::Native,
+            auth_code: None,
+        };
+
+        let r = orders.pay(merchant.clone(), id.clone(), pay()).await;
+        assert!(
+            matches!(r, Err(OrderError::Unavailable(_))),
+            "a CREATED order goes to its actor: {r:?}"
+        );
+
+        let paying = step(
+            &created,
+            Command::MarkPaying {
+                pay_serial_no: PaySerialNo::generate(),
+                pay_method: PayMethod::Native,
+                channel_payload: serde_json::json!({"code_url": "sim://x"}),
+                channel_trade_no: Some("T1".into()),
+            },
+        );
+        cache.committed(&paying);
+        let again = orders
+            .pay(merchant.clone(), id.clone(), pay())
+            .await
+            .unwrap();
+        assert_eq!(again, paying, "a repeat answers the stored attempt");
+        let other = orders
+            .pay(MerchantId::parse("m2").unwrap(), id.clone(), pay())
+            .await;
+        assert!(matches!(other, Err(OrderError::NotFound)), "{other:?}");
+
+        let paid = step(
+            &paying,
+            Command::MarkPaid {
+                channel_trade_no: "T1".into(),
+                amount: paying.amount.into(),
+                paid_at: OffsetDateTime::now_utc(),
+            },
+        );
+        cache.committed(&paid);
+        let r = orders.pay(merchant.clone(), id.clone(), pay()).await;
+        assert!(
+            matches!(r, Err(OrderError::Rejected(Rejection::AlreadyPaid))),
+            "{r:?}"
+        );
+        assert_eq!(metrics.pay_answered_from_cache.get(), 3);
+
+        // Evicted (or never cached): back to the actor.
+        cache.forget(&id);
+        let r = orders.pay(merchant, id, pay()).await;
+        assert!(matches!(r, Err(OrderError::Unavailable(_))), "{r:?}");
     }
 }
