@@ -42,7 +42,7 @@ fi
 command -v python3 >/dev/null || { echo "python3 is needed to write RESULTS.md" >&2; exit 1; }
 
 log "building release (paycore, paycore-loadtest) into $CARGO_TARGET_DIR"
-cargo build --release -p paycore --bin paycore -p paycore-loadtest
+cargo build --release -p paycore -p paycore-loadtest --bin paycore --bin paycore-loadtest
 
 # --- processes we start, and only those, are stopped on exit --------------------------------
 TMP=$(mktemp -d -t paycore-loadtest.XXXXXX)

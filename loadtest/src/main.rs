@@ -7,6 +7,7 @@ mod baseline;
 mod baseline_server;
 mod engine;
 mod findmax;
+mod h1;
 mod paycore_http;
 mod plot;
 mod report;
@@ -315,8 +316,8 @@ fn run_id() -> String {
 
 /// Refuses non-loopback hosts unless allowed.
 fn check_loopback(url: &str, allow_remote: bool) -> anyhow::Result<()> {
-    let parsed = reqwest::Url::parse(url).with_context(|| format!("bad URL {url}"))?;
-    let host = parsed.host_str().unwrap_or("");
+    let parsed: hyper::Uri = url.parse().with_context(|| format!("bad URL {url}"))?;
+    let host = parsed.host().unwrap_or("");
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let loopback = host == "localhost"
         || host

@@ -2,27 +2,45 @@
 //! query, timestamp, nonce and body, with `paycore::http::auth::{canonical, sign}`), sent over a
 //! pooled keep-alive HTTP/1.1 client, and its answer reduced to what the scenario needs.
 
+use crate::h1::{Failure, Pool};
 use crate::target::{CallError, CallResult, Target};
+use hyper::Method;
 use paycore::http::auth::{
     MERCHANT_HEADER, NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, canonical, sign,
 };
-use reqwest::Method;
-use serde_json::Value;
+use serde::Deserialize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Longest one request may take before it counts as a transport timeout.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Most idle keep-alive connections kept (the generator's in-flight bound is 4,096).
+const MAX_IDLE_CONNECTIONS: usize = 4096;
+
 /// A signing client for one merchant.
 pub struct Paycore {
     name: &'static str,
-    http: reqwest::Client,
-    base: String,
+    pool: Pool,
     merchant: String,
     secret: Vec<u8>,
     nonce_prefix: String,
     nonce_seq: AtomicU64,
+}
+
+/// The fields of an answer the scenarios use; the rest is skipped unread.
+#[derive(Debug, Default, Deserialize)]
+struct Answer {
+    token: Option<String>,
+    order_id: Option<String>,
+    pay_serial_no: Option<String>,
+    status: Option<String>,
+    error: Option<ErrorBody>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorBody {
+    code: Option<String>,
 }
 
 impl Paycore {
@@ -35,15 +53,13 @@ impl Paycore {
         secret: &str,
         run_id: &str,
     ) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .pool_max_idle_per_host(4096)
-            .tcp_nodelay(true)
-            .build()?;
         Ok(Self {
             name,
-            http,
-            base: base.trim_end_matches('/').to_string(),
+            pool: Pool::new(
+                base.trim_end_matches('/'),
+                MAX_IDLE_CONNECTIONS,
+                REQUEST_TIMEOUT,
+            )?,
             merchant: merchant.to_string(),
             secret: secret.as_bytes().to_vec(),
             // Nonces are unique per run (run id) and per request (sequence): 8..64 characters.
@@ -54,15 +70,15 @@ impl Paycore {
 
     /// An unsigned GET of an operational endpoint; true on a 2xx answer.
     pub async fn probe(&self, path: &str) -> Result<(), String> {
-        match self.http.get(format!("{}{path}", self.base)).send().await {
-            Ok(r) if r.status().is_success() => Ok(()),
-            Ok(r) => Err(format!("{path} answered {}", r.status())),
-            Err(e) => Err(format!("{path}: {e}")),
+        match self.pool.send(Method::GET, path, &[], Vec::new()).await {
+            Ok((status, _)) if status.is_success() => Ok(()),
+            Ok((status, _)) => Err(format!("{path} answered {status}")),
+            Err(e) => Err(format!("{path}: {}", e.label())),
         }
     }
 
     /// Sends one signed request; answers the parsed body of a 2xx answer.
-    async fn call(&self, method: Method, path: &str, body: Vec<u8>) -> CallResult<Value> {
+    async fn call(&self, method: Method, path: &str, body: Vec<u8>) -> CallResult<Answer> {
         let ts = time::OffsetDateTime::now_utc().unix_timestamp().to_string();
         let nonce = format!(
             "{}-{:x}",
@@ -73,50 +89,42 @@ impl Paycore {
             &self.secret,
             &canonical(method.as_str(), path, &ts, &nonce, &body),
         );
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header(MERCHANT_HEADER, &self.merchant)
-            .header(TIMESTAMP_HEADER, ts)
-            .header(NONCE_HEADER, nonce)
-            .header(SIGNATURE_HEADER, sig);
+        let mut headers = vec![
+            (MERCHANT_HEADER, self.merchant.as_str()),
+            (TIMESTAMP_HEADER, ts.as_str()),
+            (NONCE_HEADER, nonce.as_str()),
+            (SIGNATURE_HEADER, sig.as_str()),
+        ];
         if !body.is_empty() {
-            req = req.header("Content-Type", "application/json").body(body);
+            headers.push(("content-type", "application/json"));
         }
-        let resp = req.send().await.map_err(transport)?;
-        let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.map_err(transport)?;
-        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        if (200..300).contains(&status) {
-            Ok(value)
+        let (status, bytes) = self
+            .pool
+            .send(method, path, &headers, body)
+            .await
+            .map_err(transport)?;
+        let answer: Answer = serde_json::from_slice(&bytes).unwrap_or_default();
+        if status.is_success() {
+            Ok(answer)
         } else {
-            let code = value["error"]["code"]
-                .as_str()
-                .unwrap_or("no_error_code")
-                .to_string();
-            Err(CallError::Answer { status, code })
+            let code = answer
+                .error
+                .and_then(|e| e.code)
+                .unwrap_or_else(|| "no_error_code".to_string());
+            Err(CallError::Answer {
+                status: status.as_u16(),
+                code,
+            })
         }
     }
 }
 
-fn transport(e: reqwest::Error) -> CallError {
-    let what = if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connect"
-    } else if e.is_body() || e.is_decode() {
-        "body"
-    } else {
-        "request"
-    };
-    CallError::Transport(what.into())
+fn transport(e: Failure) -> CallError {
+    CallError::Transport(e.label().into())
 }
 
-fn field(v: &Value, name: &str) -> CallResult<String> {
-    v[name]
-        .as_str()
-        .map(str::to_string)
-        .ok_or_else(|| CallError::Transport(format!("answer without {name}")))
+fn field(v: Option<String>, name: &str) -> CallResult<String> {
+    v.ok_or_else(|| CallError::Transport(format!("answer without {name}")))
 }
 
 impl Target for Paycore {
@@ -128,7 +136,7 @@ impl Target for Paycore {
         let v = self
             .call(Method::POST, "/v1/submit-tokens", Vec::new())
             .await?;
-        field(&v, "token")
+        field(v.token, "token")
     }
 
     async fn create(
@@ -146,7 +154,7 @@ impl Target for Paycore {
         }))
         .map_err(|e| CallError::Transport(e.to_string()))?;
         let v = self.call(Method::POST, "/v1/orders", body).await?;
-        field(&v, "order_id")
+        field(v.order_id, "order_id")
     }
 
     async fn pay(&self, order_id: &str) -> CallResult<String> {
@@ -154,12 +162,12 @@ impl Target for Paycore {
         let v = self
             .call(Method::POST, &path, br#"{"pay_method":"native"}"#.to_vec())
             .await?;
-        field(&v, "pay_serial_no")
+        field(v.pay_serial_no, "pay_serial_no")
     }
 
     async fn read(&self, order_id: &str) -> CallResult<String> {
         let path = format!("/v1/orders/{order_id}");
         let v = self.call(Method::GET, &path, Vec::new()).await?;
-        field(&v, "status")
+        field(v.status, "status")
     }
 }
