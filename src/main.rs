@@ -5,6 +5,11 @@ use clap::{Parser, Subcommand};
 use paycore::app::Application;
 use paycore::config::Settings;
 
+/// mimalloc instead of glibc malloc: under load glibc's allocator was a fifth of paycore's CPU
+/// (see ARCHITECTURE.md, "Dependencies").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "paycore", version, about = "Payment core for utilities")]
 struct Cli {
