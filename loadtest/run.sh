@@ -111,6 +111,12 @@ stop_paycore() {
 
 mkdir -p "$OUT"
 rm -rf "$OUT"/*.json "$OUT"/*.png "$OUT"/commands.txt "$OUT"/on-change
+# The commit the binaries were built from (its own outputs do not count as changes).
+BUILT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ -n "$(git status --porcelain -- . ':!loadtest/out' ':!loadtest/RESULTS.md' 2>/dev/null)" ]; then
+  BUILT="$BUILT (with uncommitted changes)"
+fi
+echo "$BUILT" >"$OUT/build.txt"
 run() { # the loadtest command line, recorded for RESULTS.md
   echo "paycore-loadtest $*" | sed -e "s#$TMP#\$TMP#g" -e "s#${URL:-@none@}\b#\$URL#g" \
     -e "s#${REDIS_URL:-@none@}\b#\$REDIS_URL#g" -e "s#${BASE_URL:-@none@}\b#\$BASE_URL#g" -e "s#${BASE2_URL:-@none@}\b#\$BASE2_URL#g" \
