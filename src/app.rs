@@ -59,8 +59,12 @@ impl Application {
         settings.validate().map_err(|e| StartError(e.to_string()))?;
         let metrics = Arc::new(Metrics::new());
 
-        let listener = TcpListener::bind((settings.server.bind.as_str(), settings.server.port))
-            .map_err(|e| err("bind HTTP")(e.to_string()))?;
+        let listener = listen(
+            &settings.server.bind,
+            settings.server.port,
+            settings.server.backlog,
+        )
+        .map_err(|e| err("bind HTTP")(e.to_string()))?;
         let port = listener
             .local_addr()
             .map_err(|e| err("HTTP address")(e.to_string()))?
@@ -87,8 +91,12 @@ impl Application {
         let stream = Arc::new(InProcessStream::new(settings.stream.buffer));
 
         let sim = if settings.simulator.in_process {
-            let l = TcpListener::bind((settings.simulator.bind.as_str(), settings.simulator.port))
-                .map_err(|e| err("bind simulator")(e.to_string()))?;
+            let l = listen(
+                &settings.simulator.bind,
+                settings.simulator.port,
+                settings.server.backlog,
+            )
+            .map_err(|e| err("bind simulator")(e.to_string()))?;
             Some(
                 paycore_channel_sim::start(settings.simulator.behaviour.clone(), l)
                     .map_err(|e| err("simulator")(e.to_string()))?,
@@ -249,6 +257,29 @@ impl Application {
     }
 }
 
+/// A listening socket with an explicit accept backlog. `std::net::TcpListener::bind` listens
+/// with a backlog of 128: a burst of new connections beyond it (a gateway reconnecting its
+/// pool, an open-loop load test starting) had its SYNs dropped and waited ~1 s for the
+/// client's retransmit. Must run inside a tokio runtime.
+pub fn listen(bind: &str, port: u16, backlog: u32) -> std::io::Result<TcpListener> {
+    use std::net::ToSocketAddrs;
+    let addr = (bind, port).to_socket_addrs()?.next().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("no address for {bind}"),
+        )
+    })?;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As std's bind does on Unix: a restart can bind while old connections sit in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)?.into_std()
+}
+
 async fn purge_loop(
     store: Arc<dyn OrderStore>,
     every: Duration,
@@ -303,5 +334,56 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod listen_tests {
+    use super::listen;
+    use std::time::Duration;
+
+    /// Connects `n` clients at once to a listener nobody accepts on; answers how many got in
+    /// before the kernel's first SYN retransmit (1 s) would have been needed.
+    async fn burst(addr: std::net::SocketAddr, n: usize) -> usize {
+        let tasks: Vec<_> = (0..n)
+            .map(|_| {
+                tokio::spawn(async move {
+                    tokio::time::timeout(
+                        Duration::from_millis(900),
+                        tokio::net::TcpStream::connect(addr),
+                    )
+                    .await
+                })
+            })
+            .collect();
+        let mut held = Vec::new();
+        for t in tasks {
+            if let Ok(Ok(Ok(s))) = t.await {
+                held.push(s);
+            }
+        }
+        held.len()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_burst_beyond_the_std_default_backlog_is_queued_not_dropped() {
+        let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(4096);
+        // std's bind queues 129; the kernel caps any backlog at somaxconn.
+        let n = 400.min(somaxconn.saturating_sub(1));
+        assert!(
+            n > 129,
+            "net.core.somaxconn = {somaxconn} is too low to test this"
+        );
+        let l = listen("127.0.0.1", 0, 1024).unwrap();
+        let addr = l.local_addr().unwrap();
+        assert_eq!(
+            burst(addr, n).await,
+            n,
+            "every connect of the burst is queued"
+        );
+        assert!(listen("no such host name.invalid", 0, 16).is_err());
     }
 }

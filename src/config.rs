@@ -70,6 +70,9 @@ pub struct ServerSettings {
     pub body_limit_bytes: usize,
     /// Most open connections per worker; bounds the requests in flight, and so every mailbox.
     pub max_connections: usize,
+    /// Connections the kernel queues for accepting (the listen backlog; the kernel caps it at
+    /// `net.core.somaxconn`). A connect beyond it is dropped and the client retries after ~1 s.
+    pub backlog: u32,
     /// Time a client has to send its request head.
     pub client_request_timeout_ms: u64,
     /// Grace period for in-flight requests at shutdown.
@@ -268,6 +271,7 @@ impl Default for ServerSettings {
             workers: 0,
             body_limit_bytes: 64 * 1024,
             max_connections: 25_000,
+            backlog: 2_048,
             client_request_timeout_ms: 5_000,
             shutdown_timeout_secs: 30,
             public_base_url: String::new(),
@@ -471,6 +475,9 @@ impl Settings {
                 "server",
                 "body_limit_bytes and max_connections must be positive",
             );
+        }
+        if !(1..=65_535).contains(&self.server.backlog) {
+            return bad("server.backlog", "must be within 1..=65535");
         }
         if self.storage.backend != "sqlite" {
             return bad(
