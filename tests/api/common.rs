@@ -273,17 +273,22 @@ where
     }
 }
 
-/// The value of one sample line of `/metrics`, e.g. `paycore_orders{status="PAID"}`.
-pub async fn metric(t: &TestApp, sample: &str) -> Option<f64> {
-    let text = t
-        .http
+/// The whole `/metrics` exposition.
+pub async fn metrics_text(t: &TestApp) -> String {
+    t.http
         .get(format!("{}/metrics", t.base))
         .send()
         .await
-        .ok()?
+        .expect("GET /metrics")
         .text()
         .await
-        .ok()?;
-    text.lines()
+        .expect("/metrics body")
+}
+
+/// The value of one sample line of `/metrics`, e.g. `paycore_orders{status="PAID"}`.
+pub async fn metric(t: &TestApp, sample: &str) -> Option<f64> {
+    metrics_text(t)
+        .await
+        .lines()
         .find_map(|l| l.strip_prefix(sample).and_then(|v| v.trim().parse().ok()))
 }

@@ -3,7 +3,6 @@
 
 use crate::common::*;
 use paycore_channel_sim::protocol as p;
-use serde_json::json;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -236,15 +235,7 @@ async fn metrics_openapi_and_probes() {
         metric(&t, "paycore_orders{status=\"CREATED\"}").await,
         Some(0.0)
     );
-    let text = t
-        .http
-        .get(format!("{}/metrics", t.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&t).await;
     for name in [
         "paycore_http_request_duration_seconds_bucket",
         "paycore_storage_batch_writes_bucket",
@@ -310,20 +301,11 @@ async fn metrics_openapi_and_probes() {
         );
     }
     // Latency is labelled by the contract's pattern, never by a concrete path.
-    let text = t
-        .http
-        .get(format!("{}/metrics", t.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&t).await;
     assert!(
         text.contains("route=\"/v1/orders/{order_id}/pay\""),
         "pay route label missing"
     );
-    let _ = json!({});
     t.stop().await;
 }
 
