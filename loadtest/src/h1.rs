@@ -88,15 +88,12 @@ impl Pool {
         headers: &[(&'static str, &str)],
         body: Vec<u8>,
     ) -> Result<(StatusCode, Bytes), Failure> {
-        match tokio::time::timeout(
+        tokio::time::timeout(
             self.timeout,
             self.exchange(method, path_and_query, headers, body),
         )
         .await
-        {
-            Ok(r) => r,
-            Err(_) => Err(Failure::Timeout),
-        }
+        .unwrap_or(Err(Failure::Timeout))
     }
 
     async fn exchange(
