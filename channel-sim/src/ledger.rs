@@ -173,6 +173,7 @@ impl Ledger {
             paid_at: None,
             refunded_amount: 0,
             failure_reason: None,
+            charges: Vec::new(),
         };
         let payment = Payment {
             view: view.clone(),
@@ -212,8 +213,10 @@ impl Ledger {
                     trade_no: trade_no.to_owned(),
                     out_trade_no: out_trade_no.to_owned(),
                     amount: payment.view.amount,
+                    currency: payment.view.currency.clone(),
                     charged_at: now,
                 });
+                payment.view.charges = payment.charge.iter().cloned().collect();
             }
             Settlement::Failure(reason) => {
                 payment.view.status = PaymentStatus::Payerror;
@@ -294,10 +297,12 @@ impl Ledger {
                 "at most {MAX_REFUNDS_PER_PAYMENT} refunds per payment"
             )));
         }
+        let trade_no = payment.view.trade_no.clone();
         let refund = RefundView {
             refund_id: self.next_id("simrf"),
             out_refund_no: req.out_refund_no.clone(),
             out_trade_no: req.out_trade_no.clone(),
+            trade_no,
             amount: req.amount,
             status: RefundStatus::Success,
             refunded_at: now_rfc3339(),

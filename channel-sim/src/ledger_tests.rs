@@ -19,6 +19,7 @@ fn refund_req(out_trade_no: &str, out_refund_no: &str, amount: i64) -> RefundReq
         out_trade_no: out_trade_no.to_owned(),
         out_refund_no: out_refund_no.to_owned(),
         amount,
+        trade_no: None,
     }
 }
 

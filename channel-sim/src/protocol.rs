@@ -33,6 +33,9 @@ pub const REFUND_EXCEEDS: &str = "REFUND_EXCEEDS";
 pub const NOT_PAID: &str = "NOT_PAID";
 /// Code of a 503: a record capacity of the simulator is reached.
 pub const CAPACITY: &str = "CAPACITY";
+/// Code of a 503: the channel failed internally (injected by the refund error knobs); the
+/// request may or may not have taken effect, so a client queries before it retries.
+pub const SYSTEMERROR: &str = "SYSTEMERROR";
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -95,14 +98,23 @@ pub struct PaymentView {
     pub paid_at: Option<String>,
     pub refunded_amount: i64,
     pub failure_reason: Option<String>,
+    /// Every charge the channel took for this out_trade_no: the payment's own first, then any
+    /// further (duplicate) charge, each with its own trade_no. A charge's amount is what the
+    /// payer was actually charged, which may differ from `amount` (what was asked).
+    #[serde(default)]
+    pub charges: Vec<ChargeRecord>,
 }
 
 /// Body of `POST /sim/v1/refunds`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RefundRequest {
     pub out_trade_no: String,
+    /// Unique across the channel: a repeat with the same number is the same refund.
     pub out_refund_no: String,
     pub amount: i64,
+    /// Which charge to refund (its trade_no); absent means the payment's own charge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trade_no: Option<String>,
 }
 
 /// State of a refund at the channel.
@@ -119,6 +131,9 @@ pub struct RefundView {
     pub refund_id: String,
     pub out_refund_no: String,
     pub out_trade_no: String,
+    /// The charge refunded.
+    #[serde(default)]
+    pub trade_no: String,
     pub amount: i64,
     pub status: RefundStatus,
     pub refunded_at: String,
@@ -151,6 +166,8 @@ pub struct ChargeRecord {
     pub trade_no: String,
     pub out_trade_no: String,
     pub amount: i64,
+    #[serde(default)]
+    pub currency: String,
     pub charged_at: String,
 }
 

@@ -132,6 +132,7 @@ async fn close_before_pay_prevents_charge_and_callback() {
         out_trade_no: "o-closed".into(),
         out_refund_no: "r".into(),
         amount: 1,
+        trade_no: None,
     };
     let (status, err) = sim.client.post(REFUNDS, &refund).await;
     assert_eq!(
@@ -191,6 +192,7 @@ async fn failing_payments_call_back_payerror_without_charge() {
         out_trade_no: "o-fail".into(),
         out_refund_no: "r".into(),
         amount: 1,
+        trade_no: None,
     };
     let (status, err) = sim.client.post(REFUNDS, &refund).await;
     assert_eq!(
@@ -286,6 +288,7 @@ async fn refunds_are_idempotent_and_bounded_by_the_paid_amount() {
         out_trade_no: "o-refund".into(),
         out_refund_no: no.into(),
         amount,
+        trade_no: None,
     };
     let (status, first) = sim.client.post(REFUNDS, &refund("r1", 60)).await;
     assert_eq!((status, first["status"].as_str()), (200, Some("SUCCESS")));
