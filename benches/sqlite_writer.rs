@@ -88,7 +88,11 @@ fn bench(c: &mut Criterion) {
                             let creates = work.into_iter().map(|(t, (o, e))| {
                                 let store = store.clone();
                                 tokio::spawn(async move {
-                                    store.create_order(t, o, e, OffsetDateTime::now_utc()).await
+                                    // As the service does: the order's expiry timer in the same write.
+                                    let timers = paycore::domain::timer::on_create(&o);
+                                    store
+                                        .create_order(t, o, e, timers, OffsetDateTime::now_utc())
+                                        .await
                                 })
                             });
                             for r in futures::future::join_all(creates).await {

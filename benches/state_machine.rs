@@ -41,11 +41,12 @@ fn bench(c: &mut Criterion) {
 
     let (created, _) = Order::create(OrderId::generate(), new_order(), now);
     let pay = paying();
-    let paid = Command::MarkPaid {
+    let paid = Command::MarkPaid(paycore::domain::ReportedPayment {
         channel_trade_no: "T1".into(),
         amount: 12_345,
+        currency: "CNY".into(),
         paid_at: now,
-    };
+    });
     g.bench_function("pay_then_paid_apply_and_fold", |b| {
         b.iter(|| {
             let mut o = created.clone();

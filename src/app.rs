@@ -51,6 +51,8 @@ pub struct Application {
     orders: Orders,
     shutdown: watch::Sender<bool>,
     background: Vec<JoinHandle<()>>,
+    stop_timers: watch::Sender<bool>,
+    scheduler: JoinHandle<()>,
 }
 
 impl Application {
@@ -126,6 +128,15 @@ impl Application {
                 callback_base_url,
                 metrics: metrics.clone(),
                 cache: cache.clone(),
+                schedule: settings.orders.schedule(None),
+                merchant_schedules: settings
+                    .merchants
+                    .iter()
+                    .filter_map(|m| {
+                        let id = crate::domain::MerchantId::parse(&m.id).ok()?;
+                        Some((id, settings.orders.schedule(Some(m))))
+                    })
+                    .collect(),
             },
         )
         .await
@@ -139,6 +150,14 @@ impl Application {
             cache,
         );
 
+        let (stop_timers, stop_timers_rx) = watch::channel(false);
+        let scheduler = tokio::spawn(crate::actors::scheduler::run(
+            order_store.clone(),
+            orders.clone(),
+            settings.timers.clone(),
+            metrics.clone(),
+            stop_timers_rx,
+        ));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let sink: Arc<dyn EventSink> = stream.clone();
         let mut background = vec![tokio::spawn(relay::run(
@@ -167,6 +186,12 @@ impl Application {
             metrics,
             body_limit: settings.server.body_limit_bytes,
             default_expire_seconds: settings.orders.default_expire_seconds,
+            merchant_expire_seconds: settings
+                .merchants
+                .iter()
+                .filter_map(|m| Some((m.id.clone(), m.default_expire_seconds?)))
+                .collect(),
+            min_expire_seconds: settings.orders.min_expire_seconds,
         });
         let mut server = HttpServer::new(move || {
             App::new()
@@ -200,6 +225,8 @@ impl Application {
             orders,
             shutdown,
             background,
+            stop_timers,
+            scheduler,
         })
     }
 
@@ -236,6 +263,9 @@ impl Application {
     pub async fn shutdown(self) {
         self.server.stop(true).await;
         let _ = self.server_task.await;
+        // Timers are intake too: stop handing them out (those due later stay in storage).
+        let _ = self.stop_timers.send(true);
+        let _ = self.scheduler.await;
         let _ = self
             .tree
             .supervisor

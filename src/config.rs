@@ -9,6 +9,8 @@ use std::fmt;
 
 /// Prefix of environment overrides.
 pub const ENV_PREFIX: &str = "PAYCORE_";
+/// Most delays in one schedule.
+const MAX_SCHEDULE_LEN: usize = 64;
 
 /// A secret string: deserializes from plain text, prints as `***`.
 #[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -48,6 +50,8 @@ pub struct Settings {
     pub orders: OrderSettings,
     /// Event stream.
     pub stream: StreamSettings,
+    /// Durable timers: the scheduler and the stuck-order sweep.
+    pub timers: TimerSettings,
     /// The in-process channel simulator.
     pub simulator: SimulatorSettings,
     /// Payment channels by name.
@@ -170,8 +174,56 @@ pub struct AuthSettings {
 pub struct OrderSettings {
     /// Life of a submit token.
     pub token_ttl_secs: u64,
-    /// Life of an unpaid order when the create call names none.
+    /// Life of an unpaid order when the create call names none (a merchant may override it).
     pub default_expire_seconds: i64,
+    /// Shortest life a create may ask for (`expire_seconds`).
+    pub min_expire_seconds: i64,
+    /// Delays of the status queries of a paying order, by attempt (a merchant may override it).
+    pub poll_schedule_ms: Vec<u64>,
+    /// Delays of refund retries, by attempt; after the last, an open refund is given up.
+    pub refund_retry_ms: Vec<u64>,
+    /// Delays of expiry-close retries when the channel did not answer; the last repeats.
+    pub expire_retry_ms: Vec<u64>,
+}
+
+impl OrderSettings {
+    /// The schedule for a merchant's orders.
+    pub fn schedule(&self, merchant: Option<&MerchantSettings>) -> crate::domain::Schedule {
+        let ms = |v: &[u64]| {
+            v.iter()
+                .map(|&x| std::time::Duration::from_millis(x))
+                .collect()
+        };
+        crate::domain::Schedule {
+            poll: ms(merchant
+                .and_then(|m| m.poll_schedule_ms.as_deref())
+                .unwrap_or(&self.poll_schedule_ms)),
+            refund_retry: ms(&self.refund_retry_ms),
+            expire_retry: ms(&self.expire_retry_ms),
+        }
+    }
+}
+
+/// Durable timer settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimerSettings {
+    /// How often the scheduler looks for due timers.
+    pub tick_ms: u64,
+    /// Most timers taken from storage per read.
+    pub page_size: usize,
+    /// Most fired timers being handled at once; the rest wait in storage.
+    pub max_in_flight: usize,
+    /// A fired timer whose handling is lost (a crash) fires again after this.
+    pub lease_ms: u64,
+    /// How often the stuck-order sweep runs.
+    pub sweep_interval_ms: u64,
+    /// Orders the sweep scans per round.
+    pub sweep_batch: usize,
+    /// A timer this late counts as overdue (metric).
+    pub overdue_after_ms: u64,
+    /// How often pending and overdue timers are counted.
+    pub stats_interval_ms: u64,
 }
 
 /// Event stream settings.
@@ -254,6 +306,12 @@ pub struct MerchantSettings {
     /// Requests allowed at once above the rate.
     #[serde(default = "default_merchant_burst")]
     pub rate_limit_burst: u32,
+    /// This merchant's default life of an unpaid order (the seed's `delayOrderInterval`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_expire_seconds: Option<i64>,
+    /// This merchant's poll schedule (the seed's per-tenant `newPayQueryInterval`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_schedule_ms: Option<Vec<u64>>,
 }
 
 fn default_merchant_rate() -> u32 {
@@ -328,9 +386,31 @@ impl Default for AuthSettings {
 
 impl Default for OrderSettings {
     fn default() -> Self {
+        let ms = |v: &[u64]| v.iter().map(|s| s * 1_000).collect();
         Self {
             token_ttl_secs: 1_800,
             default_expire_seconds: 900,
+            min_expire_seconds: 60,
+            poll_schedule_ms: ms(&[5, 10, 30, 60, 120, 300, 600, 1_800, 3_600]),
+            refund_retry_ms: ms(&[
+                10, 30, 60, 120, 300, 600, 1_800, 3_600, 3_600, 3_600, 7_200, 7_200,
+            ]),
+            expire_retry_ms: ms(&[5, 15, 30, 60, 300]),
+        }
+    }
+}
+
+impl Default for TimerSettings {
+    fn default() -> Self {
+        Self {
+            tick_ms: 200,
+            page_size: 512,
+            max_in_flight: 256,
+            lease_ms: 30_000,
+            sweep_interval_ms: 60_000,
+            sweep_batch: 1_000,
+            overdue_after_ms: 5_000,
+            stats_interval_ms: 5_000,
         }
     }
 }
@@ -383,6 +463,7 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             orders: OrderSettings::default(),
             stream: StreamSettings::default(),
+            timers: TimerSettings::default(),
             simulator: SimulatorSettings::default(),
             channels,
             merchants: vec![MerchantSettings {
@@ -391,6 +472,8 @@ impl Default for Settings {
                 channels: vec!["sim".into()],
                 rate_limit_per_sec: default_merchant_rate(),
                 rate_limit_burst: default_merchant_burst(),
+                default_expire_seconds: None,
+                poll_schedule_ms: None,
             }],
         }
     }
@@ -507,8 +590,36 @@ impl Settings {
         if self.stream.buffer == 0 || self.stream.relay_batch == 0 {
             return bad("stream", "buffer and relay_batch must be positive");
         }
-        if !(60..=86_400).contains(&self.orders.default_expire_seconds) {
-            return bad("orders.default_expire_seconds", "must be within 60..=86400");
+        let o = &self.orders;
+        if !(1..=86_400).contains(&o.min_expire_seconds) {
+            return bad("orders.min_expire_seconds", "must be within 1..=86400");
+        }
+        let expire_range = o.min_expire_seconds..=86_400;
+        if !expire_range.contains(&o.default_expire_seconds) {
+            return bad(
+                "orders.default_expire_seconds",
+                "must be within min_expire_seconds..=86400",
+            );
+        }
+        for (key, v) in [
+            ("orders.refund_retry_ms", &o.refund_retry_ms),
+            ("orders.expire_retry_ms", &o.expire_retry_ms),
+            ("orders.poll_schedule_ms", &o.poll_schedule_ms),
+        ] {
+            if v.is_empty() || v.len() > MAX_SCHEDULE_LEN || v.contains(&0) {
+                return bad(key, "must list 1..=64 positive delays");
+            }
+        }
+        let t = &self.timers;
+        if t.tick_ms == 0
+            || t.page_size == 0
+            || t.max_in_flight == 0
+            || t.lease_ms == 0
+            || t.sweep_interval_ms == 0
+            || t.sweep_batch == 0
+            || t.stats_interval_ms == 0
+        {
+            return bad("timers", "every setting must be positive");
         }
         self.simulator
             .behaviour
@@ -553,6 +664,23 @@ impl Settings {
             }
             if m.rate_limit_per_sec == 0 || m.rate_limit_burst == 0 {
                 return bad(&format!("merchants.{i}"), "rate limits must be positive");
+            }
+            if m.default_expire_seconds
+                .is_some_and(|e| !expire_range.contains(&e))
+            {
+                return bad(
+                    &format!("merchants.{i}.default_expire_seconds"),
+                    "must be within orders.min_expire_seconds..=86400",
+                );
+            }
+            if m.poll_schedule_ms
+                .as_ref()
+                .is_some_and(|v| v.is_empty() || v.len() > MAX_SCHEDULE_LEN || v.contains(&0))
+            {
+                return bad(
+                    &format!("merchants.{i}.poll_schedule_ms"),
+                    "must list 1..=64 positive delays",
+                );
             }
             if let Some(c) = m.channels.iter().find(|c| !self.channels.contains_key(*c)) {
                 return bad(

@@ -46,6 +46,22 @@ pub struct Metrics {
     pub channel_callbacks: IntCounterVec,
     /// `paycore_stream_events_published_total`.
     pub stream_published: IntCounterVec,
+    /// `paycore_timers_pending`: durable timers waiting (counted periodically).
+    pub timers_pending: IntGauge,
+    /// `paycore_timers_overdue`: timers later than `timers.overdue_after_ms`.
+    pub timers_overdue: IntGauge,
+    /// `paycore_timers_fired_total{kind}`.
+    pub timers_fired: IntCounterVec,
+    /// `paycore_payment_polls_total{result}`: settled, pending, shed, error.
+    pub polls: IntCounterVec,
+    /// `paycore_order_closes_total{reason}`: merchant, expired, expiry_deferred.
+    pub closes: IntCounterVec,
+    /// `paycore_refunds_total{status}`: requested, processing, succeeded, failed, given_up.
+    pub refunds: IntCounterVec,
+    /// `paycore_extra_payments_total{reason}`: payments recorded and refunded automatically.
+    pub extra_payments: IntCounterVec,
+    /// `paycore_sweep_found_total`: open orders the stuck-order sweep found without a timer.
+    pub sweep_found: IntCounter,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -139,6 +155,42 @@ impl Metrics {
             ),
             &["type"],
         ));
+        let counter_vec = |name: &str, help: &str, label: &str| {
+            must(IntCounterVec::new(Opts::new(name, help), &[label]))
+        };
+        let timers_pending = must(IntGauge::new(
+            "paycore_timers_pending",
+            "Durable timers waiting to fire",
+        ));
+        let timers_overdue = must(IntGauge::new(
+            "paycore_timers_overdue",
+            "Durable timers past due by more than timers.overdue_after_ms",
+        ));
+        let timers_fired = counter_vec("paycore_timers_fired_total", "Timers fired", "kind");
+        let polls = counter_vec(
+            "paycore_payment_polls_total",
+            "Status queries of paying orders by result",
+            "result",
+        );
+        let closes = counter_vec("paycore_order_closes_total", "Order closes", "reason");
+        let refunds = counter_vec("paycore_refunds_total", "Refunds by status", "status");
+        let extra_payments = counter_vec(
+            "paycore_extra_payments_total",
+            "Channel payments that could not be applied, recorded and refunded",
+            "reason",
+        );
+        let sweep_found = must(IntCounter::new(
+            "paycore_sweep_found_total",
+            "Open orders found without a timer by the stuck-order sweep",
+        ));
+        reg(Box::new(timers_pending.clone()));
+        reg(Box::new(timers_overdue.clone()));
+        reg(Box::new(timers_fired.clone()));
+        reg(Box::new(polls.clone()));
+        reg(Box::new(closes.clone()));
+        reg(Box::new(refunds.clone()));
+        reg(Box::new(extra_payments.clone()));
+        reg(Box::new(sweep_found.clone()));
         reg(Box::new(http_request_seconds.clone()));
         reg(Box::new(orders.clone()));
         reg(Box::new(order_transitions.clone()));
@@ -167,6 +219,14 @@ impl Metrics {
             channel_queue_depth,
             channel_callbacks,
             stream_published,
+            timers_pending,
+            timers_overdue,
+            timers_fired,
+            polls,
+            closes,
+            refunds,
+            extra_payments,
+            sweep_found,
         }
     }
 

@@ -132,6 +132,8 @@ pub async fn serve(
         channels: vec!["sim".into()],
         rate_limit_per_sec: UNLIMITED_RATE,
         rate_limit_burst: UNLIMITED_RATE,
+        default_expire_seconds: None,
+        poll_schedule_ms: None,
     }];
     let auth =
         Authenticator::new(&merchants, &AuthSettings::default()).map_err(anyhow::Error::msg)?;

@@ -2,11 +2,16 @@
 //! (governor) and its queue: requests wait in the mailbox in arrival order for a rate slot, and
 //! a request that cannot get one before its deadline, or that finds the queue full, is answered
 //! `Busy` at once. Once it has a slot, the HTTP call runs in its own task (bounded by
-//! `max_in_flight`) so a slow channel never stalls the queue behind it.
+//! `max_in_flight`) so a slow channel never stalls the queue behind it. Background requests
+//! (status queries, refunds, expiry closes: the timers retry them) never wait for a slot and
+//! are refused once the queue is half full, so they cannot starve a payer's pay call.
 
-use crate::channels::{ChannelError, CloseOutcome, OpenPayment, OpenedPayment, PaymentChannel};
+use crate::channels::{
+    ChannelError, CloseOutcome, OpenPayment, OpenedPayment, PaymentChannel, PaymentStatus,
+    RefundCall,
+};
 use crate::config::ChannelSettings;
-use crate::domain::OrderId;
+use crate::domain::{OrderId, RefundId, RefundOutcome};
 use crate::metrics::Metrics;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -17,8 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
-/// Extra time a caller waits beyond the queue deadline and the request timeout before it
-/// gives up on the actor itself.
+/// Extra time a caller waits beyond the queue deadline before it gives up on the actor itself.
 const CALL_MARGIN: Duration = Duration::from_secs(1);
 
 /// A request to a channel.
@@ -26,27 +30,35 @@ const CALL_MARGIN: Duration = Duration::from_secs(1);
 pub enum ChannelRequest {
     /// Open a payment.
     Open(OpenPayment),
+    /// Ask how a payment stands.
+    Query(OrderId),
     /// Close a payment.
     Close(OrderId),
-    /// Refund.
-    Refund {
-        /// Order.
-        order_id: OrderId,
-        /// Our refund number (idempotency key at the channel).
-        refund_no: String,
-        /// Amount, minor units.
-        amount: i64,
-    },
+    /// Refund a charge.
+    Refund(RefundCall),
+    /// Ask how a refund stands.
+    QueryRefund(RefundId),
 }
 
 impl ChannelRequest {
     fn op(&self) -> &'static str {
         match self {
             ChannelRequest::Open(_) => "open",
+            ChannelRequest::Query(_) => "query",
             ChannelRequest::Close(_) => "close",
-            ChannelRequest::Refund { .. } => "refund",
+            ChannelRequest::Refund(_) => "refund",
+            ChannelRequest::QueryRefund(_) => "query_refund",
         }
     }
+}
+
+/// Who waits for a request: a caller (a payer, a merchant) or a timer that will retry it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// A caller waits: queue for a slot until the queue deadline.
+    Caller,
+    /// A timer retries it: take a free slot now or be refused at once.
+    Background,
 }
 
 /// A channel's answer.
@@ -54,23 +66,67 @@ impl ChannelRequest {
 pub enum ChannelResponse {
     /// Payment opened.
     Opened(OpenedPayment),
+    /// Payment status.
+    Status(PaymentStatus),
     /// Close result.
     Closed(CloseOutcome),
-    /// Refund done.
-    Refunded,
+    /// Refund result (of a refund or a refund query; `None`: the channel never received it).
+    Refund(Option<RefundOutcome>),
 }
 
 /// Messages of the channel actor.
 pub enum Msg {
-    /// Run a request once a rate slot is free, unless `deadline` passes first.
-    Submit {
-        /// The request.
-        request: ChannelRequest,
-        /// Latest time to start it.
+    /// Hand out a slot (a rate-limit cell and an in-flight permit) once one is free, unless
+    /// `deadline` passes first.
+    Admit {
+        /// Latest time to hand the slot out.
         deadline: Instant,
-        /// Where the answer goes.
-        reply: RpcReplyPort<Result<ChannelResponse, ChannelError>>,
+        /// Background requests never wait for a rate slot.
+        priority: Priority,
+        /// Where the slot goes.
+        reply: RpcReplyPort<Result<Slot, ChannelError>>,
     },
+}
+
+/// The right to send one request to the channel now: the rate-limit cell is taken and the
+/// in-flight permit is held until the request is done. The caller makes the HTTP call itself,
+/// so a slow channel never stalls the queue, and a caller can record what it is about to do
+/// between getting the slot and using it.
+pub struct Slot {
+    name: String,
+    adapter: Arc<dyn PaymentChannel>,
+    metrics: Arc<Metrics>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot").field("channel", &self.name).finish()
+    }
+}
+
+impl Slot {
+    /// Sends `request` and waits for the channel's answer.
+    pub async fn run(self, request: ChannelRequest) -> Result<ChannelResponse, ChannelError> {
+        let started = Instant::now();
+        let op = request.op();
+        let result = run(self.adapter.as_ref(), request).await;
+        self.metrics
+            .channel_request_seconds
+            .with_label_values(&[&self.name, op])
+            .observe(started.elapsed().as_secs_f64());
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(ChannelError::RateLimited(_)) => "rate_limited",
+            Err(ChannelError::Rejected { .. }) => "rejected",
+            Err(_) => "error",
+        };
+        self.metrics
+            .channel_requests
+            .with_label_values(&[&self.name, op, outcome])
+            .inc();
+        result
+    }
 }
 
 /// Reference to a channel actor.
@@ -131,11 +187,15 @@ impl Actor for ChannelActor {
         msg: Msg,
         state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
-        let Msg::Submit {
-            request,
+        let Msg::Admit {
             deadline,
+            priority,
             reply,
         } = msg;
+        let deadline = match priority {
+            Priority::Caller => deadline,
+            Priority::Background => Instant::now(),
+        };
         let slot = take_slot(state, deadline).await;
         state.queued.fetch_sub(1, Ordering::AcqRel);
         state
@@ -146,55 +206,42 @@ impl Actor for ChannelActor {
         let slot = match slot {
             Ok(()) => {
                 let remaining = deadline.saturating_duration_since(Instant::now());
-                match tokio::time::timeout(remaining, state.in_flight.clone().acquire_owned()).await
-                {
-                    Ok(Ok(permit)) => Ok(permit),
-                    _ => Err(1),
-                }
+                let permit = state.in_flight.clone();
+                let acquired = match priority {
+                    Priority::Caller => tokio::time::timeout(remaining, permit.acquire_owned())
+                        .await
+                        .ok()
+                        .and_then(Result::ok),
+                    Priority::Background => permit.try_acquire_owned().ok(),
+                };
+                acquired.ok_or(1)
             }
             Err(retry_after_secs) => Err(retry_after_secs),
         };
-        let permit = match slot {
-            Ok(permit) => permit,
+        let answer = match slot {
+            Ok(permit) => Ok(Slot {
+                name: state.name.clone(),
+                adapter: state.adapter.clone(),
+                metrics: state.metrics.clone(),
+                _permit: permit,
+            }),
             Err(retry_after_secs) => {
+                let op = match priority {
+                    Priority::Caller => "caller",
+                    Priority::Background => "background",
+                };
                 state
                     .metrics
                     .channel_requests
-                    .with_label_values(&[&state.name, request.op(), "busy"])
+                    .with_label_values(&[&state.name, op, "busy"])
                     .inc();
-                let _ = reply.send(Err(ChannelError::Busy {
+                Err(ChannelError::Busy {
                     channel: state.name.clone(),
                     retry_after_secs,
-                }));
-                return Ok(());
+                })
             }
         };
-        let (adapter, metrics, name) = (
-            state.adapter.clone(),
-            state.metrics.clone(),
-            state.name.clone(),
-        );
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let op = request.op();
-            let result = run(adapter.as_ref(), request).await;
-            drop(permit);
-            metrics
-                .channel_request_seconds
-                .with_label_values(&[&name, op])
-                .observe(started.elapsed().as_secs_f64());
-            let outcome = match &result {
-                Ok(_) => "ok",
-                Err(ChannelError::RateLimited(_)) => "rate_limited",
-                Err(ChannelError::Rejected { .. }) => "rejected",
-                Err(_) => "error",
-            };
-            metrics
-                .channel_requests
-                .with_label_values(&[&name, op, outcome])
-                .inc();
-            let _ = reply.send(result);
-        });
+        let _ = reply.send(answer);
         Ok(())
     }
 }
@@ -224,18 +271,21 @@ async fn run(
             .open_payment(&req)
             .await
             .map(ChannelResponse::Opened),
+        ChannelRequest::Query(id) => adapter
+            .query_payment(&id)
+            .await
+            .map(ChannelResponse::Status),
         ChannelRequest::Close(id) => adapter
             .close_payment(&id)
             .await
             .map(ChannelResponse::Closed),
-        ChannelRequest::Refund {
-            order_id,
-            refund_no,
-            amount,
-        } => adapter
-            .refund(&order_id, &refund_no, amount)
+        ChannelRequest::Refund(call) => adapter
+            .refund(&call)
             .await
-            .map(|()| ChannelResponse::Refunded),
+            .map(|o| ChannelResponse::Refund(Some(o))),
+        ChannelRequest::QueryRefund(id) => {
+            adapter.query_refund(&id).await.map(ChannelResponse::Refund)
+        }
     }
 }
 
@@ -284,7 +334,6 @@ pub struct ChannelHandle {
     queued: Arc<AtomicUsize>,
     capacity: usize,
     queue_timeout: Duration,
-    request_timeout: Duration,
 }
 
 impl ChannelHandle {
@@ -312,28 +361,47 @@ impl ChannelHandle {
             queued,
             capacity: settings.queue_capacity,
             queue_timeout: Duration::from_millis(settings.queue_timeout_ms),
-            request_timeout: Duration::from_millis(settings.request_timeout_ms),
         })
     }
 
-    /// Sends a request through the channel's queue and rate limit and waits for the answer.
+    /// Sends a caller's request through the channel's queue and rate limit and waits for the
+    /// answer.
     pub async fn request(&self, request: ChannelRequest) -> Result<ChannelResponse, ChannelError> {
+        self.submit(request, Priority::Caller).await
+    }
+
+    /// Sends a request at the given priority and waits for the answer.
+    pub async fn submit(
+        &self,
+        request: ChannelRequest,
+        priority: Priority,
+    ) -> Result<ChannelResponse, ChannelError> {
+        self.admit(priority).await?.run(request).await
+    }
+
+    /// Waits for a slot to send one request. A background request is refused at once when half
+    /// the queue is taken, and never waits for a rate slot.
+    pub async fn admit(&self, priority: Priority) -> Result<Slot, ChannelError> {
         let busy = || ChannelError::Busy {
             channel: self.name.clone(),
             retry_after_secs: 1,
         };
-        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.capacity {
+        let bound = match priority {
+            Priority::Caller => self.capacity,
+            Priority::Background => self.capacity / 2,
+        };
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= bound {
             self.queued.fetch_sub(1, Ordering::AcqRel);
             return Err(busy());
         }
         let deadline = Instant::now() + self.queue_timeout;
-        let timeout = self.queue_timeout + self.request_timeout + CALL_MARGIN;
+        let timeout = self.queue_timeout + CALL_MARGIN;
         let actor = self.current();
         match actor
             .call(
-                |reply| Msg::Submit {
-                    request,
+                |reply| Msg::Admit {
                     deadline,
+                    priority,
                     reply,
                 },
                 Some(timeout),

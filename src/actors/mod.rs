@@ -4,8 +4,10 @@
 pub mod channel;
 pub mod order;
 pub mod order_cache;
+mod order_settle;
 pub mod orders;
 pub mod registry;
+pub mod scheduler;
 pub mod supervisor;
 
 #[cfg(test)]

@@ -1,19 +1,22 @@
 //! One actor per live order: every operation on an order passes through its mailbox, one at a
 //! time, so no lock is needed and no order is charged twice. The actor loads its order from
 //! storage on first use, applies a command with the pure state machine, persists the new state
-//! with its events, and only then replies. It holds nothing storage does not also hold.
+//! with its events and timer changes in one write, and only then replies. It holds nothing
+//! storage does not also hold. Timers and refunds are handled in `order_settle`.
 
-use super::channel::{ChannelHandle, ChannelRequest, ChannelResponse};
+use super::channel::{ChannelHandle, ChannelRequest, ChannelResponse, Priority};
 use crate::channels::{ChannelError, CloseOutcome, OpenPayment, PaymentResult};
+use crate::domain::timer::{self, Schedule};
 use crate::domain::{
-    CloseStep, Command, Event, MerchantId, Order, OrderId, PayMethod, PaySerialNo, PayStep,
-    Rejection,
+    ChangeKind, CloseStep, Command, Event, MerchantId, Order, OrderId, PayMethod, PaySerialNo,
+    PayStep, RefundId, RefundRequest, Rejection, ReportedPayment, TimerKind, TimerOp,
 };
 use crate::metrics::Metrics;
 use crate::storage::{OrderStore, StoreError};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use time::OffsetDateTime;
 
 /// Why an order operation failed.
@@ -34,6 +37,9 @@ pub enum OrderError {
     /// The order's channel is not configured.
     #[error("channel {0} is not configured")]
     UnknownChannel(String),
+    /// A channel reported a result for an order of another channel; nothing was applied.
+    #[error("the order belongs to another channel")]
+    ChannelMismatch,
     /// The submit token was used before (by the named order, when known).
     #[error("submit token already used")]
     TokenUsed(Option<OrderId>),
@@ -78,12 +84,37 @@ pub enum Msg {
         /// Answer.
         reply: OrderReply,
     },
-    /// A verified payment result from the order's channel.
+    /// A verified payment result from a channel.
     ChannelResult {
+        /// The channel whose signature verified (it must be the order's channel).
+        channel: String,
         /// The result.
         result: PaymentResult,
         /// Answer (whether the result was recorded).
         reply: OrderReply,
+    },
+    /// Refund (part of) the paid order.
+    Refund {
+        /// Who asks.
+        merchant: MerchantId,
+        /// What.
+        request: RefundRequest,
+        /// Answer: the order and the refund's id.
+        reply: RpcReplyPort<Result<(Order, RefundId), OrderError>>,
+    },
+    /// A durable timer of this order fired.
+    Timer {
+        /// Which.
+        kind: TimerKind,
+        /// Its attempt number.
+        attempt: u32,
+        /// Answered once handled (the scheduler bounds timers in flight by it).
+        reply: RpcReplyPort<()>,
+    },
+    /// The stuck-order sweep found the order with open work and no timer.
+    EnsureTimers {
+        /// Answered once the timers are written.
+        reply: RpcReplyPort<()>,
     },
     /// Test hook: panic inside the handler, to exercise supervision.
     #[cfg(test)]
@@ -105,6 +136,19 @@ pub struct OrderDeps {
     pub metrics: Arc<Metrics>,
     /// Committed order states, shared with the read path.
     pub cache: super::order_cache::OrderCache,
+    /// Timer delays for merchants without their own.
+    pub schedule: Schedule,
+    /// Merchants' own timer delays.
+    pub merchant_schedules: HashMap<MerchantId, Schedule>,
+}
+
+impl OrderDeps {
+    /// The timer delays for a merchant's orders.
+    pub fn schedule_for(&self, merchant: &MerchantId) -> &Schedule {
+        self.merchant_schedules
+            .get(merchant)
+            .unwrap_or(&self.schedule)
+    }
 }
 
 /// The order actor.
@@ -113,16 +157,23 @@ pub struct OrderActor {
     pub deps: Arc<OrderDeps>,
 }
 
-/// Start-up arguments: which order.
+/// Start-up arguments.
 pub struct Args {
     /// The order this actor owns.
     pub order_id: OrderId,
+    /// Messages dispatched to this actor and not yet handled; the registry counts up when it
+    /// sends, the actor counts down when a message is done. Zero means idle: only then may the
+    /// actor be passivated.
+    pub busy: Arc<AtomicUsize>,
 }
 
 /// The actor's state: its order, loaded lazily.
 pub struct State {
-    order_id: OrderId,
-    order: Option<Order>,
+    pub(super) order_id: OrderId,
+    pub(super) order: Option<Order>,
+    busy: Arc<AtomicUsize>,
+    /// Refunds opened by the message being handled, tried once it is answered.
+    pub(super) fresh_refunds: Vec<RefundId>,
 }
 
 impl Actor for OrderActor {
@@ -135,6 +186,8 @@ impl Actor for OrderActor {
         Ok(State {
             order_id: args.order_id,
             order: None,
+            busy: args.busy,
+            fresh_refunds: Vec::new(),
         })
     }
 
@@ -145,6 +198,16 @@ impl Actor for OrderActor {
         state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
         // Errors are answered to the caller; returning Err here would stop the actor.
+        self.handle_msg(msg, state).await;
+        state.busy.fetch_sub(1, Ordering::AcqRel);
+        Ok(())
+    }
+}
+
+impl OrderActor {
+    async fn handle_msg(&self, msg: Msg, state: &mut State) {
+        let span = tracing::debug_span!("order", order_id = %state.order_id);
+        let _entered = span.enter();
         match msg {
             Msg::Pay {
                 merchant,
@@ -158,37 +221,57 @@ impl Actor for OrderActor {
                 let r = self.close(state, &merchant).await;
                 let _ = reply.send(r);
             }
-            Msg::ChannelResult { result, reply } => {
-                let r = self.channel_result(state, result).await;
-                let late_refund_due =
-                    matches!(&r, Ok(o) if o.late_payment.as_ref().is_some_and(|lp| !lp.refunded));
+            Msg::ChannelResult {
+                channel,
+                result,
+                reply,
+            } => {
+                let r = self.channel_result(state, &channel, result).await;
                 let _ = reply.send(r);
-                if late_refund_due {
-                    self.refund_late_payment(state).await;
-                }
+            }
+            Msg::Refund {
+                merchant,
+                request,
+                reply,
+            } => {
+                let r = self.request_refund(state, &merchant, request).await;
+                let _ = reply.send(r);
+            }
+            Msg::Timer {
+                kind,
+                attempt,
+                reply,
+            } => {
+                self.on_timer(state, kind, attempt).await;
+                let _ = reply.send(());
+            }
+            Msg::EnsureTimers { reply } => {
+                self.ensure_timers(state).await;
+                let _ = reply.send(());
             }
             #[cfg(test)]
             Msg::Panic => panic!("injected panic in order actor {}", state.order_id),
         }
-        Ok(())
+        // Refunds opened by this message (a merchant's, or an extra payment's) are tried at
+        // once, after the answer; their timer retries them if this attempt does not finish.
+        self.try_fresh_refunds(state).await;
     }
-}
 
-impl OrderActor {
-    async fn load(&self, state: &mut State) -> Result<Order, OrderError> {
+    pub(super) async fn load(&self, state: &mut State) -> Result<Order, OrderError> {
         if let Some(o) = &state.order {
             return Ok(o.clone());
         }
         let order = match self.deps.cache.get(&state.order_id) {
             Some(cached) => (*cached).clone(),
             None => {
+                let ticket = self.deps.cache.ticket(&state.order_id);
                 let order = self
                     .deps
                     .store
                     .load_order(&state.order_id)
                     .await?
                     .ok_or(OrderError::NotFound)?;
-                self.deps.cache.committed(&order);
+                self.deps.cache.fill(&order, ticket);
                 order
             }
         };
@@ -208,15 +291,18 @@ impl OrderActor {
         Ok(order)
     }
 
-    /// Applies `cmd`, stores the result with its events, and updates the cached order. The cache
-    /// is dropped whenever the store's answer leaves the stored state in doubt.
-    async fn persist(
+    /// Applies `cmd`, stores the result with its events and the timer changes it needs (plus
+    /// `extra_timers`) in one write, and updates the cached order. The cache is dropped whenever
+    /// the store's answer leaves the stored state in doubt.
+    pub(super) async fn persist(
         &self,
         state: &mut State,
         order: Order,
         cmd: Command,
+        extra_timers: Vec<TimerOp>,
     ) -> Result<Order, OrderError> {
-        let changes = order.apply(&cmd, OffsetDateTime::now_utc())?;
+        let now = OffsetDateTime::now_utc();
+        let changes = order.apply(&cmd, now)?;
         if changes.is_empty() {
             return Ok(order);
         }
@@ -226,21 +312,35 @@ impl OrderActor {
             next.on(change);
             events.extend(Event::for_change(&next, change));
         }
+        let mut timers = timer::plan(
+            &order,
+            &next,
+            now,
+            self.deps.schedule_for(&order.merchant_id),
+        );
+        timers.extend(extra_timers);
         match self
             .deps
             .store
-            .update_order(next.clone(), order.version, order.status, events)
+            .update_order(next.clone(), order.version, order.status, events, timers)
             .await
         {
             Ok(()) => {
-                if next.status != order.status {
-                    self.deps
-                        .metrics
-                        .order_transitions
-                        .with_label_values(&[next.status.as_str()])
-                        .inc();
+                self.count(&order, &next, &changes);
+                for change in &changes {
+                    match &change.kind {
+                        ChangeKind::RefundRequested { refund }
+                        | ChangeKind::ExtraPaymentRecorded { refund, .. } => {
+                            state.fresh_refunds.push(refund.refund_id.clone())
+                        }
+                        _ => {}
+                    }
                 }
-                tracing::debug!(order_id = %next.order_id, status = next.status.as_str(), version = next.version, "order changed");
+                tracing::debug!(
+                    status = next.status.as_str(),
+                    version = next.version,
+                    "order changed"
+                );
                 self.deps.cache.committed(&next);
                 state.order = Some(next.clone());
                 Ok(next)
@@ -254,7 +354,39 @@ impl OrderActor {
         }
     }
 
-    fn channel(&self, order: &Order) -> Result<&ChannelHandle, OrderError> {
+    fn count(&self, before: &Order, after: &Order, changes: &[crate::domain::Change]) {
+        let m = &self.deps.metrics;
+        if after.status != before.status {
+            m.order_transitions
+                .with_label_values(&[after.status.as_str()])
+                .inc();
+        }
+        for change in changes {
+            match &change.kind {
+                ChangeKind::ExtraPaymentRecorded { payment, .. } => {
+                    let reason = payment.reason.map(|r| r.as_str()).unwrap_or("unknown");
+                    tracing::warn!(
+                        channel_trade_no = %payment.channel_trade_no,
+                        amount = payment.amount,
+                        reason,
+                        "extra payment recorded; refunding it by the original route"
+                    );
+                    m.extra_payments.with_label_values(&[reason]).inc();
+                }
+                ChangeKind::RefundRequested { .. } => {
+                    m.refunds.with_label_values(&["requested"]).inc();
+                }
+                ChangeKind::RefundSettled { status, .. } => {
+                    m.refunds
+                        .with_label_values(&[&status.as_str().to_ascii_lowercase()])
+                        .inc();
+                }
+                _ => {}
+            }
+        }
+    }
+
+    pub(super) fn channel(&self, order: &Order) -> Result<&ChannelHandle, OrderError> {
         self.deps
             .channels
             .get(&order.channel)
@@ -271,6 +403,19 @@ impl OrderActor {
         match order.pay_step(OffsetDateTime::now_utc())? {
             PayStep::AlreadyPaying => Ok(order),
             PayStep::OpenAtChannel => {
+                // A slot first: a pay refused as channel_busy changes nothing. Then the intent,
+                // durable before the channel hears of the payment: an answer lost on the way
+                // back can no longer leave an open payment that nobody closes.
+                let slot = self.channel(&order)?.admit(Priority::Caller).await?;
+                let order = if order.payment_opened() {
+                    order
+                } else {
+                    let intent = Command::RecordPayIntent {
+                        pay_serial_no: PaySerialNo::generate(),
+                        pay_method: req.pay_method,
+                    };
+                    self.persist(state, order, intent, Vec::new()).await?
+                };
                 let open = OpenPayment {
                     order_id: order.order_id.clone(),
                     amount: order.amount,
@@ -283,21 +428,20 @@ impl OrderActor {
                         self.deps.callback_base_url, order.channel
                     ),
                 };
-                let opened = match self
-                    .channel(&order)?
-                    .request(ChannelRequest::Open(open))
-                    .await?
-                {
+                let opened = match slot.run(ChannelRequest::Open(open)).await? {
                     ChannelResponse::Opened(o) => o,
                     other => return Err(unexpected(other)),
                 };
                 let cmd = Command::MarkPaying {
-                    pay_serial_no: PaySerialNo::generate(),
+                    pay_serial_no: order
+                        .pay_serial_no
+                        .clone()
+                        .unwrap_or_else(PaySerialNo::generate),
                     pay_method: req.pay_method,
                     channel_payload: opened.payload,
                     channel_trade_no: opened.channel_trade_no,
                 };
-                self.persist(state, order, cmd).await
+                self.persist(state, order, cmd, Vec::new()).await
             }
         }
     }
@@ -306,7 +450,17 @@ impl OrderActor {
         let order = self.load_for(state, merchant).await?;
         match order.close_step()? {
             CloseStep::AlreadyClosed => Ok(order),
-            CloseStep::Local => self.persist(state, order, Command::Close).await,
+            CloseStep::Local => {
+                let closed = self
+                    .persist(state, order, Command::Close, Vec::new())
+                    .await?;
+                self.deps
+                    .metrics
+                    .closes
+                    .with_label_values(&["merchant"])
+                    .inc();
+                Ok(closed)
+            }
             CloseStep::AtChannel => {
                 let outcome = match self
                     .channel(&order)?
@@ -318,11 +472,19 @@ impl OrderActor {
                 };
                 match outcome {
                     CloseOutcome::Closed => {
-                        self.persist(state, order, Command::MarkChannelClosed).await
+                        let closed = self
+                            .persist(state, order, Command::MarkChannelClosed, Vec::new())
+                            .await?;
+                        self.deps
+                            .metrics
+                            .closes
+                            .with_label_values(&["merchant"])
+                            .inc();
+                        Ok(closed)
                     }
-                    CloseOutcome::AlreadyPaid(result) => {
+                    CloseOutcome::AlreadyPaid(charges) => {
                         // The money was taken: record it, and refuse the close.
-                        self.persist(state, order, command_for(result)).await?;
+                        self.apply_charges(state, charges).await?;
                         Err(Rejection::AlreadyPaid.into())
                     }
                 }
@@ -333,66 +495,79 @@ impl OrderActor {
     async fn channel_result(
         &self,
         state: &mut State,
+        channel: &str,
         result: PaymentResult,
     ) -> Result<Order, OrderError> {
         let order = self.load(state).await?;
-        let r = self.persist(state, order, command_for(result)).await;
-        if let Err(OrderError::Rejected(Rejection::AmountMismatch { expected, reported })) = &r {
-            tracing::error!(order_id = %state.order_id, expected, reported, "channel reported a different amount; not marked paid");
+        if order.channel != channel {
+            // Signed by one channel about an order of another: never applied.
+            tracing::error!(callback_channel = channel, order_channel = %order.channel, "callback from a channel that is not the order's; ignored");
+            return Err(OrderError::ChannelMismatch);
         }
-        r
+        match result {
+            PaymentResult::Paid(p) => {
+                self.persist(state, order, Command::MarkPaid(p), Vec::new())
+                    .await
+            }
+            PaymentResult::Failed { reason } => {
+                self.persist(state, order, Command::MarkFailed { reason }, Vec::new())
+                    .await
+            }
+        }
     }
 
-    /// Refunds a payment that arrived after the order closed, by the original route. A failure
-    /// leaves the refund pending; the channel's next callback for it tries again.
-    async fn refund_late_payment(&self, state: &mut State) {
+    /// Applies every charge a channel reported, the payment's own first.
+    pub(super) async fn apply_charges(
+        &self,
+        state: &mut State,
+        charges: Vec<ReportedPayment>,
+    ) -> Result<Order, OrderError> {
+        let mut order = self.load(state).await?;
+        for charge in charges {
+            order = self
+                .persist(state, order, Command::MarkPaid(charge), Vec::new())
+                .await?;
+        }
+        Ok(order)
+    }
+
+    async fn request_refund(
+        &self,
+        state: &mut State,
+        merchant: &MerchantId,
+        request: RefundRequest,
+    ) -> Result<(Order, RefundId), OrderError> {
+        let order = self.load_for(state, merchant).await?;
+        let no = request.refund_no.clone();
+        let order = self
+            .persist(state, order, Command::RequestRefund(request), Vec::new())
+            .await?;
+        let id = order
+            .refunds
+            .iter()
+            .find(|r| r.refund_no.as_ref() == Some(&no))
+            .map(|r| r.refund_id.clone())
+            .ok_or(OrderError::Rejected(Rejection::UnknownRefund))?;
+        Ok((order, id))
+    }
+
+    async fn ensure_timers(&self, state: &mut State) {
         let Ok(order) = self.load(state).await else {
             return;
         };
-        let Some(lp) = order.late_payment.clone() else {
+        let ops = timer::ensure(&order, OffsetDateTime::now_utc());
+        if ops.is_empty() {
             return;
-        };
-        let Ok(channel) = self.channel(&order) else {
-            return;
-        };
-        let refund_no = format!("late-{}", order.order_id);
-        let req = ChannelRequest::Refund {
-            order_id: order.order_id.clone(),
-            refund_no,
-            amount: lp.amount,
-        };
-        match channel.request(req).await {
-            Ok(_) => {
-                if let Err(e) = self
-                    .persist(state, order, Command::MarkLatePaymentRefunded)
-                    .await
-                {
-                    tracing::warn!(order_id = %state.order_id, error = %e, "late payment refunded but not recorded yet");
-                }
-            }
-            Err(e) => {
-                tracing::warn!(order_id = %state.order_id, error = %e, "late payment refund failed; will retry")
-            }
+        }
+        self.deps.metrics.sweep_found.inc();
+        tracing::warn!("stuck-order sweep: open order had no timer; timers restored");
+        if let Err(e) = self.deps.store.write_timers(&order.order_id, ops).await {
+            tracing::warn!(error = %e, "sweep could not write timers; the next sweep retries");
         }
     }
 }
 
-fn command_for(result: PaymentResult) -> Command {
-    match result {
-        PaymentResult::Paid {
-            channel_trade_no,
-            amount,
-            paid_at,
-        } => Command::MarkPaid {
-            channel_trade_no,
-            amount,
-            paid_at,
-        },
-        PaymentResult::Failed { reason } => Command::MarkFailed { reason },
-    }
-}
-
-fn unexpected(r: ChannelResponse) -> OrderError {
+pub(super) fn unexpected(r: ChannelResponse) -> OrderError {
     OrderError::Channel(ChannelError::Unavailable(format!(
         "unexpected channel answer {r:?}"
     )))

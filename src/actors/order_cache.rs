@@ -16,8 +16,18 @@ use std::sync::{Arc, Mutex};
 /// Independent shards, so concurrent callers rarely meet on one lock.
 const SHARDS: usize = 16;
 
-/// One shard: least recently used orders go first.
-type Shard = LruCache<OrderId, Arc<Order>>;
+/// One shard: least recently used orders go first, and a count of the commits recorded in it.
+/// A read from storage takes the count before it reads and may fill the cache only if no commit
+/// came in between: otherwise a state read just before an actor's write, and filled after that
+/// write's entry was evicted, would put an older version back.
+struct Shard {
+    lru: LruCache<OrderId, Arc<Order>>,
+    commits: u64,
+}
+
+/// Taken before a storage read; lets `fill` know whether a commit raced the read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadTicket(u64);
 
 /// Cache of committed orders by id.
 #[derive(Clone)]
@@ -31,7 +41,14 @@ impl OrderCache {
     pub fn new(capacity: u64) -> Self {
         let per_shard = (capacity as usize).div_ceil(SHARDS);
         let shards = match NonZeroUsize::new(per_shard) {
-            Some(n) => (0..SHARDS).map(|_| Mutex::new(LruCache::new(n))).collect(),
+            Some(n) => (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        lru: LruCache::new(n),
+                        commits: 0,
+                    })
+                })
+                .collect(),
             None => Vec::new(),
         };
         Self {
@@ -50,29 +67,52 @@ impl OrderCache {
 
     /// The cached state of an order, if any.
     pub fn get(&self, id: &OrderId) -> Option<Arc<Order>> {
-        self.shard(id)?.get(id).cloned()
+        self.shard(id)?.lru.get(id).cloned()
     }
 
-    /// Records a state storage has committed; keeps whichever version is newer.
+    /// Records a state storage has just committed (by a create or the order's actor); keeps
+    /// whichever version is newer.
     pub fn committed(&self, order: &Order) {
         let Some(mut shard) = self.shard(&order.order_id) else {
             return;
         };
-        if shard
-            .peek(&order.order_id)
-            .is_some_and(|o| o.version >= order.version)
-        {
+        shard.commits = shard.commits.wrapping_add(1);
+        put_newer(&mut shard.lru, order);
+    }
+
+    /// Take before reading an order from storage; pass to `fill` with what was read.
+    pub fn ticket(&self, id: &OrderId) -> ReadTicket {
+        ReadTicket(self.shard(id).map(|s| s.commits).unwrap_or(0))
+    }
+
+    /// Caches a state read from storage, unless a commit was recorded since the ticket was
+    /// taken (the read may predate it).
+    pub fn fill(&self, order: &Order, ticket: ReadTicket) {
+        let Some(mut shard) = self.shard(&order.order_id) else {
             return;
+        };
+        if shard.commits == ticket.0 {
+            put_newer(&mut shard.lru, order);
         }
-        shard.put(order.order_id.clone(), Arc::new(order.clone()));
     }
 
     /// Drops an order whose stored state is in doubt.
     pub fn forget(&self, id: &OrderId) {
         if let Some(mut shard) = self.shard(id) {
-            shard.pop(id);
+            shard.commits = shard.commits.wrapping_add(1);
+            shard.lru.pop(id);
         }
     }
+}
+
+fn put_newer(lru: &mut LruCache<OrderId, Arc<Order>>, order: &Order) {
+    if lru
+        .peek(&order.order_id)
+        .is_some_and(|o| o.version >= order.version)
+    {
+        return;
+    }
+    lru.put(order.order_id.clone(), Arc::new(order.clone()));
 }
 
 #[cfg(test)]
@@ -99,6 +139,31 @@ mod tests {
         assert!(cache.get(&v1.order_id).is_none());
         cache.committed(&v1);
         assert_eq!(cache.get(&v1.order_id).map(|o| o.version), Some(1));
+    }
+
+    /// A reader loads v1 from storage; meanwhile the actor commits v2, and v2 is evicted. The
+    /// reader's fill must not put v1 back: the next reader would see an order older than what
+    /// a caller was already told.
+    #[test]
+    fn a_read_that_raced_a_commit_never_refills_an_older_version() {
+        let cache = OrderCache::new(1); // one entry per shard: easy to evict
+        let v1 = order();
+        let ticket = cache.ticket(&v1.order_id);
+        let mut v2 = v1.clone();
+        v2.version = 2;
+        cache.committed(&v2);
+        // Other orders read into the cache evict v2 (one entry per shard).
+        for _ in 0..200 {
+            let other = order();
+            cache.fill(&other, cache.ticket(&other.order_id));
+        }
+        assert!(cache.get(&v1.order_id).is_none(), "v2 was evicted");
+        cache.fill(&v1, ticket);
+        assert!(cache.get(&v1.order_id).is_none(), "stale v1 was refilled");
+        // A read that no commit raced fills normally.
+        let fresh = cache.ticket(&v1.order_id);
+        cache.fill(&v2, fresh);
+        assert_eq!(cache.get(&v1.order_id).map(|o| o.version), Some(2));
     }
 
     #[test]

@@ -7,7 +7,8 @@ use super::order::{self, OrderError, PayRequest};
 use super::registry::{self, RegistryRef};
 use crate::channels::CallbackEvent;
 use crate::domain::{
-    Event, MerchantId, MerchantOrderNo, NewOrder, Order, OrderId, OrderStatus, PayStep, SubmitToken,
+    Event, MerchantId, MerchantOrderNo, NewOrder, Order, OrderId, OrderStatus, PayStep, Refund,
+    RefundId, RefundRequest, SubmitToken, Timer,
 };
 use crate::metrics::Metrics;
 use crate::storage::{CreateOutcome, OrderStore, TokenRecord};
@@ -63,9 +64,10 @@ impl Orders {
         let now = OffsetDateTime::now_utc();
         let (order, change) = Order::create(OrderId::generate(), new, now);
         let events: Vec<Event> = Event::for_change(&order, &change).into_iter().collect();
+        let timers = crate::domain::timer::on_create(&order);
         match self
             .store
-            .create_order(token, order.clone(), events, now)
+            .create_order(token, order.clone(), events, timers, now)
             .await?
         {
             CreateOutcome::Created => {
@@ -92,12 +94,13 @@ impl Orders {
         let order = match self.cache.get(order_id) {
             Some(o) => (*o).clone(),
             None => {
+                let ticket = self.cache.ticket(order_id);
                 let o = self
                     .store
                     .load_order(order_id)
                     .await?
                     .ok_or(OrderError::NotFound)?;
-                self.cache.committed(&o);
+                self.cache.fill(&o, ticket);
                 o
             }
         };
@@ -105,6 +108,57 @@ impl Orders {
             return Err(OrderError::NotFound);
         }
         Ok(order)
+    }
+
+    /// Reads a merchant's refund (its id names its order).
+    pub async fn refund(
+        &self,
+        merchant: &MerchantId,
+        refund_id: &RefundId,
+    ) -> Result<(Order, Refund), OrderError> {
+        let order = self.get(merchant, &refund_id.order_id()).await?;
+        let refund = order
+            .refund(refund_id)
+            .cloned()
+            .ok_or(OrderError::NotFound)?;
+        Ok((order, refund))
+    }
+
+    /// Refunds (part of) a paid order; a repeat with the same `refund_no` answers the same
+    /// refund.
+    pub async fn request_refund(
+        &self,
+        merchant: MerchantId,
+        order_id: OrderId,
+        request: RefundRequest,
+    ) -> Result<(Order, Refund), OrderError> {
+        let (order, id) = self
+            .call(order_id, |reply| order::Msg::Refund {
+                merchant,
+                request,
+                reply,
+            })
+            .await??;
+        let refund = order.refund(&id).cloned().ok_or(OrderError::Rejected(
+            crate::domain::Rejection::UnknownRefund,
+        ))?;
+        Ok((order, refund))
+    }
+
+    /// Hands a fired timer to its order's actor and waits until it is handled.
+    pub async fn fire_timer(&self, timer: Timer) -> Result<(), OrderError> {
+        self.call(timer.order_id, |reply| order::Msg::Timer {
+            kind: timer.kind,
+            attempt: timer.attempt,
+            reply,
+        })
+        .await
+    }
+
+    /// Asks an order's actor to restore the timers its open work needs (the stuck-order sweep).
+    pub async fn ensure_timers(&self, order_id: OrderId) -> Result<(), OrderError> {
+        self.call(order_id, |reply| order::Msg::EnsureTimers { reply })
+            .await
     }
 
     /// Finds a merchant's order by its number.
@@ -174,10 +228,16 @@ impl Orders {
             .await
     }
 
-    /// Applies a verified channel result.
-    pub async fn channel_result(&self, event: CallbackEvent) -> Result<Order, OrderError> {
+    /// Applies a result verified with `channel`'s key (the order must be that channel's).
+    pub async fn channel_result(
+        &self,
+        channel: &str,
+        event: CallbackEvent,
+    ) -> Result<Order, OrderError> {
         let order_id = OrderId::parse(&event.order_id).map_err(|_| OrderError::NotFound)?;
+        let channel = channel.to_string();
         self.ask(order_id, |reply| order::Msg::ChannelResult {
+            channel,
             result: event.result,
             reply,
         })
@@ -201,6 +261,15 @@ impl Orders {
         order_id: OrderId,
         build: impl FnOnce(order::OrderReply) -> order::Msg,
     ) -> Result<Order, OrderError> {
+        self.call(order_id, build).await?
+    }
+
+    /// Sends a message to an order's actor and waits for its answer.
+    async fn call<T: Send + 'static>(
+        &self,
+        order_id: OrderId,
+        build: impl FnOnce(ractor::RpcReplyPort<T>) -> order::Msg,
+    ) -> Result<T, OrderError> {
         let registry = self
             .registry
             .read()
@@ -217,7 +286,7 @@ impl Orders {
             )
             .await;
         match sent {
-            Ok(CallResult::Success(r)) => r,
+            Ok(CallResult::Success(r)) => Ok(r),
             Ok(CallResult::Timeout) => Err(OrderError::Unavailable(
                 "the order did not answer in time".into(),
             )),
@@ -317,11 +386,12 @@ mod tests {
 
         let paid = step(
             &paying,
-            Command::MarkPaid {
+            Command::MarkPaid(crate::domain::ReportedPayment {
                 channel_trade_no: "T1".into(),
                 amount: paying.amount.into(),
+                currency: "CNY".into(),
                 paid_at: OffsetDateTime::now_utc(),
-            },
+            }),
         );
         cache.committed(&paid);
         let r = orders.pay(merchant.clone(), id.clone(), pay()).await;

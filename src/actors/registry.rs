@@ -2,6 +2,10 @@
 //! passivating it when idle or when the live-actor cap is reached (least recently used first).
 //! It supervises the order actors: a failed one is replaced by a fresh actor that reloads the
 //! order from storage on its next message; the failed call's caller sees its reply port dropped.
+//!
+//! One actor per order, always: an actor is passivated only when it is idle (no message waiting
+//! or being handled, counted by `busy`), and while a passivated actor is stopping, messages for
+//! its order wait here; its replacement is spawned only once the old one has stopped.
 
 use super::order::{self, OrderActor, OrderDeps, OrderRef};
 use crate::config::ActorSettings;
@@ -11,6 +15,7 @@ use lru::LruCache;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Messages of the registry.
@@ -44,12 +49,27 @@ pub struct Registry {
 struct Entry {
     actor: OrderRef,
     last_used: Instant,
+    /// Messages sent to the actor and not yet handled (it counts down).
+    busy: Arc<AtomicUsize>,
+}
+
+impl Entry {
+    fn idle(&self) -> bool {
+        self.busy.load(Ordering::Acquire) == 0
+    }
+}
+
+/// An actor told to stop, and the messages for its order that wait for it to be gone.
+struct Stopping {
+    actor: ActorId,
+    waiting: Vec<order::Msg>,
 }
 
 /// The registry's state.
 pub struct State {
     live: LruCache<OrderId, Entry>,
     by_actor: HashMap<ActorId, OrderId>,
+    stopping: HashMap<OrderId, Stopping>,
 }
 
 impl Actor for Registry {
@@ -63,6 +83,7 @@ impl Actor for Registry {
         Ok(State {
             live: LruCache::unbounded(),
             by_actor: HashMap::new(),
+            stopping: HashMap::new(),
         })
     }
 
@@ -88,42 +109,46 @@ impl Actor for Registry {
         evt: SupervisionEvent,
         state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
-        match evt {
-            SupervisionEvent::ActorFailed(cell, err) => {
-                let Some(order_id) = state.by_actor.remove(&cell.get_id()) else {
-                    return Ok(());
-                };
-                tracing::error!(order_id = %order_id, error = %err, "order actor failed; restarting it");
-                self.metrics
-                    .actor_events
-                    .with_label_values(&["failed"])
-                    .inc();
-                if state
-                    .live
-                    .peek(&order_id)
-                    .is_some_and(|e| e.actor.get_id() == cell.get_id())
-                {
-                    state.live.pop(&order_id);
-                    // Restart now: the new actor reloads the order from storage on its next message.
-                    if let Err(e) = self.spawn(&myself, state, order_id.clone()).await {
-                        tracing::error!(order_id = %order_id, error = %e, "order actor restart failed");
-                    }
-                }
-                self.metrics.actors_live.set(state.live.len() as i64);
-            }
-            SupervisionEvent::ActorTerminated(cell, _, _) => {
-                if let Some(order_id) = state.by_actor.remove(&cell.get_id())
-                    && state
-                        .live
-                        .peek(&order_id)
-                        .is_some_and(|e| e.actor.get_id() == cell.get_id())
-                {
-                    state.live.pop(&order_id);
-                }
-                self.metrics.actors_live.set(state.live.len() as i64);
-            }
-            _ => {}
+        let (cell, failed) = match evt {
+            SupervisionEvent::ActorFailed(cell, err) => (cell, Some(err.to_string())),
+            SupervisionEvent::ActorTerminated(cell, _, _) => (cell, None),
+            _ => return Ok(()),
+        };
+        let Some(order_id) = state.by_actor.remove(&cell.get_id()) else {
+            return Ok(());
+        };
+        if let Some(why) = &failed {
+            tracing::error!(order_id = %order_id, error = %why, "order actor failed; restarting it");
+            self.metrics
+                .actor_events
+                .with_label_values(&["failed"])
+                .inc();
         }
+        if state
+            .live
+            .peek(&order_id)
+            .is_some_and(|e| e.actor.get_id() == cell.get_id())
+        {
+            state.live.pop(&order_id);
+            if failed.is_some() {
+                // Restart now: the new actor reloads the order from storage on its next message.
+                if let Err(e) = self.spawn(&myself, state, order_id.clone()).await {
+                    tracing::error!(order_id = %order_id, error = %e, "order actor restart failed");
+                }
+            }
+        }
+        // A passivated actor is gone: what waited for it goes to its successor.
+        if state
+            .stopping
+            .get(&order_id)
+            .is_some_and(|s| s.actor == cell.get_id())
+            && let Some(stopped) = state.stopping.remove(&order_id)
+        {
+            for msg in stopped.waiting {
+                self.dispatch(&myself, state, order_id.clone(), msg).await;
+            }
+        }
+        self.metrics.actors_live.set(state.live.len() as i64);
         Ok(())
     }
 }
@@ -135,17 +160,29 @@ impl Registry {
         state: &mut State,
         order_id: OrderId,
     ) -> Result<OrderRef, ActorProcessingErr> {
-        while state.live.len() >= self.settings.max_live_orders {
-            let Some((_, e)) = state.live.pop_lru() else {
+        // Over the cap, passivate the least recently used idle actors. Busy ones are kept (the
+        // cap is exceeded for as long as more orders than it are busy at once: intake bounds
+        // that), and each entry is looked at once.
+        let mut looked = 0;
+        let total = state.live.len();
+        while state.live.len() >= self.settings.max_live_orders && looked < total {
+            looked += 1;
+            let Some((id, e)) = state.live.pop_lru() else {
                 break;
             };
-            passivate(&self.metrics, &e.actor);
+            if e.idle() {
+                self.passivate(state, id, e);
+            } else {
+                state.live.put(id, e);
+            }
         }
         let handler = OrderActor {
             deps: self.deps.clone(),
         };
+        let busy = Arc::new(AtomicUsize::new(0));
         let args = order::Args {
             order_id: order_id.clone(),
+            busy: busy.clone(),
         };
         let (actor, _) = Actor::spawn_linked(None, handler, args, myself.get_cell()).await?;
         state.by_actor.insert(actor.get_id(), order_id.clone());
@@ -154,6 +191,7 @@ impl Registry {
             Entry {
                 actor: actor.clone(),
                 last_used: Instant::now(),
+                busy,
             },
         );
         self.metrics
@@ -171,16 +209,25 @@ impl Registry {
         order_id: OrderId,
         msg: order::Msg,
     ) {
+        if let Some(stopping) = state.stopping.get_mut(&order_id) {
+            // Its actor is stopping: the message waits for the successor (bounded by intake,
+            // like every mailbox).
+            stopping.waiting.push(msg);
+            return;
+        }
         let mut msg = msg;
-        // Two tries: the cached actor may have stopped between its last message and this one.
+        // Two tries: the cached actor may have died between its last message and this one.
         for _ in 0..2 {
-            let actor = match state.live.get_mut(&order_id) {
+            let (actor, busy) = match state.live.get_mut(&order_id) {
                 Some(e) => {
                     e.last_used = Instant::now();
-                    e.actor.clone()
+                    (e.actor.clone(), e.busy.clone())
                 }
                 None => match self.spawn(myself, state, order_id.clone()).await {
-                    Ok(a) => a,
+                    Ok(a) => match state.live.peek(&order_id) {
+                        Some(e) => (a, e.busy.clone()),
+                        None => return,
+                    },
                     Err(e) => {
                         // Dropping `msg` drops its reply port: the caller gets an error at once.
                         tracing::error!(order_id = %order_id, error = %e, "cannot spawn order actor");
@@ -188,13 +235,18 @@ impl Registry {
                     }
                 },
             };
+            busy.fetch_add(1, Ordering::AcqRel);
             match actor.send_message(msg) {
                 Ok(()) => return,
                 Err(ractor::MessagingErr::SendErr(back)) => {
+                    busy.fetch_sub(1, Ordering::AcqRel);
                     state.live.pop(&order_id);
                     msg = back;
                 }
-                Err(_) => return,
+                Err(_) => {
+                    busy.fetch_sub(1, Ordering::AcqRel);
+                    return;
+                }
             }
         }
     }
@@ -202,26 +254,41 @@ impl Registry {
     fn sweep(&self, state: &mut State) {
         let idle = Duration::from_millis(self.settings.idle_passivate_ms);
         let now = Instant::now();
-        while let Some((_, e)) = state.live.peek_lru() {
+        let total = state.live.len();
+        for _ in 0..total {
+            let Some((_, e)) = state.live.peek_lru() else {
+                break;
+            };
             if now.duration_since(e.last_used) < idle {
                 break;
             }
-            if let Some((_, e)) = state.live.pop_lru() {
-                passivate(&self.metrics, &e.actor);
+            let Some((id, e)) = state.live.pop_lru() else {
+                break;
+            };
+            if e.idle() {
+                self.passivate(state, id, e);
+            } else {
+                // Waiting on something (a channel, storage): keep it, look again next sweep.
+                state.live.put(id, e);
             }
         }
         self.metrics.actors_live.set(state.live.len() as i64);
     }
-}
 
-/// Stops an order actor after the messages already in its mailbox. A message sent later goes to
-/// a fresh actor; storage's version check keeps the two from overwriting each other.
-fn passivate(metrics: &Metrics, actor: &OrderRef) {
-    if actor.drain().is_err() {
-        actor.stop(None);
+    /// Stops an idle order actor. Until it has stopped, messages for its order wait; then a
+    /// successor takes them.
+    fn passivate(&self, state: &mut State, order_id: OrderId, e: Entry) {
+        e.actor.stop(None);
+        state.stopping.insert(
+            order_id,
+            Stopping {
+                actor: e.actor.get_id(),
+                waiting: Vec::new(),
+            },
+        );
+        self.metrics
+            .actor_events
+            .with_label_values(&["passivated"])
+            .inc();
     }
-    metrics
-        .actor_events
-        .with_label_values(&["passivated"])
-        .inc();
 }

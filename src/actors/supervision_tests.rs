@@ -56,7 +56,8 @@ async fn a_panicking_order_actor_is_restarted_and_its_caller_gets_an_error() {
 
     // The replacement answers, with state reloaded from storage.
     let paying = orders.pay(merchant.clone(), id.clone(), pay).await.unwrap();
-    assert_eq!((paying.status, paying.version), (OrderStatus::Paying, 2));
+    // Version 2 is the pay intent, recorded before the channel is called.
+    assert_eq!((paying.status, paying.version), (OrderStatus::Paying, 3));
     assert_eq!(orders.live_actors().await, Some(1));
     app.shutdown().await;
 }

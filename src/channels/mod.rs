@@ -5,10 +5,9 @@
 pub mod sim;
 
 use crate::config::ChannelSettings;
-use crate::domain::{Amount, OrderId, PayMethod};
+use crate::domain::{Amount, OrderId, PayMethod, RefundId, RefundOutcome, ReportedPayment};
 use async_trait::async_trait;
 use std::sync::Arc;
-use time::OffsetDateTime;
 
 /// A payment to open at a channel.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,14 +41,7 @@ pub struct OpenedPayment {
 #[derive(Debug, Clone, PartialEq)]
 pub enum PaymentResult {
     /// Money taken.
-    Paid {
-        /// Channel transaction number.
-        channel_trade_no: String,
-        /// Amount charged, minor units.
-        amount: i64,
-        /// When.
-        paid_at: OffsetDateTime,
-    },
+    Paid(ReportedPayment),
     /// Payment failed.
     Failed {
         /// Channel's reason.
@@ -66,13 +58,54 @@ pub struct CallbackEvent {
     pub result: PaymentResult,
 }
 
+/// How a payment stands at the channel, as a status query found it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PaymentState {
+    /// The channel has no payment for this order.
+    NotFound,
+    /// Opened, not paid yet.
+    Open,
+    /// Closed unpaid at the channel.
+    Closed,
+    /// The payment failed.
+    Failed {
+        /// Channel's reason.
+        reason: String,
+    },
+    /// Paid (the charges are listed).
+    Paid,
+}
+
+/// A status query's answer: the state and every charge taken for the order (more than one when
+/// the payer was charged twice).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PaymentStatus {
+    /// State.
+    pub state: PaymentState,
+    /// Charges, the payment's own first.
+    pub charges: Vec<ReportedPayment>,
+}
+
 /// How a close request ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CloseOutcome {
     /// The channel closed the payment; no money will be taken.
     Closed,
-    /// Too late: the channel had taken the money.
-    AlreadyPaid(PaymentResult),
+    /// Too late: the channel had taken the money (the charges are listed).
+    AlreadyPaid(Vec<ReportedPayment>),
+}
+
+/// A refund to make at a channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefundCall {
+    /// The order (the channel's out_trade_no).
+    pub order_id: OrderId,
+    /// Our refund id: the channel's out_refund_no, the same on every retry.
+    pub refund_id: RefundId,
+    /// The charge to refund; `None` is the order's own payment.
+    pub channel_trade_no: Option<String>,
+    /// Minor units.
+    pub amount: i64,
 }
 
 /// A channel's failure.
@@ -100,9 +133,12 @@ pub enum ChannelError {
     /// Network failure, timeout, a 5xx or an unreadable answer: the outcome is unknown.
     #[error("channel unavailable: {0}")]
     Unavailable(String),
-    /// A callback failed verification.
+    /// A callback failed verification (signature, timestamp).
     #[error("bad callback: {0}")]
     BadCallback(String),
+    /// A correctly signed callback whose body cannot be read.
+    #[error("malformed callback: {0}")]
+    MalformedCallback(String),
 }
 
 /// The operations paycore needs from a payment channel.
@@ -110,15 +146,17 @@ pub enum ChannelError {
 pub trait PaymentChannel: Send + Sync + 'static {
     /// Opens a payment; idempotent per order id at the channel.
     async fn open_payment(&self, req: &OpenPayment) -> Result<OpenedPayment, ChannelError>;
+    /// Asks how the order's payment stands.
+    async fn query_payment(&self, order_id: &OrderId) -> Result<PaymentStatus, ChannelError>;
     /// Closes an unpaid payment.
     async fn close_payment(&self, order_id: &OrderId) -> Result<CloseOutcome, ChannelError>;
-    /// Refunds (part of) a paid payment; idempotent per refund number.
-    async fn refund(
+    /// Refunds (part of) a charge; idempotent per refund id. `Rejected` is a definite refusal.
+    async fn refund(&self, call: &RefundCall) -> Result<RefundOutcome, ChannelError>;
+    /// Asks how a refund stands; `None` when the channel never received it.
+    async fn query_refund(
         &self,
-        order_id: &OrderId,
-        refund_no: &str,
-        amount: i64,
-    ) -> Result<(), ChannelError>;
+        refund_id: &RefundId,
+    ) -> Result<Option<RefundOutcome>, ChannelError>;
     /// Verifies and decodes a callback. `header` looks up a request header by name.
     fn verify_callback(
         &self,

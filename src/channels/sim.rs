@@ -4,10 +4,10 @@
 
 use super::{
     CallbackEvent, ChannelError, CloseOutcome, OpenPayment, OpenedPayment, PaymentChannel,
-    PaymentResult,
+    PaymentResult, PaymentState, PaymentStatus, RefundCall,
 };
 use crate::config::ChannelSettings;
-use crate::domain::OrderId;
+use crate::domain::{OrderId, RefundId, RefundOutcome, ReportedPayment};
 use async_trait::async_trait;
 use paycore_channel_sim::protocol as p;
 use std::time::Duration;
@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 /// Largest clock distance accepted on a callback's timestamp.
-const CALLBACK_WINDOW_SECS: i64 = 300;
+const CALLBACK_WINDOW_SECS: u64 = 300;
 
 /// A client of the simulator.
 pub struct SimChannel {
@@ -90,23 +90,59 @@ fn parse_time(s: Option<&str>) -> OffsetDateTime {
         .unwrap_or_else(OffsetDateTime::now_utc)
 }
 
-fn result_of(
-    view_status: p::PaymentStatus,
-    trade_no: &str,
-    amount: i64,
-    paid_at: Option<&str>,
-    reason: Option<&str>,
-) -> Option<PaymentResult> {
-    match view_status {
-        p::PaymentStatus::Success => Some(PaymentResult::Paid {
-            channel_trade_no: trade_no.to_string(),
-            amount,
-            paid_at: parse_time(paid_at),
-        }),
-        p::PaymentStatus::Payerror => Some(PaymentResult::Failed {
-            reason: reason.unwrap_or("PAYERROR").to_string(),
-        }),
-        _ => None,
+fn charge(c: &p::ChargeRecord, view: &p::PaymentView) -> ReportedPayment {
+    ReportedPayment {
+        channel_trade_no: c.trade_no.clone(),
+        amount: c.amount,
+        // Older simulators did not name a charge's currency: it is the payment's.
+        currency: if c.currency.is_empty() {
+            view.currency.clone()
+        } else {
+            c.currency.clone()
+        },
+        paid_at: parse_time(Some(&c.charged_at)),
+    }
+}
+
+/// Every charge of a payment view; a paid view without a charge list stands for its own charge.
+fn charges_of(view: &p::PaymentView) -> Vec<ReportedPayment> {
+    if !view.charges.is_empty() {
+        return view.charges.iter().map(|c| charge(c, view)).collect();
+    }
+    match view.status {
+        p::PaymentStatus::Success => vec![ReportedPayment {
+            channel_trade_no: view.trade_no.clone(),
+            amount: view.amount,
+            currency: view.currency.clone(),
+            paid_at: parse_time(view.paid_at.as_deref()),
+        }],
+        _ => Vec::new(),
+    }
+}
+
+fn refund_outcome(view: &p::RefundView) -> RefundOutcome {
+    match view.status {
+        p::RefundStatus::Success => RefundOutcome::Succeeded,
+        p::RefundStatus::Failed => {
+            RefundOutcome::Failed("the channel reports the refund failed".into())
+        }
+    }
+}
+
+impl SimChannel {
+    async fn view(&self, order_id: &OrderId) -> Result<Option<p::PaymentView>, ChannelError> {
+        let (status, answer) = self
+            .send(
+                reqwest::Method::GET,
+                &format!("/sim/v1/payments/{order_id}"),
+                Vec::new(),
+            )
+            .await?;
+        match status {
+            200 => Ok(Some(Self::decode(&answer)?)),
+            404 => Ok(None),
+            _ => Err(Self::error_from(status, &answer)),
+        }
     }
 }
 
@@ -138,6 +174,25 @@ impl PaymentChannel for SimChannel {
         })
     }
 
+    async fn query_payment(&self, order_id: &OrderId) -> Result<PaymentStatus, ChannelError> {
+        let Some(view) = self.view(order_id).await? else {
+            return Ok(PaymentStatus {
+                state: PaymentState::NotFound,
+                charges: Vec::new(),
+            });
+        };
+        let charges = charges_of(&view);
+        let state = match view.status {
+            p::PaymentStatus::Notpay => PaymentState::Open,
+            p::PaymentStatus::Closed => PaymentState::Closed,
+            p::PaymentStatus::Payerror => PaymentState::Failed {
+                reason: view.failure_reason.unwrap_or_else(|| "PAYERROR".into()),
+            },
+            p::PaymentStatus::Success => PaymentState::Paid,
+        };
+        Ok(PaymentStatus { state, charges })
+    }
+
     async fn close_payment(&self, order_id: &OrderId) -> Result<CloseOutcome, ChannelError> {
         let path = format!("/sim/v1/payments/{order_id}/close");
         let (status, answer) = self
@@ -147,65 +202,38 @@ impl PaymentChannel for SimChannel {
             200 => {
                 let view: p::PaymentView = Self::decode(&answer)?;
                 match view.status {
-                    p::PaymentStatus::Success => {
-                        Ok(CloseOutcome::AlreadyPaid(PaymentResult::Paid {
-                            channel_trade_no: view.trade_no,
-                            amount: view.amount,
-                            paid_at: parse_time(view.paid_at.as_deref()),
-                        }))
-                    }
+                    p::PaymentStatus::Success => Ok(CloseOutcome::AlreadyPaid(charges_of(&view))),
                     _ => Ok(CloseOutcome::Closed),
                 }
             }
             // Never opened there: nothing can be charged, so it is closed as far as money goes.
             404 => Ok(CloseOutcome::Closed),
-            409 => {
-                let err = Self::error_from(status, &answer);
-                match &err {
-                    ChannelError::Rejected { code, .. } if code == p::ORDERPAID => {
-                        // Learn the charge so the order can record it.
-                        let (s, a) = self
-                            .send(
-                                reqwest::Method::GET,
-                                &format!("/sim/v1/payments/{order_id}"),
-                                Vec::new(),
-                            )
-                            .await?;
-                        if s != 200 {
-                            return Err(Self::error_from(s, &a));
-                        }
-                        let view: p::PaymentView = Self::decode(&a)?;
-                        let result = result_of(
-                            view.status,
-                            &view.trade_no,
-                            view.amount,
-                            view.paid_at.as_deref(),
-                            None,
-                        )
-                        .ok_or_else(|| {
-                            ChannelError::Unavailable(
-                                "ORDERPAID but the payment is not paid".into(),
-                            )
-                        })?;
-                        Ok(CloseOutcome::AlreadyPaid(result))
+            409 => match Self::error_from(status, &answer) {
+                ChannelError::Rejected { code, .. } if code == p::ORDERPAID => {
+                    // Learn the charges so the order can record them.
+                    let view = self.view(order_id).await?.ok_or_else(|| {
+                        ChannelError::Unavailable("ORDERPAID but no payment".into())
+                    })?;
+                    let charges = charges_of(&view);
+                    if charges.is_empty() {
+                        return Err(ChannelError::Unavailable(
+                            "ORDERPAID but the payment is not paid".into(),
+                        ));
                     }
-                    _ => Err(err),
+                    Ok(CloseOutcome::AlreadyPaid(charges))
                 }
-            }
+                err => Err(err),
+            },
             _ => Err(Self::error_from(status, &answer)),
         }
     }
 
-    async fn refund(
-        &self,
-        order_id: &OrderId,
-        refund_no: &str,
-        amount: i64,
-    ) -> Result<(), ChannelError> {
+    async fn refund(&self, call: &RefundCall) -> Result<RefundOutcome, ChannelError> {
         let body = p::RefundRequest {
-            out_trade_no: order_id.to_string(),
-            out_refund_no: refund_no.to_string(),
-            amount,
+            out_trade_no: call.order_id.to_string(),
+            out_refund_no: call.refund_id.to_string(),
+            amount: call.amount,
+            trade_no: call.channel_trade_no.clone(),
         };
         let bytes =
             serde_json::to_vec(&body).map_err(|e| ChannelError::Unavailable(e.to_string()))?;
@@ -216,12 +244,24 @@ impl PaymentChannel for SimChannel {
             return Err(Self::error_from(status, &answer));
         }
         let view: p::RefundView = Self::decode(&answer)?;
-        match view.status {
-            p::RefundStatus::Success => Ok(()),
-            p::RefundStatus::Failed => Err(ChannelError::Rejected {
-                code: "REFUND_FAILED".into(),
-                message: view.out_refund_no,
-            }),
+        Ok(refund_outcome(&view))
+    }
+
+    async fn query_refund(
+        &self,
+        refund_id: &RefundId,
+    ) -> Result<Option<RefundOutcome>, ChannelError> {
+        let (status, answer) = self
+            .send(
+                reqwest::Method::GET,
+                &format!("/sim/v1/refunds/{refund_id}"),
+                Vec::new(),
+            )
+            .await?;
+        match status {
+            200 => Ok(Some(refund_outcome(&Self::decode(&answer)?))),
+            404 => Ok(None),
+            _ => Err(Self::error_from(status, &answer)),
         }
     }
 
@@ -235,7 +275,9 @@ impl PaymentChannel for SimChannel {
             .ok_or_else(|| ChannelError::BadCallback("missing or bad timestamp".into()))?;
         let sig = header(p::SIGNATURE_HEADER)
             .ok_or_else(|| ChannelError::BadCallback("missing signature".into()))?;
-        if (OffsetDateTime::now_utc().unix_timestamp() - ts).abs() > CALLBACK_WINDOW_SECS {
+        // abs_diff cannot wrap: `(now - ts).abs()` did for ts near i64::MIN, and let any old
+        // signed callback through.
+        if OffsetDateTime::now_utc().unix_timestamp().abs_diff(ts) > CALLBACK_WINDOW_SECS {
             return Err(ChannelError::BadCallback(
                 "timestamp outside the window".into(),
             ));
@@ -244,17 +286,23 @@ impl PaymentChannel for SimChannel {
             return Err(ChannelError::BadCallback("bad signature".into()));
         }
         let cb: p::CallbackBody = serde_json::from_slice(body)
-            .map_err(|e| ChannelError::BadCallback(format!("body: {e}")))?;
-        let result = result_of(
-            cb.status,
-            &cb.trade_no,
-            cb.amount,
-            cb.paid_at.as_deref(),
-            cb.failure_reason.as_deref(),
-        )
-        .ok_or_else(|| {
-            ChannelError::BadCallback(format!("status {:?} is not a result", cb.status))
-        })?;
+            .map_err(|e| ChannelError::MalformedCallback(format!("body: {e}")))?;
+        let result = match cb.status {
+            p::PaymentStatus::Success => PaymentResult::Paid(ReportedPayment {
+                channel_trade_no: cb.trade_no,
+                amount: cb.amount,
+                currency: cb.currency,
+                paid_at: parse_time(cb.paid_at.as_deref()),
+            }),
+            p::PaymentStatus::Payerror => PaymentResult::Failed {
+                reason: cb.failure_reason.unwrap_or_else(|| "PAYERROR".into()),
+            },
+            other => {
+                return Err(ChannelError::MalformedCallback(format!(
+                    "status {other:?} is not a result"
+                )));
+            }
+        };
         Ok(CallbackEvent {
             order_id: cb.out_trade_no,
             result,

@@ -1,8 +1,10 @@
 //! Changes an order goes through, and the public events they become. A `Change` is what the
 //! state machine decides; an `Event` is the contract's envelope that streams and merchants see.
 
-use super::ids::{EventId, PaySerialNo};
+use super::ids::{EventId, PaySerialNo, RefundId};
 use super::order::{Order, PayMethod};
+use super::payment::ChannelPayment;
+use super::refund::{Refund, RefundStatus};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -24,6 +26,13 @@ pub struct Change {
 pub enum ChangeKind {
     /// Order created.
     Created,
+    /// A payment is about to be opened at the channel (the order stays CREATED).
+    PayIntentRecorded {
+        /// Our serial number.
+        pay_serial_no: PaySerialNo,
+        /// Method.
+        pay_method: PayMethod,
+    },
     /// Payment opened at the channel.
     Paying {
         /// Our serial number.
@@ -35,13 +44,10 @@ pub enum ChangeKind {
         /// Channel transaction number, when the channel gave one.
         channel_trade_no: Option<String>,
     },
-    /// Money confirmed.
+    /// Money confirmed: the payment that paid the order.
     Paid {
-        /// Channel transaction number.
-        channel_trade_no: String,
-        /// When.
-        #[serde(with = "time::serde::rfc3339")]
-        paid_at: OffsetDateTime,
+        /// The payment.
+        payment: ChannelPayment,
     },
     /// Payment failed.
     Failed {
@@ -50,28 +56,50 @@ pub enum ChangeKind {
     },
     /// Closed unpaid.
     Closed,
-    /// A payment arrived after close; it will be refunded.
-    LatePaymentRecorded {
-        /// Channel transaction number.
-        channel_trade_no: String,
-        /// Amount charged.
-        amount: i64,
+    /// A payment that cannot be applied was recorded; its automatic refund is opened with it.
+    ExtraPaymentRecorded {
+        /// The payment.
+        payment: ChannelPayment,
+        /// Its refund.
+        refund: Refund,
     },
-    /// The late payment was refunded.
-    LatePaymentRefunded,
+    /// The merchant asked for a refund.
+    RefundRequested {
+        /// The refund, PENDING.
+        refund: Refund,
+    },
+    /// The channel answered about a refund.
+    RefundSettled {
+        /// Which.
+        refund_id: RefundId,
+        /// Its new status.
+        status: RefundStatus,
+        /// Why it failed.
+        failure_reason: Option<String>,
+        /// The order's refunded amount after this change.
+        refunded_amount: i64,
+        /// Refunds now reach the paid amount: the order becomes REFUNDED.
+        fully_refunded: bool,
+    },
 }
 
 impl ChangeKind {
-    /// The contract's event type, or `None` for changes that are not status changes.
+    /// The contract's event type, or `None` for changes that are not published.
     pub fn event_type(&self) -> Option<&'static str> {
         match self {
             ChangeKind::Created => Some("order.created"),
+            ChangeKind::PayIntentRecorded { .. } => None,
             ChangeKind::Paying { .. } => Some("order.paying"),
             ChangeKind::Paid { .. } => Some("order.paid"),
             ChangeKind::Failed { .. } => Some("order.failed"),
             ChangeKind::Closed => Some("order.closed"),
-            ChangeKind::LatePaymentRecorded { .. } => None,
-            ChangeKind::LatePaymentRefunded => Some("refund.succeeded"),
+            ChangeKind::ExtraPaymentRecorded { .. } => Some("order.extra_payment"),
+            ChangeKind::RefundRequested { .. } => None,
+            ChangeKind::RefundSettled { status, .. } => match status {
+                RefundStatus::Succeeded => Some("refund.succeeded"),
+                RefundStatus::Failed => Some("refund.failed"),
+                RefundStatus::Pending | RefundStatus::Processing => None,
+            },
         }
     }
 }

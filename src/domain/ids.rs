@@ -161,6 +161,49 @@ merchant_key!(
     /// The merchant's own number for an order; unique per merchant.
     MerchantOrderNo
 );
+merchant_key!(
+    /// The merchant's own number for a refund; unique per order, the refund's idempotency key.
+    RefundNo
+);
+
+/// A refund's id: `rfd_` + the order id's 26 characters + `_` + the refund's position on the
+/// order (1-based). Derived, never random: it is chosen before the first attempt at the channel
+/// (it is the channel's out_refund_no), the same on every retry, and it names its order, so a
+/// refund is found without a global index.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RefundId(String);
+
+impl RefundId {
+    /// The id of the `position`-th refund (1-based) of an order.
+    pub fn new(order_id: &OrderId, position: usize) -> Self {
+        let tail = order_id.as_str().trim_start_matches("ord_");
+        Self(format!("rfd_{tail}_{position}"))
+    }
+
+    /// Parses a refund id this service issued.
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        let rest = s.strip_prefix("rfd_").ok_or(IdError::Malformed)?;
+        let (order, position) = rest.split_once('_').ok_or(IdError::Malformed)?;
+        let ok = is_time_ordered(order)
+            && !position.is_empty()
+            && position.len() <= 4
+            && !position.starts_with('0')
+            && position.bytes().all(|b| b.is_ascii_digit());
+        if ok {
+            Ok(Self(s.to_string()))
+        } else {
+            Err(IdError::Malformed)
+        }
+    }
+
+    /// The order this refund belongs to.
+    pub fn order_id(&self) -> OrderId {
+        let tail = &self.0["rfd_".len().."rfd_".len() + 26];
+        OrderId(format!("ord_{tail}"))
+    }
+}
+string_id_impls!(RefundId);
 
 #[cfg(test)]
 mod tests {
@@ -189,6 +232,29 @@ mod tests {
             assert_eq!(OrderId::parse(bad), Err(IdError::Malformed), "{bad}");
         }
         assert!(OrderId::parse("ord_01ARZ3NDEKTSV4RRFFQ69G5FAV").is_ok());
+    }
+
+    #[test]
+    fn refund_ids_name_their_order() {
+        let order = OrderId::generate();
+        let id = RefundId::new(&order, 12);
+        assert_eq!(RefundId::parse(id.as_str()).as_ref(), Ok(&id));
+        assert_eq!(id.order_id(), order);
+        assert!(id.as_str().ends_with("_12"));
+        for bad in [
+            "",
+            "rfd_",
+            "rfd_01ARZ3NDEKTSV4RRFFQ69G5FAV",
+            "rfd_01ARZ3NDEKTSV4RRFFQ69G5FAV_",
+            "rfd_01ARZ3NDEKTSV4RRFFQ69G5FAV_0",
+            "rfd_01ARZ3NDEKTSV4RRFFQ69G5FAV_01",
+            "rfd_01ARZ3NDEKTSV4RRFFQ69G5FAV_x",
+            "rfd_01ARZ3NDEKTSV4RRFFQ69G5FAV_12345",
+            "rfd_01arz3ndektsv4rrffq69g5fav_1",
+            "ord_01ARZ3NDEKTSV4RRFFQ69G5FAV_1",
+        ] {
+            assert_eq!(RefundId::parse(bad), Err(IdError::Malformed), "{bad}");
+        }
     }
 
     #[test]

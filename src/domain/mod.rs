@@ -5,10 +5,19 @@ pub mod event;
 pub mod ids;
 pub mod money;
 pub mod order;
+pub mod payment;
+pub mod refund;
+pub mod timer;
 
 pub use event::{Change, ChangeKind, Event};
-pub use ids::{EventId, IdError, MerchantId, MerchantOrderNo, OrderId, PaySerialNo, SubmitToken};
+pub use ids::{
+    EventId, IdError, MerchantId, MerchantOrderNo, OrderId, PaySerialNo, RefundId, RefundNo,
+    SubmitToken,
+};
 pub use money::{Amount, Currency, MoneyError};
 pub use order::{
     BusinessType, CloseStep, Command, NewOrder, Order, OrderStatus, PayMethod, PayStep, Rejection,
 };
+pub use payment::{ChannelPayment, ExtraReason, PaymentRole, ReportedPayment};
+pub use refund::{Refund, RefundOutcome, RefundRequest, RefundStatus};
+pub use timer::{Schedule, Timer, TimerKind, TimerOp};

@@ -2,8 +2,12 @@
 //! changes (or why it is refused) and `Order::on` folds a change into the order. No I/O here.
 
 use super::event::{Change, ChangeKind};
-use super::ids::{MerchantId, MerchantOrderNo, OrderId, PaySerialNo};
+use super::ids::{MerchantId, MerchantOrderNo, OrderId, PaySerialNo, RefundId};
 use super::money::{Amount, Currency};
+use super::payment::{
+    ChannelPayment, ExtraReason, MAX_PAYMENTS_PER_ORDER, PaymentRole, ReportedPayment,
+};
+use super::refund::{MAX_REFUNDS_PER_ORDER, Refund, RefundOutcome, RefundRequest, RefundStatus};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -128,21 +132,6 @@ pub struct Fulfillment {
     pub attempts: u32,
 }
 
-/// A payment the channel confirmed after the order could no longer take it (closed or failed):
-/// kept on the order so the money is never lost, and refunded by the original route.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LatePayment {
-    /// The channel's transaction number.
-    pub channel_trade_no: String,
-    /// What the channel says was charged.
-    pub amount: i64,
-    /// When we learned of it.
-    #[serde(with = "time::serde::rfc3339")]
-    pub recorded_at: OffsetDateTime,
-    /// Whether the automatic refund is done.
-    pub refunded: bool,
-}
-
 /// An order, as stored and as answered.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Order {
@@ -183,8 +172,13 @@ pub struct Order {
     pub refunded_amount: i64,
     /// Fulfillment progress.
     pub fulfillment: Fulfillment,
-    /// A payment that arrived after the order closed, and its refund.
-    pub late_payment: Option<LatePayment>,
+    /// Every payment the channel reported for this order: the applied one, and any extra ones
+    /// with their automatic refunds.
+    #[serde(default)]
+    pub payments: Vec<ChannelPayment>,
+    /// Refunds, merchant and automatic, in the order they were made.
+    #[serde(default)]
+    pub refunds: Vec<Refund>,
     /// Increases by one with every change.
     pub version: u64,
     /// Creation time.
@@ -242,6 +236,14 @@ impl NewOrder {
 /// What an order can be told to do. Channel results come in as commands too.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
+    /// A payment is about to be opened at the channel: recorded first, so that an answer lost
+    /// on the way back (a timeout) can never leave an open payment that a later close forgets.
+    RecordPayIntent {
+        /// Our serial number for this attempt.
+        pay_serial_no: PaySerialNo,
+        /// Method.
+        pay_method: PayMethod,
+    },
     /// The channel opened a payment; the order starts paying.
     MarkPaying {
         /// Our serial number for this attempt.
@@ -253,15 +255,8 @@ pub enum Command {
         /// The channel's transaction number.
         channel_trade_no: Option<String>,
     },
-    /// The channel confirmed the money.
-    MarkPaid {
-        /// Channel transaction number.
-        channel_trade_no: String,
-        /// Amount the channel charged.
-        amount: i64,
-        /// When.
-        paid_at: OffsetDateTime,
-    },
+    /// The channel reports money taken (callback or query).
+    MarkPaid(ReportedPayment),
     /// The channel reported a failed payment.
     MarkFailed {
         /// Channel's reason.
@@ -271,8 +266,15 @@ pub enum Command {
     Close,
     /// The channel confirmed the payment is closed and not made.
     MarkChannelClosed,
-    /// The automatic refund of a late payment went through.
-    MarkLatePaymentRefunded,
+    /// The merchant asks for a refund.
+    RequestRefund(RefundRequest),
+    /// The channel's answer about a refund.
+    SettleRefund {
+        /// Which.
+        refund_id: RefundId,
+        /// How it ended.
+        outcome: RefundOutcome,
+    },
 }
 
 /// Why a command was refused. The order is unchanged.
@@ -290,14 +292,27 @@ pub enum Rejection {
     /// The unpaid order passed its expiry time.
     #[error("order expired")]
     OrderExpired,
-    /// The channel reported an amount other than the order's.
-    #[error("channel amount {reported} differs from order amount {expected}")]
-    AmountMismatch {
-        /// Order amount.
-        expected: i64,
-        /// Channel amount.
-        reported: i64,
+    /// A refund needs a paid order.
+    #[error("order is not paid")]
+    OrderNotPaid,
+    /// The refunds would exceed the paid amount.
+    #[error("refunds would exceed the paid amount; {refundable} can still be refunded")]
+    RefundExceedsPaid {
+        /// What can still be refunded, minor units.
+        refundable: i64,
     },
+    /// The refund number was used for a different refund of this order.
+    #[error("refund_no was already used for a refund of another amount")]
+    RefundNoReused,
+    /// The order has as many refunds as it can take.
+    #[error("the order has reached its limit of {MAX_REFUNDS_PER_ORDER} refunds")]
+    TooManyRefunds,
+    /// The channel reported more payments than an order keeps; an operator is needed.
+    #[error("the order already records {MAX_PAYMENTS_PER_ORDER} channel payments")]
+    TooManyPayments,
+    /// No such refund on this order.
+    #[error("no such refund")]
+    UnknownRefund,
     /// The command does not fit the order's status (e.g. a channel close for an order not paying).
     #[error("order in status {0:?} cannot take this command")]
     WrongStatus(OrderStatus),
@@ -348,7 +363,8 @@ impl Order {
                 status: FulfillmentStatus::Pending,
                 attempts: 0,
             },
-            late_payment: None,
+            payments: Vec::new(),
+            refunds: Vec::new(),
             version: 1,
             created_at: now,
             updated_at: now,
@@ -377,6 +393,8 @@ impl Order {
     /// Decides what a close call does.
     pub fn close_step(&self) -> Result<CloseStep, Rejection> {
         match self.status {
+            // A pay intent means a payment may be open at the channel: close it there first.
+            OrderStatus::Created if self.payment_opened() => Ok(CloseStep::AtChannel),
             OrderStatus::Created => Ok(CloseStep::Local),
             OrderStatus::Paying => Ok(CloseStep::AtChannel),
             OrderStatus::Closed => Ok(CloseStep::AlreadyClosed),
@@ -385,12 +403,67 @@ impl Order {
         }
     }
 
+    /// Whether a payment may have been opened at the channel (a pay intent is recorded).
+    pub fn payment_opened(&self) -> bool {
+        self.pay_serial_no.is_some()
+    }
+
+    /// Refunds still waiting for the channel.
+    pub fn open_refunds(&self) -> usize {
+        self.refunds.iter().filter(|r| r.status.is_open()).count()
+    }
+
+    /// Whether the order still has something to finish by itself: an unpaid order (to pay or
+    /// close at expiry) or an open refund.
+    pub fn has_open_work(&self) -> bool {
+        matches!(self.status, OrderStatus::Created | OrderStatus::Paying) || self.open_refunds() > 0
+    }
+
+    /// A refund of this order by id.
+    pub fn refund(&self, id: &RefundId) -> Option<&Refund> {
+        self.refunds.iter().find(|r| &r.refund_id == id)
+    }
+
+    /// What the merchant can still refund: the paid amount less succeeded and open merchant
+    /// refunds. Zero unless paid.
+    pub fn refundable(&self) -> i64 {
+        if !matches!(self.status, OrderStatus::Paid | OrderStatus::Refunded) {
+            return 0;
+        }
+        let open: i64 = self
+            .refunds
+            .iter()
+            .filter(|r| !r.automatic && r.status.is_open())
+            .fold(0i64, |acc, r| acc.saturating_add(r.amount));
+        self.amount
+            .minor_units()
+            .saturating_sub(self.refunded_amount)
+            .saturating_sub(open)
+    }
+
     /// Decides the changes a command makes. An empty list means the command was already applied
     /// (a repeat), which is not an error: channels repeat themselves.
     pub fn apply(&self, cmd: &Command, now: OffsetDateTime) -> Result<Vec<Change>, Rejection> {
         use OrderStatus::*;
         let mut kinds = Vec::with_capacity(2);
         match (cmd, self.status) {
+            (
+                Command::RecordPayIntent {
+                    pay_serial_no,
+                    pay_method,
+                },
+                Created,
+            ) => {
+                if self.pay_serial_no.is_none() {
+                    kinds.push(ChangeKind::PayIntentRecorded {
+                        pay_serial_no: pay_serial_no.clone(),
+                        pay_method: *pay_method,
+                    });
+                }
+            }
+            (Command::RecordPayIntent { .. }, Paying) => {}
+            (Command::RecordPayIntent { .. }, st) => return Err(self.refusal_for_payment(st)),
+
             (
                 Command::MarkPaying {
                     pay_serial_no,
@@ -401,7 +474,10 @@ impl Order {
                 Created,
             ) => {
                 kinds.push(ChangeKind::Paying {
-                    pay_serial_no: pay_serial_no.clone(),
+                    pay_serial_no: self
+                        .pay_serial_no
+                        .clone()
+                        .unwrap_or_else(|| pay_serial_no.clone()),
                     pay_method: *pay_method,
                     channel_payload: channel_payload.clone(),
                     channel_trade_no: channel_trade_no.clone(),
@@ -410,70 +486,38 @@ impl Order {
             (Command::MarkPaying { .. }, Paying) => {}
             (Command::MarkPaying { .. }, st) => return Err(self.refusal_for_payment(st)),
 
-            (
-                Command::MarkPaid {
-                    channel_trade_no,
-                    amount,
-                    paid_at,
-                },
-                st,
-            ) => {
-                if *amount != self.amount.minor_units() {
-                    return Err(Rejection::AmountMismatch {
-                        expected: self.amount.minor_units(),
-                        reported: *amount,
-                    });
-                }
-                match st {
-                    // The channel charged before our PAYING was stored (a crash in between):
-                    // the money is real, so the order goes through PAYING to PAID.
-                    Created => {
-                        kinds.push(ChangeKind::Paying {
-                            pay_serial_no: PaySerialNo::generate(),
-                            pay_method: PayMethod::Native,
-                            channel_payload: serde_json::Value::Null,
-                            channel_trade_no: Some(channel_trade_no.clone()),
-                        });
-                        kinds.push(ChangeKind::Paid {
-                            channel_trade_no: channel_trade_no.clone(),
-                            paid_at: *paid_at,
-                        });
-                    }
-                    Paying => kinds.push(ChangeKind::Paid {
-                        channel_trade_no: channel_trade_no.clone(),
-                        paid_at: *paid_at,
-                    }),
-                    Paid | Refunded => {}
-                    Closed | Failed => match &self.late_payment {
-                        Some(_) => {}
-                        None => kinds.push(ChangeKind::LatePaymentRecorded {
-                            channel_trade_no: channel_trade_no.clone(),
-                            amount: *amount,
-                        }),
-                    },
-                }
+            (Command::MarkPaid(reported), st) => {
+                self.decide_payment(reported, st, now, &mut kinds)?
             }
 
             (Command::MarkFailed { reason }, Paying) => kinds.push(ChangeKind::Failed {
                 reason: reason.clone(),
             }),
+            (Command::MarkFailed { reason }, Created) if self.payment_opened() => {
+                kinds.push(ChangeKind::Failed {
+                    reason: reason.clone(),
+                })
+            }
             // A failure report for an order that is past paying is stale: the order keeps what
             // it knows (a paid order stays paid).
             (Command::MarkFailed { .. }, _) => {}
 
-            (Command::Close, Created) => kinds.push(ChangeKind::Closed),
+            (Command::Close, Created) if !self.payment_opened() => kinds.push(ChangeKind::Closed),
             (Command::Close, Closed) => {}
             (Command::Close, st) => return Err(self.refusal_for_close(st)),
 
-            (Command::MarkChannelClosed, Paying) => kinds.push(ChangeKind::Closed),
+            (Command::MarkChannelClosed, Paying | Created) => kinds.push(ChangeKind::Closed),
             (Command::MarkChannelClosed, Closed) => {}
             (Command::MarkChannelClosed, st) => return Err(Rejection::WrongStatus(st)),
 
-            (Command::MarkLatePaymentRefunded, _) => match &self.late_payment {
-                Some(lp) if !lp.refunded => kinds.push(ChangeKind::LatePaymentRefunded),
-                Some(_) => {}
-                None => return Err(Rejection::WrongStatus(self.status)),
-            },
+            (Command::RequestRefund(req), st) => self.decide_refund(req, st, now, &mut kinds)?,
+
+            (Command::SettleRefund { refund_id, outcome }, _) => {
+                let refund = self.refund(refund_id).ok_or(Rejection::UnknownRefund)?;
+                if refund.status.is_open() {
+                    kinds.extend(self.settle(refund, outcome)?);
+                }
+            }
         }
         Ok(kinds
             .into_iter()
@@ -484,6 +528,188 @@ impl Order {
                 at: now,
             })
             .collect())
+    }
+
+    /// A reported payment is applied (it pays the order) or recorded as extra and refunded.
+    fn decide_payment(
+        &self,
+        p: &ReportedPayment,
+        st: OrderStatus,
+        now: OffsetDateTime,
+        kinds: &mut Vec<ChangeKind>,
+    ) -> Result<(), Rejection> {
+        use OrderStatus::*;
+        if self
+            .payments
+            .iter()
+            .any(|x| x.channel_trade_no == p.channel_trade_no)
+        {
+            return Ok(()); // a repeat of a payment already recorded
+        }
+        if self.payments.len() >= MAX_PAYMENTS_PER_ORDER {
+            return Err(Rejection::TooManyPayments);
+        }
+        let unpaid = matches!(st, Created | Paying);
+        let extra = if p.currency != self.currency.code() {
+            Some(ExtraReason::CurrencyMismatch)
+        } else if p.amount != self.amount.minor_units() {
+            Some(ExtraReason::AmountMismatch)
+        } else if !unpaid {
+            Some(match st {
+                Closed | Failed => ExtraReason::OrderNotPayable,
+                _ => ExtraReason::DuplicateCharge,
+            })
+        } else if self
+            .channel_trade_no
+            .as_ref()
+            .is_some_and(|t| t != &p.channel_trade_no)
+        {
+            // The channel named another trade number when it opened the payment.
+            Some(ExtraReason::DuplicateCharge)
+        } else {
+            None
+        };
+        let mut payment = ChannelPayment {
+            channel_trade_no: p.channel_trade_no.clone(),
+            amount: p.amount,
+            currency: p.currency.clone(),
+            paid_at: p.paid_at,
+            recorded_at: now,
+            role: PaymentRole::Applied,
+            reason: None,
+            refund_id: None,
+        };
+        let Some(reason) = extra else {
+            if st == Created {
+                // The channel charged before our PAYING was stored (a crash in between, or a
+                // lost answer): the money is real, so the order goes through PAYING to PAID.
+                kinds.push(ChangeKind::Paying {
+                    pay_serial_no: self
+                        .pay_serial_no
+                        .clone()
+                        .unwrap_or_else(PaySerialNo::generate),
+                    pay_method: self.pay_method.unwrap_or(PayMethod::Native),
+                    channel_payload: serde_json::Value::Null,
+                    channel_trade_no: Some(p.channel_trade_no.clone()),
+                });
+            }
+            kinds.push(ChangeKind::Paid { payment });
+            return Ok(());
+        };
+        if self.refunds.len() >= MAX_REFUNDS_PER_ORDER {
+            return Err(Rejection::TooManyRefunds);
+        }
+        let refund_id = RefundId::new(&self.order_id, self.refunds.len() + 1);
+        payment.role = PaymentRole::Extra;
+        payment.reason = Some(reason);
+        payment.refund_id = Some(refund_id.clone());
+        let refund = Refund {
+            refund_id,
+            refund_no: None,
+            amount: p.amount,
+            reason: Some(format!("automatic refund: {}", reason.as_str())),
+            status: RefundStatus::Pending,
+            channel_trade_no: Some(p.channel_trade_no.clone()),
+            automatic: true,
+            failure_reason: None,
+            created_at: now,
+            updated_at: now,
+        };
+        kinds.push(ChangeKind::ExtraPaymentRecorded { payment, refund });
+        if unpaid
+            && matches!(
+                reason,
+                ExtraReason::AmountMismatch | ExtraReason::CurrencyMismatch
+            )
+        {
+            // The payer was charged wrongly: that attempt cannot pay the order. The charge is
+            // refunded; the order fails and takes no other payment.
+            kinds.push(ChangeKind::Failed {
+                reason: format!(
+                    "the channel charged {} {}; the order is {} {}",
+                    p.amount,
+                    p.currency,
+                    self.amount.minor_units(),
+                    self.currency.code()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn decide_refund(
+        &self,
+        req: &RefundRequest,
+        st: OrderStatus,
+        now: OffsetDateTime,
+        kinds: &mut Vec<ChangeKind>,
+    ) -> Result<(), Rejection> {
+        if !matches!(st, OrderStatus::Paid | OrderStatus::Refunded) {
+            return Err(Rejection::OrderNotPaid);
+        }
+        if let Some(existing) = self
+            .refunds
+            .iter()
+            .find(|r| r.refund_no.as_ref() == Some(&req.refund_no))
+        {
+            return if existing.amount == req.amount {
+                Ok(()) // the same refund asked again
+            } else {
+                Err(Rejection::RefundNoReused)
+            };
+        }
+        if self.refunds.len() >= MAX_REFUNDS_PER_ORDER {
+            return Err(Rejection::TooManyRefunds);
+        }
+        let refundable = self.refundable();
+        if req.amount <= 0 || req.amount > refundable {
+            return Err(Rejection::RefundExceedsPaid { refundable });
+        }
+        kinds.push(ChangeKind::RefundRequested {
+            refund: Refund {
+                refund_id: RefundId::new(&self.order_id, self.refunds.len() + 1),
+                refund_no: Some(req.refund_no.clone()),
+                amount: req.amount,
+                reason: req.reason.clone(),
+                status: RefundStatus::Pending,
+                channel_trade_no: None,
+                automatic: false,
+                failure_reason: None,
+                created_at: now,
+                updated_at: now,
+            },
+        });
+        Ok(())
+    }
+
+    fn settle(
+        &self,
+        refund: &Refund,
+        outcome: &RefundOutcome,
+    ) -> Result<Option<ChangeKind>, Rejection> {
+        let (status, failure_reason) = match outcome {
+            RefundOutcome::Processing if refund.status == RefundStatus::Processing => {
+                return Ok(None);
+            }
+            RefundOutcome::Processing => (RefundStatus::Processing, None),
+            RefundOutcome::Succeeded => (RefundStatus::Succeeded, None),
+            RefundOutcome::Failed(why) => (RefundStatus::Failed, Some(why.clone())),
+        };
+        let mut refunded_amount = self.refunded_amount;
+        if status == RefundStatus::Succeeded && !refund.automatic {
+            refunded_amount = refunded_amount
+                .checked_add(refund.amount)
+                .filter(|total| *total <= self.amount.minor_units())
+                .ok_or(Rejection::RefundExceedsPaid { refundable: 0 })?;
+        }
+        Ok(Some(ChangeKind::RefundSettled {
+            refund_id: refund.refund_id.clone(),
+            status,
+            failure_reason,
+            refunded_amount,
+            fully_refunded: self.status == OrderStatus::Paid
+                && refunded_amount == self.amount.minor_units(),
+        }))
     }
 
     fn refusal_for_payment(&self, st: OrderStatus) -> Rejection {
@@ -507,6 +733,13 @@ impl Order {
     pub fn on(&mut self, change: &Change) {
         match &change.kind {
             ChangeKind::Created => {}
+            ChangeKind::PayIntentRecorded {
+                pay_serial_no,
+                pay_method,
+            } => {
+                self.pay_serial_no = Some(pay_serial_no.clone());
+                self.pay_method = Some(*pay_method);
+            }
             ChangeKind::Paying {
                 pay_serial_no,
                 pay_method,
@@ -519,33 +752,37 @@ impl Order {
                 self.channel_payload = Some(channel_payload.clone());
                 self.channel_trade_no = channel_trade_no.clone();
             }
-            ChangeKind::Paid {
-                channel_trade_no,
-                paid_at,
-            } => {
+            ChangeKind::Paid { payment } => {
                 self.status = OrderStatus::Paid;
-                self.channel_trade_no = Some(channel_trade_no.clone());
-                self.paid_at = Some(*paid_at);
+                self.channel_trade_no = Some(payment.channel_trade_no.clone());
+                self.paid_at = Some(payment.paid_at);
+                self.payments.push(payment.clone());
             }
             ChangeKind::Failed { reason } => {
                 self.status = OrderStatus::Failed;
                 self.failure_reason = Some(reason.clone());
             }
             ChangeKind::Closed => self.status = OrderStatus::Closed,
-            ChangeKind::LatePaymentRecorded {
-                channel_trade_no,
-                amount,
-            } => {
-                self.late_payment = Some(LatePayment {
-                    channel_trade_no: channel_trade_no.clone(),
-                    amount: *amount,
-                    recorded_at: change.at,
-                    refunded: false,
-                });
+            ChangeKind::ExtraPaymentRecorded { payment, refund } => {
+                self.payments.push(payment.clone());
+                self.refunds.push(refund.clone());
             }
-            ChangeKind::LatePaymentRefunded => {
-                if let Some(lp) = self.late_payment.as_mut() {
-                    lp.refunded = true;
+            ChangeKind::RefundRequested { refund } => self.refunds.push(refund.clone()),
+            ChangeKind::RefundSettled {
+                refund_id,
+                status,
+                failure_reason,
+                refunded_amount,
+                fully_refunded,
+            } => {
+                if let Some(r) = self.refunds.iter_mut().find(|r| &r.refund_id == refund_id) {
+                    r.status = *status;
+                    r.failure_reason = failure_reason.clone();
+                    r.updated_at = change.at;
+                }
+                self.refunded_amount = *refunded_amount;
+                if *fully_refunded {
+                    self.status = OrderStatus::Refunded;
                 }
             }
         }

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::domain::ids::PaySerialNo;
+use crate::domain::{ExtraReason, PaymentRole, RefundOutcome, TimerKind, TimerOp};
 use proptest::prelude::*;
 use time::macros::datetime;
 
@@ -11,6 +12,20 @@ fn order_in(status: OrderStatus) -> Order {
     let new = NewOrder::for_test("demo", "M1", 1000);
     let (mut o, _) = Order::create(OrderId::generate(), new, T0);
     o.status = status;
+    if matches!(status, OrderStatus::Paid | OrderStatus::Refunded) {
+        // A paid order always holds the payment that paid it.
+        o.channel_trade_no = Some("T1".into());
+        o.payments.push(crate::domain::ChannelPayment {
+            channel_trade_no: "T1".into(),
+            amount: 1000,
+            currency: "CNY".into(),
+            paid_at: T0,
+            recorded_at: T0,
+            role: PaymentRole::Applied,
+            reason: None,
+            refund_id: None,
+        });
+    }
     o
 }
 
@@ -24,11 +39,32 @@ fn paying() -> Command {
 }
 
 fn paid(amount: i64) -> Command {
-    Command::MarkPaid {
-        channel_trade_no: "T1".into(),
+    paid_as("T1", amount, "CNY")
+}
+
+fn paid_as(trade_no: &str, amount: i64, currency: &str) -> Command {
+    Command::MarkPaid(ReportedPayment {
+        channel_trade_no: trade_no.into(),
         amount,
+        currency: currency.into(),
         paid_at: T0,
+    })
+}
+
+fn refund(no: &str, amount: i64) -> Command {
+    Command::RequestRefund(RefundRequest {
+        refund_no: crate::domain::RefundNo::parse(no).unwrap(),
+        amount,
+        reason: None,
+    })
+}
+
+fn step(order: &mut Order, cmd: &Command) -> Result<Vec<Change>, Rejection> {
+    let changes = order.apply(cmd, T0)?;
+    for c in &changes {
+        order.on(c);
     }
+    Ok(changes)
 }
 
 fn failed() -> Command {
@@ -74,22 +110,11 @@ fn every_command_against_every_status() {
         (Refunded, paid(1000), Ok(vec![])),
         (Closed, paid(1000), Ok(vec![Closed])),
         (Failed, paid(1000), Ok(vec![Failed])),
-        (
-            Paying,
-            paid(999),
-            Err(Rejection::AmountMismatch {
-                expected: 1000,
-                reported: 999,
-            }),
-        ),
-        (
-            Created,
-            paid(1001),
-            Err(Rejection::AmountMismatch {
-                expected: 1000,
-                reported: 1001,
-            }),
-        ),
+        // A wrong amount or currency is recorded (and refunded), never applied as PAID.
+        (Paying, paid(999), Ok(vec![Paying, Failed])),
+        (Created, paid(1001), Ok(vec![Created, Failed])),
+        (Paying, paid_as("T1", 1000, "USD"), Ok(vec![Paying, Failed])),
+        (Paid, paid_as("T9", 1001, "CNY"), Ok(vec![Paid])),
         (Paying, failed(), Ok(vec![Failed])),
         (Created, failed(), Ok(vec![])),
         (Paid, failed(), Ok(vec![])),
@@ -104,20 +129,21 @@ fn every_command_against_every_status() {
         (Failed, Command::Close, Err(Rejection::OrderFailed)),
         (Paying, Command::MarkChannelClosed, Ok(vec![Closed])),
         (Closed, Command::MarkChannelClosed, Ok(vec![])),
-        (
-            Created,
-            Command::MarkChannelClosed,
-            Err(Rejection::WrongStatus(Created)),
-        ),
+        (Created, Command::MarkChannelClosed, Ok(vec![Closed])),
         (
             Paid,
             Command::MarkChannelClosed,
             Err(Rejection::WrongStatus(Paid)),
         ),
+        (Created, refund("R1", 1), Err(Rejection::OrderNotPaid)),
+        (Paying, refund("R1", 1), Err(Rejection::OrderNotPaid)),
+        (Closed, refund("R1", 1), Err(Rejection::OrderNotPaid)),
+        (Failed, refund("R1", 1), Err(Rejection::OrderNotPaid)),
+        (Paid, refund("R1", 1), Ok(vec![Paid])),
         (
-            Created,
-            Command::MarkLatePaymentRefunded,
-            Err(Rejection::WrongStatus(Created)),
+            Paid,
+            refund("R1", 1001),
+            Err(Rejection::RefundExceedsPaid { refundable: 1000 }),
         ),
     ];
     for (status, cmd, want) in table {
@@ -147,32 +173,226 @@ fn refusals_leave_the_order_unchanged() {
 }
 
 #[test]
-fn late_payment_is_recorded_once_and_refunded_once() {
+fn late_payment_is_recorded_once_with_one_automatic_refund() {
     let mut order = order_in(OrderStatus::Closed);
-    for c in order.apply(&paid(1000), T0).unwrap() {
-        order.on(&c);
-    }
-    let lp = order.late_payment.clone().expect("late payment recorded");
+    let changes = step(&mut order, &paid(1000)).unwrap();
+    assert_eq!(changes[0].kind.event_type(), Some("order.extra_payment"));
+    assert_eq!(order.status, OrderStatus::Closed);
+    let p = &order.payments[0];
     assert_eq!(
-        (lp.amount, lp.refunded, order.status),
-        (1000, false, OrderStatus::Closed)
+        (p.amount, p.role, p.reason),
+        (1000, PaymentRole::Extra, Some(ExtraReason::OrderNotPayable))
+    );
+    let r = order.refunds[0].clone();
+    assert_eq!(p.refund_id.as_ref(), Some(&r.refund_id));
+    assert_eq!(
+        (
+            r.amount,
+            r.automatic,
+            r.status,
+            r.channel_trade_no.as_deref()
+        ),
+        (1000, true, RefundStatus::Pending, Some("T1"))
     );
     assert!(
-        order.apply(&paid(1000), T0).unwrap().is_empty(),
+        step(&mut order, &paid(1000)).unwrap().is_empty(),
         "a repeat callback adds nothing"
     );
-    let changes = order.apply(&Command::MarkLatePaymentRefunded, T0).unwrap();
+    let settle = Command::SettleRefund {
+        refund_id: r.refund_id.clone(),
+        outcome: RefundOutcome::Succeeded,
+    };
+    let changes = step(&mut order, &settle).unwrap();
     assert_eq!(changes[0].kind.event_type(), Some("refund.succeeded"));
-    for c in changes {
-        order.on(&c);
-    }
-    assert!(order.late_payment.as_ref().unwrap().refunded);
-    assert!(
-        order
-            .apply(&Command::MarkLatePaymentRefunded, T0)
-            .unwrap()
-            .is_empty()
+    assert_eq!(order.refunds[0].status, RefundStatus::Succeeded);
+    assert_eq!(
+        order.refunded_amount, 0,
+        "an automatic refund is not a refund of the order's own payment"
     );
+    assert!(
+        step(&mut order, &settle).unwrap().is_empty(),
+        "settled once"
+    );
+}
+
+#[test]
+fn a_second_charge_on_a_paid_order_is_extra_and_the_trade_no_is_kept() {
+    let mut order = order_in(OrderStatus::Paying);
+    order.channel_trade_no = Some("T1".into());
+    step(&mut order, &paid(1000)).unwrap();
+    assert_eq!(order.status, OrderStatus::Paid);
+    step(&mut order, &paid_as("T2", 1000, "CNY")).unwrap();
+    assert_eq!(
+        order.channel_trade_no.as_deref(),
+        Some("T1"),
+        "never overwritten"
+    );
+    assert_eq!(order.payments.len(), 2);
+    assert_eq!(order.payments[1].reason, Some(ExtraReason::DuplicateCharge));
+    assert_eq!(order.open_refunds(), 1);
+    // While paying, a trade number other than the one the channel opened is not applied.
+    let mut paying = order_in(OrderStatus::Paying);
+    paying.channel_trade_no = Some("T1".into());
+    step(&mut paying, &paid_as("FORGED", 1000, "CNY")).unwrap();
+    assert_eq!(paying.status, OrderStatus::Paying);
+    assert_eq!(paying.payments[0].role, PaymentRole::Extra);
+}
+
+#[test]
+fn refunds_partial_repeated_full_and_excessive() {
+    let mut order = order_in(OrderStatus::Paying);
+    step(&mut order, &paid(1000)).unwrap();
+    let settle = |order: &mut Order, i: usize, outcome: RefundOutcome| {
+        let id = order.refunds[i].refund_id.clone();
+        step(
+            order,
+            &Command::SettleRefund {
+                refund_id: id,
+                outcome,
+            },
+        )
+        .unwrap()
+    };
+    step(&mut order, &refund("R1", 300)).unwrap();
+    assert_eq!(order.refunds[0].refund_id.order_id(), order.order_id);
+    assert!(
+        step(&mut order, &refund("R1", 300)).unwrap().is_empty(),
+        "idempotent"
+    );
+    assert_eq!(
+        step(&mut order, &refund("R1", 200)),
+        Err(Rejection::RefundNoReused)
+    );
+    // The open refund counts against what can still be refunded.
+    assert_eq!(
+        step(&mut order, &refund("R2", 701)),
+        Err(Rejection::RefundExceedsPaid { refundable: 700 })
+    );
+    settle(&mut order, 0, RefundOutcome::Succeeded);
+    assert_eq!(
+        (order.refunded_amount, order.status),
+        (300, OrderStatus::Paid)
+    );
+    step(&mut order, &refund("R2", 700)).unwrap();
+    settle(&mut order, 1, RefundOutcome::Failed("NOTENOUGH".into()));
+    assert_eq!(order.refunds[1].status, RefundStatus::Failed);
+    assert_eq!(
+        order.refundable(),
+        700,
+        "a failed refund gives its amount back"
+    );
+    step(&mut order, &refund("R3", 700)).unwrap();
+    let changes = settle(&mut order, 2, RefundOutcome::Succeeded);
+    assert_eq!(changes[0].kind.event_type(), Some("refund.succeeded"));
+    assert_eq!(
+        (order.refunded_amount, order.status),
+        (1000, OrderStatus::Refunded)
+    );
+    assert_eq!(
+        step(&mut order, &refund("R4", 1)),
+        Err(Rejection::RefundExceedsPaid { refundable: 0 })
+    );
+    assert!(step(&mut order, &refund("R3", 700)).unwrap().is_empty());
+}
+
+#[test]
+fn a_pay_intent_makes_close_and_expiry_go_to_the_channel() {
+    let mut order = order_in(OrderStatus::Created);
+    assert_eq!(order.close_step(), Ok(CloseStep::Local));
+    let serial = PaySerialNo::generate();
+    let intent = Command::RecordPayIntent {
+        pay_serial_no: serial.clone(),
+        pay_method: PayMethod::Native,
+    };
+    let changes = step(&mut order, &intent).unwrap();
+    assert_eq!(changes[0].kind.event_type(), None, "not a status change");
+    assert_eq!(order.status, OrderStatus::Created);
+    assert_eq!(order.close_step(), Ok(CloseStep::AtChannel));
+    assert_eq!(
+        step(&mut order, &Command::Close),
+        Err(Rejection::WrongStatus(OrderStatus::Created)),
+        "never closed locally while a payment may be open"
+    );
+    assert!(step(&mut order, &intent).unwrap().is_empty());
+    step(&mut order, &paying()).unwrap();
+    assert_eq!(
+        order.pay_serial_no,
+        Some(serial),
+        "the intent's serial is kept"
+    );
+}
+
+#[test]
+fn timers_follow_the_order() {
+    use crate::domain::timer::{self, Schedule};
+    let s = Schedule::standard();
+    let created = order_in(OrderStatus::Created);
+    assert_eq!(
+        timer::on_create(&created),
+        vec![TimerOp::Set {
+            kind: TimerKind::Expire,
+            due_at: created.expires_at,
+            attempt: 0
+        }]
+    );
+    let mut intent = created.clone();
+    step(
+        &mut intent,
+        &Command::RecordPayIntent {
+            pay_serial_no: PaySerialNo::generate(),
+            pay_method: PayMethod::Native,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        timer::plan(&created, &intent, T0, &s),
+        vec![TimerOp::Set {
+            kind: TimerKind::Poll,
+            due_at: T0 + std::time::Duration::from_secs(5),
+            attempt: 0
+        }]
+    );
+    let mut paid_order = intent.clone();
+    step(&mut paid_order, &paid(1000)).unwrap();
+    assert_eq!(
+        timer::plan(&intent, &paid_order, T0, &s),
+        vec![
+            TimerOp::Clear(TimerKind::Poll),
+            TimerOp::Clear(TimerKind::Expire)
+        ]
+    );
+    let mut refunding = paid_order.clone();
+    step(&mut refunding, &refund("R1", 10)).unwrap();
+    assert_eq!(
+        timer::plan(&paid_order, &refunding, T0, &s),
+        vec![TimerOp::Set {
+            kind: TimerKind::Refund,
+            due_at: T0 + std::time::Duration::from_secs(10),
+            attempt: 1
+        }]
+    );
+    let mut done = refunding.clone();
+    let id = done.refunds[0].refund_id.clone();
+    step(
+        &mut done,
+        &Command::SettleRefund {
+            refund_id: id,
+            outcome: RefundOutcome::Succeeded,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        timer::plan(&refunding, &done, T0, &s),
+        vec![TimerOp::Clear(TimerKind::Refund)]
+    );
+    // Schedules: polls stop after the last level; refunds are given up after the last retry.
+    let last = s.poll.len() as u32 - 1;
+    assert!(s.next_poll(T0, last).is_none());
+    assert!(s.next_poll(T0, 0).is_some());
+    assert!(s.next_refund(T0, s.refund_retry.len() as u32).is_none());
+    // What the sweep restores for an order with open work and no timer.
+    assert_eq!(timer::ensure(&done, T0), vec![]);
+    assert_eq!(timer::ensure(&intent, T0).len(), 2);
 }
 
 #[test]
@@ -253,7 +473,9 @@ fn any_command() -> impl Strategy<Value = Command> {
         Just(failed()),
         Just(Command::Close),
         Just(Command::MarkChannelClosed),
-        Just(Command::MarkLatePaymentRefunded),
+        Just(paid_as("T2", 1000, "CNY")),
+        (1i64..=600).prop_map(|a| refund("R1", a)),
+        (1i64..=600).prop_map(|a| refund("R2", a)),
     ]
 }
 
@@ -272,11 +494,13 @@ proptest! {
             } else {
                 prop_assert_eq!(order.version, before);
             }
-            if was_paid { prop_assert_eq!(order.status, OrderStatus::Paid); }
+            if was_paid { prop_assert!(matches!(order.status, OrderStatus::Paid | OrderStatus::Refunded)); }
             was_paid |= order.status == OrderStatus::Paid;
-            if order.status == OrderStatus::Paid {
-                prop_assert!(order.late_payment.is_none(), "a paid order never also holds a late payment");
-            }
+            let applied = order.payments.iter().filter(|p| p.role == PaymentRole::Applied).count();
+            prop_assert!(applied <= 1, "at most one payment pays an order");
+            prop_assert!(order.refundable() >= 0 && order.refunded_amount <= 1000);
+            let merchant_refunds: i64 = order.refunds.iter().filter(|r| !r.automatic && r.status != RefundStatus::Failed).map(|r| r.amount).sum();
+            prop_assert!(merchant_refunds <= 1000, "refunds never exceed the paid amount");
         }
     }
 }

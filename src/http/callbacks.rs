@@ -12,6 +12,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 #[utoipa::path(post, path = "/v1/callbacks/{channel}", tag = "channels",
     params(("channel" = String, Path, description = "configured channel name")),
     responses((status = 200, description = "accepted, in the channel's format"),
+              (status = 400, description = "correctly signed but unreadable; nothing changed", body = ErrorBody),
               (status = 401, description = "bad channel signature; nothing changed", body = ErrorBody),
               (status = 404, description = "unknown channel", body = ErrorBody)))]
 pub async fn channel_callback(
@@ -46,22 +47,27 @@ pub async fn channel_callback(
             return Err(e.into());
         }
     };
-    match state.orders.channel_result(event).await {
+    match state.orders.channel_result(&channel_name, event).await {
         Ok(_) => {
             counter("applied");
             Ok(HttpResponse::Ok().json(channel.callback_answer(true, "")))
         }
-        Err(OrderError::NotFound) => {
-            counter("unknown_order");
-            // Acknowledge: redelivering a result for an order we never made cannot help.
-            tracing::error!(channel = %channel_name, "callback for an unknown order");
+        Err(e @ (OrderError::NotFound | OrderError::ChannelMismatch)) => {
+            // Acknowledge: redelivering a result for an order we never made (or one of another
+            // channel) cannot help. Both answer alike, so a caller learns nothing from it.
+            counter(if matches!(e, OrderError::NotFound) {
+                "unknown_order"
+            } else {
+                "channel_mismatch"
+            });
+            tracing::error!(channel = %channel_name, error = %e, "callback refers to no order of this channel");
             Ok(HttpResponse::Ok().json(channel.callback_answer(true, "unknown order")))
         }
         Err(e) => {
             counter("failed");
             tracing::warn!(channel = %channel_name, error = %e, "callback not applied; the channel will redeliver");
             Ok(HttpResponse::build(StatusCode::SERVICE_UNAVAILABLE)
-                .json(channel.callback_answer(false, &e.to_string())))
+                .json(channel.callback_answer(false, "temporarily unavailable; retry")))
         }
     }
 }

@@ -176,6 +176,9 @@ impl From<ChannelError> for ApiError {
             )
             .retry_after(1),
             ChannelError::BadCallback(m) => ApiError::unauthorized(m),
+            ChannelError::MalformedCallback(m) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "malformed_callback", m)
+            }
         }
     }
 }
@@ -192,14 +195,35 @@ impl From<OrderError> for ApiError {
                     Rejection::OrderClosed => ApiError::new(S::CONFLICT, "order_closed", msg),
                     Rejection::OrderFailed => ApiError::new(S::CONFLICT, "order_failed", msg),
                     Rejection::OrderExpired => ApiError::new(S::CONFLICT, "order_expired", msg),
-                    Rejection::AmountMismatch { .. } => {
-                        ApiError::new(S::CONFLICT, "amount_mismatch", msg)
+                    Rejection::OrderNotPaid => ApiError::new(S::CONFLICT, "order_not_paid", msg),
+                    Rejection::RefundExceedsPaid { .. } => {
+                        let mut e =
+                            ApiError::new(S::UNPROCESSABLE_ENTITY, "refund_exceeds_paid", msg);
+                        e.detail.field = Some("amount".into());
+                        e
+                    }
+                    Rejection::RefundNoReused => {
+                        let mut e = ApiError::new(S::CONFLICT, "refund_no_reused", msg);
+                        e.detail.field = Some("refund_no".into());
+                        e
+                    }
+                    Rejection::TooManyRefunds => {
+                        ApiError::new(S::UNPROCESSABLE_ENTITY, "refund_limit", msg)
+                    }
+                    Rejection::TooManyPayments => {
+                        ApiError::new(S::SERVICE_UNAVAILABLE, "unavailable", msg)
+                    }
+                    Rejection::UnknownRefund => {
+                        ApiError::new(S::NOT_FOUND, "refund_not_found", msg)
                     }
                     Rejection::WrongStatus(_) => ApiError::new(S::CONFLICT, "invalid_state", msg),
                 }
             }
             OrderError::Channel(c) => c.into(),
             OrderError::Store(s) => s.into(),
+            OrderError::ChannelMismatch => {
+                ApiError::new(S::NOT_FOUND, "order_not_found", "no such order")
+            }
             OrderError::UnknownChannel(c) => ApiError::new(
                 S::INTERNAL_SERVER_ERROR,
                 "internal",

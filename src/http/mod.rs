@@ -9,6 +9,7 @@ pub mod error;
 pub mod nonces;
 pub mod ops;
 pub mod orders;
+pub mod refunds;
 pub mod types;
 
 use crate::actors::Orders;
@@ -43,6 +44,10 @@ pub struct AppState {
     pub body_limit: usize,
     /// Life of an unpaid order when the create names none.
     pub default_expire_seconds: i64,
+    /// Merchants' own default lives of an unpaid order.
+    pub merchant_expire_seconds: HashMap<String, i64>,
+    /// Shortest life a create may ask for.
+    pub min_expire_seconds: i64,
 }
 
 /// The OpenAPI document, generated from the handlers and types.
@@ -59,6 +64,8 @@ pub struct AppState {
         orders::lookup_order,
         orders::pay_order,
         orders::close_order,
+        refunds::create_refund,
+        refunds::get_refund,
         callbacks::channel_callback,
         ops::healthz,
         ops::readyz,
@@ -71,7 +78,9 @@ pub struct AppState {
         types::OrderView,
         types::PayView,
         types::FulfillmentView,
-        types::LatePaymentView,
+        types::ChannelPaymentView,
+        types::CreateRefundRequest,
+        types::RefundView,
         error::ErrorBody,
         error::ErrorDetail
     ))
@@ -148,8 +157,20 @@ async fn dynamic_routes(
             (&Method::POST, Some("close")) => {
                 orders::close_order(req.clone(), payload, id, state).await
             }
-            (_, None | Some("pay") | Some("close")) => method_not_allowed().await,
+            (&Method::POST, Some("refunds")) => {
+                refunds::create_refund(req.clone(), payload, id, state).await
+            }
+            (_, None | Some("pay") | Some("close") | Some("refunds")) => method_not_allowed().await,
             _ => not_found().await,
+        };
+    }
+    if let Some(id) = path
+        .strip_prefix("/v1/refunds/")
+        .filter(|c| !c.is_empty() && !c.contains('/'))
+    {
+        return match *req.method() {
+            Method::GET => refunds::get_refund(req.clone(), payload, id, state).await,
+            _ => method_not_allowed().await,
         };
     }
     if let Some(channel) = path
@@ -175,6 +196,10 @@ fn route_label(path: &str) -> &'static str {
         "/v1/orders" => "/v1/orders",
         p if p.starts_with("/v1/orders/") && p.ends_with("/pay") => "/v1/orders/{order_id}/pay",
         p if p.starts_with("/v1/orders/") && p.ends_with("/close") => "/v1/orders/{order_id}/close",
+        p if p.starts_with("/v1/orders/") && p.ends_with("/refunds") => {
+            "/v1/orders/{order_id}/refunds"
+        }
+        p if p.starts_with("/v1/refunds/") => "/v1/refunds/{refund_id}",
         p if p.starts_with("/v1/orders/") => "/v1/orders/{order_id}",
         p if p.starts_with("/v1/callbacks/") => "/v1/callbacks/{channel}",
         _ => "unmatched",

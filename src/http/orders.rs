@@ -9,7 +9,7 @@ use super::{AppState, body};
 use crate::domain::{MerchantOrderNo, OrderId, OrderStatus};
 use actix_web::{HttpRequest, HttpResponse, web};
 
-async fn authed(
+pub(super) async fn authed(
     req: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
@@ -19,7 +19,7 @@ async fn authed(
     Ok((body, merchant))
 }
 
-fn parse_order_id(raw: &str) -> Result<OrderId, ApiError> {
+pub(super) fn parse_order_id(raw: &str) -> Result<OrderId, ApiError> {
     // An id we never issued cannot name an order: same answer as an unknown one.
     OrderId::parse(raw).map_err(|_| crate::actors::OrderError::NotFound.into())
 }
@@ -61,7 +61,12 @@ pub async fn create_order(
 ) -> Result<HttpResponse, ApiError> {
     let (body, merchant) = authed(&req, payload, &state).await?;
     let request: CreateOrderRequest = body::json(&body)?;
-    let (token, new) = request.parse(&merchant, state.default_expire_seconds)?;
+    let default_expire = state
+        .merchant_expire_seconds
+        .get(merchant.id.as_str())
+        .copied()
+        .unwrap_or(state.default_expire_seconds);
+    let (token, new) = request.parse(&merchant, default_expire, state.min_expire_seconds)?;
     let order = state.orders.create(token, new).await?;
     Ok(HttpResponse::Created().json(OrderView::from(&order)))
 }

@@ -56,6 +56,7 @@ impl CreateOrderRequest {
         self,
         merchant: &super::auth::AuthedMerchant,
         default_expire_seconds: i64,
+        min_expire_seconds: i64,
     ) -> Result<(SubmitToken, NewOrder), ApiError> {
         let token = SubmitToken::parse(&self.submit_token)
             .map_err(|_| crate::actors::OrderError::TokenInvalid)?;
@@ -100,10 +101,11 @@ impl CreateOrderRequest {
             .transpose()
             .map_err(|e| ApiError::invalid("notify_url", e))?;
         let expire_seconds = self.expire_seconds.unwrap_or(default_expire_seconds);
-        if !domain::order::EXPIRE_SECONDS_RANGE.contains(&expire_seconds) {
+        let max = *domain::order::EXPIRE_SECONDS_RANGE.end();
+        if !(min_expire_seconds..=max).contains(&expire_seconds) {
             return Err(ApiError::invalid(
                 "expire_seconds",
-                "must be within 60..=86400",
+                format!("must be within {min_expire_seconds}..={max}"),
             ));
         }
         Ok((
@@ -183,15 +185,99 @@ pub struct FulfillmentView {
     pub attempts: u32,
 }
 
-/// A payment that arrived after the order was closed, refunded automatically.
+/// A payment the channel reported for the order.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct LatePaymentView {
+pub struct ChannelPaymentView {
     /// Channel transaction number.
     pub channel_trade_no: String,
     /// Amount charged, minor units.
     pub amount: i64,
-    /// Whether the automatic refund went through.
-    pub refunded: bool,
+    /// ISO 4217.
+    pub currency: String,
+    /// RFC 3339.
+    pub paid_at: String,
+    /// `APPLIED` (it paid the order) or `EXTRA` (refunded automatically).
+    pub role: String,
+    /// Why it is extra: `order_not_payable`, `duplicate_charge`, `amount_mismatch`, `currency_mismatch`.
+    pub reason: Option<String>,
+    /// The automatic refund of an extra payment.
+    pub refund_id: Option<String>,
+    /// That refund's status.
+    pub refund_status: Option<String>,
+}
+
+/// `POST /v1/orders/{order_id}/refunds` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRefundRequest {
+    /// The merchant's refund number: 1..64 of `[A-Za-z0-9_-]`; a repeat answers the same refund.
+    pub refund_no: String,
+    /// Minor units, positive; the order's refunds never exceed its paid amount.
+    pub amount: i64,
+    /// At most 256 characters.
+    pub reason: Option<String>,
+}
+
+impl CreateRefundRequest {
+    /// Parses into the domain request, naming the first bad field.
+    pub fn parse(self) -> Result<domain::RefundRequest, ApiError> {
+        let refund_no = domain::RefundNo::parse(&self.refund_no)
+            .map_err(|e| ApiError::invalid("refund_no", e.to_string()))?;
+        Amount::new(self.amount).map_err(|e| ApiError::invalid("amount", e.to_string()))?;
+        let reason = self
+            .reason
+            .map(|r| domain::refund::parse_reason(&r))
+            .transpose()
+            .map_err(|e| ApiError::invalid("reason", e))?;
+        Ok(domain::RefundRequest {
+            refund_no,
+            amount: self.amount,
+            reason,
+        })
+    }
+}
+
+/// A refund.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RefundView {
+    /// Opaque id.
+    pub refund_id: String,
+    /// The order refunded.
+    pub order_id: String,
+    /// The merchant's number; null for an automatic refund of an extra payment.
+    pub refund_no: Option<String>,
+    /// Minor units.
+    pub amount: i64,
+    /// `PENDING`, `PROCESSING`, `SUCCEEDED` or `FAILED`.
+    pub status: String,
+    /// The merchant's reason (or why paycore refunded automatically).
+    pub reason: Option<String>,
+    /// Why it failed.
+    pub failure_reason: Option<String>,
+    /// Made by paycore for an extra payment.
+    pub automatic: bool,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
+}
+
+impl RefundView {
+    /// The view of one refund of an order.
+    pub fn of(order: &Order, r: &domain::Refund) -> Self {
+        Self {
+            refund_id: r.refund_id.to_string(),
+            order_id: order.order_id.to_string(),
+            refund_no: r.refund_no.as_ref().map(|n| n.to_string()),
+            amount: r.amount,
+            status: r.status.as_str().to_string(),
+            reason: r.reason.clone(),
+            failure_reason: r.failure_reason.clone(),
+            automatic: r.automatic,
+            created_at: rfc3339(r.created_at),
+            updated_at: rfc3339(r.updated_at),
+        }
+    }
 }
 
 /// An order.
@@ -231,8 +317,9 @@ pub struct OrderView {
     pub refunded_amount: i64,
     /// Fulfillment.
     pub fulfillment: FulfillmentView,
-    /// A late payment and its automatic refund.
-    pub late_payment: Option<LatePaymentView>,
+    /// Every payment the channel reported: the applied one, and extra ones with their
+    /// automatic refunds.
+    pub payments: Vec<ChannelPaymentView>,
     /// Increases by one with every change.
     pub version: u64,
     /// RFC 3339.
@@ -279,11 +366,28 @@ impl From<&Order> for OrderView {
                 .to_string(),
                 attempts: o.fulfillment.attempts,
             },
-            late_payment: o.late_payment.as_ref().map(|lp| LatePaymentView {
-                channel_trade_no: lp.channel_trade_no.clone(),
-                amount: lp.amount,
-                refunded: lp.refunded,
-            }),
+            payments: o
+                .payments
+                .iter()
+                .map(|p| ChannelPaymentView {
+                    channel_trade_no: p.channel_trade_no.clone(),
+                    amount: p.amount,
+                    currency: p.currency.clone(),
+                    paid_at: rfc3339(p.paid_at),
+                    role: match p.role {
+                        domain::PaymentRole::Applied => "APPLIED",
+                        domain::PaymentRole::Extra => "EXTRA",
+                    }
+                    .to_string(),
+                    reason: p.reason.map(|r| r.as_str().to_string()),
+                    refund_id: p.refund_id.as_ref().map(|r| r.to_string()),
+                    refund_status: p
+                        .refund_id
+                        .as_ref()
+                        .and_then(|id| o.refund(id))
+                        .map(|r| r.status.as_str().to_string()),
+                })
+                .collect(),
             version: o.version,
             created_at: rfc3339(o.created_at),
             updated_at: rfc3339(o.updated_at),

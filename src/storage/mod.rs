@@ -4,7 +4,10 @@
 
 pub mod sqlite;
 
-use crate::domain::{Event, MerchantId, MerchantOrderNo, Order, OrderId, OrderStatus, SubmitToken};
+use crate::domain::{
+    Event, MerchantId, MerchantOrderNo, Order, OrderId, OrderStatus, SubmitToken, Timer, TimerKind,
+    TimerOp,
+};
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
@@ -67,25 +70,61 @@ pub trait OrderStore: Send + Sync + 'static {
     /// Stores a fresh token.
     async fn issue_token(&self, token: TokenRecord) -> Result<(), StoreError>;
 
-    /// Consumes `token` and stores `order` with its events, atomically: either all of it
-    /// happens or, for any outcome but `Created`, nothing does.
+    /// Consumes `token` and stores `order` with its events and timers, atomically: either all
+    /// of it happens or, for any outcome but `Created`, nothing does.
     async fn create_order(
         &self,
         token: SubmitToken,
         order: Order,
         events: Vec<Event>,
+        timers: Vec<TimerOp>,
         now: OffsetDateTime,
     ) -> Result<CreateOutcome, StoreError>;
 
-    /// Stores the new state of an order and its events if the stored version is still
-    /// `expected_version`; otherwise `VersionConflict` and nothing changes.
+    /// Stores the new state of an order, its events and its timer changes if the stored version
+    /// is still `expected_version`; otherwise `VersionConflict` and nothing changes.
     async fn update_order(
         &self,
         order: Order,
         expected_version: u64,
         previous_status: OrderStatus,
         events: Vec<Event>,
+        timers: Vec<TimerOp>,
     ) -> Result<(), StoreError>;
+
+    /// Changes an order's timers without changing the order (the stuck-order sweep).
+    async fn write_timers(&self, order_id: &OrderId, ops: Vec<TimerOp>) -> Result<(), StoreError>;
+
+    /// After a timer fired and was handled without an order change: moves it to `next` (or
+    /// removes it when `None`), but only if it still carries `fired_attempt` (a timer that was
+    /// set again meanwhile is left alone).
+    async fn reschedule_timer(
+        &self,
+        order_id: &OrderId,
+        kind: TimerKind,
+        fired_attempt: u32,
+        next: Option<TimerOp>,
+    ) -> Result<(), StoreError>;
+
+    /// Takes up to `limit` timers due at `now`, earliest first, and leases them: their due time
+    /// moves to `lease_until`, so a timer whose handling is lost (a crash) fires again then.
+    async fn claim_due_timers(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<Timer>, StoreError>;
+
+    /// (pending timers, timers due before `overdue_before`).
+    async fn timer_counts(&self, overdue_before: OffsetDateTime) -> Result<(i64, i64), StoreError>;
+
+    /// Scans up to `limit` orders with open work after `after` (in id order) and answers those
+    /// that have no timer, and the last id scanned (`None` when the scan reached the end).
+    async fn orders_without_timers(
+        &self,
+        after: Option<OrderId>,
+        limit: usize,
+    ) -> Result<(Vec<OrderId>, Option<OrderId>), StoreError>;
 
     /// Reads one order.
     async fn load_order(&self, order_id: &OrderId) -> Result<Option<Order>, StoreError>;
@@ -116,7 +155,7 @@ pub trait OrderStore: Send + Sync + 'static {
         events_before: OffsetDateTime,
     ) -> Result<u64, StoreError>;
 
-    /// Checks the store answers.
+    /// Checks the store answers, and takes writes (after a failed commit, by a probe write).
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// Flushes pending writes and stops the writer. Later writes answer `Closed`.

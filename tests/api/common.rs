@@ -33,6 +33,8 @@ pub fn test_settings(dir: &tempfile::TempDir) -> Settings {
             channels: vec!["sim".into()],
             rate_limit_per_sec: 100_000,
             rate_limit_burst: 100_000,
+            default_expire_seconds: None,
+            poll_schedule_ms: None,
         },
         MerchantSettings {
             id: "other".into(),
@@ -40,6 +42,8 @@ pub fn test_settings(dir: &tempfile::TempDir) -> Settings {
             channels: vec!["sim".into()],
             rate_limit_per_sec: 100_000,
             rate_limit_burst: 100_000,
+            default_expire_seconds: None,
+            poll_schedule_ms: None,
         },
     ];
     s

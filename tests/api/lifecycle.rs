@@ -30,7 +30,8 @@ async fn create_pay_reaches_paid_through_the_callback() {
     );
 
     let paid = t.wait_status(id, "PAID").await;
-    assert_eq!(paid["version"], 3);
+    // created, pay intent, paying, paid.
+    assert_eq!(paid["version"], 4);
     assert_eq!(paid["pay_serial_no"], pay.body["pay_serial_no"]);
     assert!(paid["paid_at"].is_string());
 
@@ -49,7 +50,7 @@ async fn create_pay_reaches_paid_through_the_callback() {
         .call("POST", &format!("/v1/orders/{id}/close"), None)
         .await;
     assert_eq!((close.status, close.code()), (409, "already_paid"));
-    assert_eq!(t.order(id).await.body["version"], 3);
+    assert_eq!(t.order(id).await.body["version"], 4);
     t.stop().await;
 }
 

@@ -140,24 +140,61 @@ async fn callbacks_with_bad_signatures_change_nothing() {
     );
     assert_eq!(t.order(&id).await.body["status"], "PAYING");
 
-    // A correctly signed callback with the wrong amount is not taken as payment.
+    // Correctly signed, but naming another trade number than the channel gave at open (a
+    // forged or second charge): recorded and refunded, never applied, never overwriting.
     let secret = paycore_channel_sim::SimSettings::default().secret;
-    let (bytes, headers) = signed_callback(&secret, &success(&id, 1));
+    let trade_no = t.order(&id).await.body["channel_trade_no"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (bytes, headers) = signed_callback(&secret, &success(&id, 700));
     let r = t.raw("POST", "/v1/callbacks/sim", bytes, &headers).await;
-    assert_ne!(r.body["code"], "SUCCESS");
-    assert_eq!(t.order(&id).await.body["status"], "PAYING");
+    assert_eq!(r.status, 200);
+    let order = t.order(&id).await.body;
+    assert_eq!(order["status"], "PAYING");
+    assert_eq!(order["channel_trade_no"].as_str(), Some(trade_no.as_str()));
+    assert_eq!(order["payments"][0]["role"], "EXTRA");
+    assert_eq!(order["payments"][0]["reason"], "duplicate_charge");
 
-    // The right one is, and answered in the channel's format; a repeat changes nothing.
+    // The right one is applied, and answered in the channel's format; a repeat changes nothing.
+    let mut right = success(&id, 700);
+    right.trade_no = trade_no.clone();
     for _ in 0..2 {
-        let (bytes, headers) = signed_callback(&secret, &success(&id, 700));
+        let (bytes, headers) = signed_callback(&secret, &right);
         let r = t.raw("POST", "/v1/callbacks/sim", bytes, &headers).await;
         assert_eq!((r.status, r.body["code"].as_str()), (200, Some("SUCCESS")));
     }
     let order = t.order(&id).await.body;
-    assert_eq!(
-        (order["status"].as_str(), order["version"].as_i64()),
-        (Some("PAID"), Some(3))
-    );
+    assert_eq!(order["status"], "PAID");
+    let version = order["version"].as_i64();
+    let (bytes, headers) = signed_callback(&secret, &right);
+    t.raw("POST", "/v1/callbacks/sim", bytes, &headers).await;
+    assert_eq!(t.order(&id).await.body["version"].as_i64(), version);
+    assert_eq!(order["payments"][1]["role"], "APPLIED");
+
+    // A correctly signed callback with the wrong amount, or the wrong currency, is recorded
+    // and refunded, never taken as payment.
+    for (no, amount, currency) in [("CB-2", 1, "CNY"), ("CB-3", 700, "USD")] {
+        let id = t.create(no, 700).await["order_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(t.pay(&id).await.status, 202);
+        let mut wrong = success(&id, amount);
+        wrong.currency = currency.into();
+        wrong.trade_no = t.order(&id).await.body["channel_trade_no"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let (bytes, headers) = signed_callback(&secret, &wrong);
+        let r = t.raw("POST", "/v1/callbacks/sim", bytes, &headers).await;
+        assert_eq!(r.status, 200);
+        let order = t.order(&id).await.body;
+        assert_eq!(order["status"], "FAILED", "{order}");
+        assert_eq!(order["payments"][0]["role"], "EXTRA");
+        assert_eq!(order["payments"][0]["amount"], amount);
+        assert!(order["payments"][0]["refund_id"].is_string());
+    }
     t.stop().await;
 }
 
@@ -178,8 +215,11 @@ async fn a_payment_arriving_after_close_is_recorded_not_lost() {
     assert_eq!(r.status, 200);
     let order = t.order(&id).await.body;
     assert_eq!(order["status"], "CLOSED");
-    assert_eq!(order["late_payment"]["amount"], 300);
-    assert_eq!(order["late_payment"]["channel_trade_no"], "simT1");
+    assert_eq!(order["payments"][0]["amount"], 300);
+    assert_eq!(order["payments"][0]["channel_trade_no"], "simT1");
+    assert_eq!(order["payments"][0]["role"], "EXTRA");
+    assert_eq!(order["payments"][0]["reason"], "order_not_payable");
+    assert!(order["payments"][0]["refund_id"].is_string());
     t.stop().await;
 }
 
@@ -211,8 +251,9 @@ async fn events_reach_the_stream_in_version_order() {
         seen,
         vec![
             ("order.created".to_string(), 1, "CREATED".to_string()),
-            ("order.paying".to_string(), 2, "PAYING".to_string()),
-            ("order.paid".to_string(), 3, "PAID".to_string())
+            // Version 2 is the pay intent: recorded, not published.
+            ("order.paying".to_string(), 3, "PAYING".to_string()),
+            ("order.paid".to_string(), 4, "PAID".to_string())
         ]
     );
     t.stop().await;

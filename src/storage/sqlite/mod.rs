@@ -7,17 +7,21 @@ mod schema;
 mod writer;
 
 use crate::config::SqliteSettings;
-use crate::domain::{Event, MerchantId, MerchantOrderNo, Order, OrderId, OrderStatus, SubmitToken};
+use crate::domain::{
+    Event, MerchantId, MerchantOrderNo, Order, OrderId, OrderStatus, SubmitToken, Timer, TimerKind,
+    TimerOp,
+};
 use crate::metrics::Metrics;
 use crate::storage::{CreateOutcome, OrderStore, StoreError, StoredEvent, TokenRecord};
 use async_trait::async_trait;
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
-use writer::{BatchLimits, EventRow, OrderRow, WriteOk, WriteOp, WriteRequest};
+use writer::{BatchLimits, EventRow, OrderRow, TimerRow, WriteOk, WriteOp, WriteRequest};
 
 /// Size the WAL file is truncated to after a checkpoint resets it.
 const WAL_SIZE_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
@@ -34,6 +38,11 @@ pub(crate) fn to_ms(t: OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
+pub(crate) fn from_ms(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
 /// The SQLite store.
 pub struct SqliteStore {
     tx: RwLock<Option<mpsc::Sender<WriteRequest>>>,
@@ -43,6 +52,8 @@ pub struct SqliteStore {
     enqueue_timeout: Duration,
     /// Woken after a commit that stored events; the outbox relay waits on it.
     pub events_committed: Arc<Notify>,
+    /// Whether the last group commit succeeded (a full disk makes it false).
+    write_healthy: Arc<AtomicBool>,
 }
 
 fn open_conn(path: &Path, flags: OpenFlags, busy_ms: u64) -> rusqlite::Result<Connection> {
@@ -91,9 +102,11 @@ impl SqliteStore {
         };
         let runtime = tokio::runtime::Handle::current();
         let notify = events_committed.clone();
+        let write_healthy = Arc::new(AtomicBool::new(true));
+        let healthy = write_healthy.clone();
         let handle = std::thread::Builder::new()
             .name("paycore-sqlite-writer".into())
-            .spawn(move || writer::run(conn, rx, limits, runtime, notify, metrics))
+            .spawn(move || writer::run(conn, rx, limits, runtime, notify, metrics, healthy))
             .map_err(|e| StoreError::Backend(format!("spawn writer: {e}")))?;
         Ok(Self {
             tx: RwLock::new(Some(tx)),
@@ -102,6 +115,7 @@ impl SqliteStore {
             readers: Mutex::new(readers),
             enqueue_timeout: Duration::from_millis(settings.enqueue_timeout_ms),
             events_committed,
+            write_healthy,
         })
     }
 
@@ -175,14 +189,17 @@ impl OrderStore for SqliteStore {
         token: SubmitToken,
         order: Order,
         events: Vec<Event>,
+        timers: Vec<TimerOp>,
         now: OffsetDateTime,
     ) -> Result<CreateOutcome, StoreError> {
         let (order, events) = (OrderRow::encode(&order)?, EventRow::encode_all(&events)?);
+        let timers = TimerRow::encode_all(&timers);
         match self
             .write(WriteOp::CreateOrder {
                 token,
                 order,
                 events,
+                timers,
                 now,
             })
             .await?
@@ -200,16 +217,119 @@ impl OrderStore for SqliteStore {
         expected_version: u64,
         previous_status: OrderStatus,
         events: Vec<Event>,
+        timers: Vec<TimerOp>,
     ) -> Result<(), StoreError> {
         let (order, events) = (OrderRow::encode(&order)?, EventRow::encode_all(&events)?);
+        let timers = TimerRow::encode_all(&timers);
         self.write(WriteOp::UpdateOrder {
             order,
             expected_version,
             previous_status,
             events,
+            timers,
         })
         .await
         .map(|_| ())
+    }
+
+    async fn write_timers(&self, order_id: &OrderId, ops: Vec<TimerOp>) -> Result<(), StoreError> {
+        self.write(WriteOp::Timers {
+            order_id: order_id.to_string(),
+            timers: TimerRow::encode_all(&ops),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn reschedule_timer(
+        &self,
+        order_id: &OrderId,
+        kind: TimerKind,
+        fired_attempt: u32,
+        next: Option<TimerOp>,
+    ) -> Result<(), StoreError> {
+        let next = next.and_then(|op| TimerRow::encode_all(&[op]).pop());
+        self.write(WriteOp::Reschedule {
+            order_id: order_id.to_string(),
+            kind: kind.as_str(),
+            fired_attempt: i64::from(fired_attempt),
+            next,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn claim_due_timers(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<Timer>, StoreError> {
+        match self
+            .write(WriteOp::ClaimTimers {
+                now_ms: to_ms(now),
+                lease_until_ms: to_ms(lease_until),
+                limit,
+            })
+            .await?
+        {
+            WriteOk::Claimed(timers) => Ok(timers),
+            other => Err(StoreError::Backend(format!(
+                "unexpected writer answer {other:?}"
+            ))),
+        }
+    }
+
+    async fn timer_counts(&self, overdue_before: OffsetDateTime) -> Result<(i64, i64), StoreError> {
+        let before = to_ms(overdue_before);
+        self.read(move |c| {
+            let pending: i64 = c
+                .query_row("SELECT COUNT(*) FROM timers", [], |r| r.get(0))
+                .map_err(be)?;
+            let overdue: i64 = c
+                .prepare_cached("SELECT COUNT(*) FROM timers WHERE due_at_ms < ?1")
+                .and_then(|mut s| s.query_row([before], |r| r.get(0)))
+                .map_err(be)?;
+            Ok((pending, overdue))
+        })
+        .await
+    }
+
+    async fn orders_without_timers(
+        &self,
+        after: Option<OrderId>,
+        limit: usize,
+    ) -> Result<(Vec<OrderId>, Option<OrderId>), StoreError> {
+        let after = after.map(|a| a.to_string()).unwrap_or_default();
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT o.order_id,
+                            EXISTS (SELECT 1 FROM timers t WHERE t.order_id = o.order_id)
+                     FROM orders o INDEXED BY orders_open_work
+                     WHERE o.open_work = 1 AND o.order_id > ?1
+                     ORDER BY o.order_id LIMIT ?2",
+                )
+                .map_err(be)?;
+            let rows = stmt
+                .query_map(params![after, limit as i64], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?))
+                })
+                .map_err(be)?;
+            let (mut found, mut last, mut scanned) = (Vec::new(), None, 0usize);
+            for row in rows {
+                let (id, has_timer) = row.map_err(be)?;
+                let id = OrderId::parse(&id)
+                    .map_err(|_| StoreError::Corrupt(format!("order id {id}")))?;
+                scanned += 1;
+                if !has_timer {
+                    found.push(id.clone());
+                }
+                last = Some(id);
+            }
+            Ok((found, if scanned < limit { None } else { last }))
+        })
+        .await
     }
 
     async fn load_order(&self, order_id: &OrderId) -> Result<Option<Order>, StoreError> {
@@ -335,6 +455,10 @@ impl OrderStore for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         if self.tx.read().map(|t| t.is_none()).unwrap_or(true) {
             return Err(StoreError::Closed);
+        }
+        if !self.write_healthy.load(Ordering::Acquire) {
+            // The last commit failed (a full disk, say): ready again only once a write commits.
+            self.write(WriteOp::Probe).await?;
         }
         self.read(|c| {
             c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))

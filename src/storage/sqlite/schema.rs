@@ -4,9 +4,10 @@
 use rusqlite::Connection;
 
 /// (version, SQL) in the order they apply.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    "
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "
     CREATE TABLE orders (
         order_id          TEXT PRIMARY KEY,
         merchant_id       TEXT NOT NULL,
@@ -45,7 +46,28 @@ const MIGRATIONS: &[(i64, &str)] = &[(
         seq  INTEGER NOT NULL
     ) WITHOUT ROWID;
     ",
-)];
+    ),
+    (
+        2,
+        "
+    CREATE TABLE timers (
+        order_id  TEXT NOT NULL,
+        kind      TEXT NOT NULL,
+        due_at_ms INTEGER NOT NULL,
+        attempt   INTEGER NOT NULL,
+        PRIMARY KEY (order_id, kind)
+    ) WITHOUT ROWID;
+    CREATE INDEX timers_due ON timers (due_at_ms);
+    ALTER TABLE orders ADD COLUMN open_work INTEGER NOT NULL DEFAULT 0;
+    UPDATE orders SET open_work = 1 WHERE status IN ('CREATED', 'PAYING');
+    CREATE INDEX orders_open_work ON orders (order_id) WHERE open_work = 1;
+    CREATE TABLE health_probe (
+        id    INTEGER PRIMARY KEY,
+        at_ms INTEGER NOT NULL
+    );
+    ",
+    ),
+];
 
 /// Applies every migration the database lacks, each in its own transaction.
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
@@ -82,11 +104,11 @@ mod tests {
     fn migrate_is_idempotent_and_records_versions() {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = Connection::open(dir.path().join("m.db")).unwrap();
-        assert_eq!(migrate(&mut conn).unwrap(), 1);
-        assert_eq!(migrate(&mut conn).unwrap(), 1);
+        assert_eq!(migrate(&mut conn).unwrap(), 2);
+        assert_eq!(migrate(&mut conn).unwrap(), 2);
         let n: i64 = conn
             .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(n, 1);
+        assert_eq!(n, 2);
     }
 }

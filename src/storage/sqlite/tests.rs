@@ -42,7 +42,7 @@ async fn create_consumes_token_once_and_rejects_duplicates() {
     let (o1, e1) = new_order("m1", "A");
     assert_eq!(
         store
-            .create_order(t.clone(), o1.clone(), e1, now)
+            .create_order(t.clone(), o1.clone(), e1, vec![], now)
             .await
             .unwrap(),
         CreateOutcome::Created
@@ -50,7 +50,7 @@ async fn create_consumes_token_once_and_rejects_duplicates() {
     let (o2, e2) = new_order("m1", "B");
     assert_eq!(
         store
-            .create_order(t.clone(), o2.clone(), e2, now)
+            .create_order(t.clone(), o2.clone(), e2, vec![], now)
             .await
             .unwrap(),
         CreateOutcome::TokenUsed(Some(o1.order_id.clone()))
@@ -64,12 +64,15 @@ async fn create_consumes_token_once_and_rejects_duplicates() {
     let t2 = token(&store, "m1", 60).await;
     let (o3, e3) = new_order("m1", "A");
     assert_eq!(
-        store.create_order(t2.clone(), o3, e3, now).await.unwrap(),
+        store
+            .create_order(t2.clone(), o3, e3, vec![], now)
+            .await
+            .unwrap(),
         CreateOutcome::Duplicate(o1.order_id.clone())
     );
     let (o4, e4) = new_order("m1", "C");
     assert_eq!(
-        store.create_order(t2, o4, e4, now).await.unwrap(),
+        store.create_order(t2, o4, e4, vec![], now).await.unwrap(),
         CreateOutcome::Created
     );
 
@@ -78,21 +81,24 @@ async fn create_consumes_token_once_and_rejects_duplicates() {
     let (o5, e5) = new_order("m1", "D");
     assert_eq!(
         store
-            .create_order(foreign, o5.clone(), e5.clone(), now)
+            .create_order(foreign, o5.clone(), e5.clone(), vec![], now)
             .await
             .unwrap(),
         CreateOutcome::TokenInvalid
     );
     assert_eq!(
         store
-            .create_order(SubmitToken::generate(), o5.clone(), e5.clone(), now)
+            .create_order(SubmitToken::generate(), o5.clone(), e5.clone(), vec![], now)
             .await
             .unwrap(),
         CreateOutcome::TokenInvalid
     );
     let expired = token(&store, "m1", -1).await;
     assert_eq!(
-        store.create_order(expired, o5, e5, now).await.unwrap(),
+        store
+            .create_order(expired, o5, e5, vec![], now)
+            .await
+            .unwrap(),
         CreateOutcome::TokenInvalid
     );
 
@@ -124,7 +130,7 @@ async fn concurrent_uses_of_one_token_have_exactly_one_winner() {
             tokio::spawn(async move {
                 let (o, e) = new_order("m1", &format!("N{i}"));
                 store
-                    .create_order(t, o, e, OffsetDateTime::now_utc())
+                    .create_order(t, o, e, vec![], OffsetDateTime::now_utc())
                     .await
                     .unwrap()
             })
@@ -152,7 +158,7 @@ async fn update_checks_version_and_keeps_counts_and_outbox() {
     let t = token(&store, "m1", 60).await;
     let (mut o, e) = new_order("m1", "A");
     store
-        .create_order(t, o.clone(), e, OffsetDateTime::now_utc())
+        .create_order(t, o.clone(), e, vec![], OffsetDateTime::now_utc())
         .await
         .unwrap();
 
@@ -169,12 +175,12 @@ async fn update_checks_version_and_keeps_counts_and_outbox() {
         events.extend(Event::for_change(&o, &c));
     }
     store
-        .update_order(o.clone(), prev.version, prev.status, events.clone())
+        .update_order(o.clone(), prev.version, prev.status, events.clone(), vec![])
         .await
         .unwrap();
     // A second writer still holding version 1 loses.
     let stale = store
-        .update_order(o.clone(), prev.version, prev.status, events)
+        .update_order(o.clone(), prev.version, prev.status, events, vec![])
         .await;
     assert!(
         matches!(stale, Err(StoreError::VersionConflict(_))),
@@ -213,7 +219,7 @@ async fn acknowledged_writes_survive_reopening() {
             let (o, e) = new_order("m1", &format!("R{i}"));
             ids.push(o.order_id.clone());
             store
-                .create_order(t, o, e, OffsetDateTime::now_utc())
+                .create_order(t, o, e, vec![], OffsetDateTime::now_utc())
                 .await
                 .unwrap();
         }
@@ -244,7 +250,7 @@ async fn purge_removes_expired_tokens_and_only_delivered_old_events() {
     let t = token(&store, "m1", 60).await;
     let (o, e) = new_order("m1", "A");
     store
-        .create_order(t, o, e, OffsetDateTime::now_utc())
+        .create_order(t, o, e, vec![], OffsetDateTime::now_utc())
         .await
         .unwrap();
     let later = OffsetDateTime::now_utc() + TDuration::seconds(1);

@@ -4,11 +4,12 @@
 //! the rest of the batch commits. A write is answered only after its transaction commits.
 
 use super::{now_ms, to_ms};
-use crate::domain::{Event, Order, OrderStatus, SubmitToken};
+use crate::domain::{Event, Order, OrderId, OrderStatus, SubmitToken, Timer, TimerKind, TimerOp};
 use crate::metrics::Metrics;
 use crate::storage::{CreateOutcome, StoreError, TokenRecord};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -25,6 +26,8 @@ pub(crate) struct OrderRow {
     pub body: String,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    /// The order has something left to finish (the stuck-order sweep scans these).
+    pub open_work: bool,
 }
 
 impl OrderRow {
@@ -38,6 +41,7 @@ impl OrderRow {
             body: serde_json::to_string(order).map_err(|e| StoreError::Backend(e.to_string()))?,
             created_at_ms: to_ms(order.created_at),
             updated_at_ms: to_ms(order.updated_at),
+            open_work: order.has_open_work(),
         })
     }
 }
@@ -70,6 +74,50 @@ impl EventRow {
     }
 }
 
+/// A timer change encoded for storage.
+#[derive(Debug)]
+pub(crate) enum TimerRow {
+    Set {
+        kind: &'static str,
+        due_at_ms: i64,
+        attempt: i64,
+    },
+    Ensure {
+        kind: &'static str,
+        due_at_ms: i64,
+        attempt: i64,
+    },
+    Clear(&'static str),
+}
+
+impl TimerRow {
+    pub fn encode_all(ops: &[TimerOp]) -> Vec<Self> {
+        ops.iter()
+            .map(|op| match op {
+                TimerOp::Set {
+                    kind,
+                    due_at,
+                    attempt,
+                } => TimerRow::Set {
+                    kind: kind.as_str(),
+                    due_at_ms: to_ms(*due_at),
+                    attempt: i64::from(*attempt),
+                },
+                TimerOp::Ensure {
+                    kind,
+                    due_at,
+                    attempt,
+                } => TimerRow::Ensure {
+                    kind: kind.as_str(),
+                    due_at_ms: to_ms(*due_at),
+                    attempt: i64::from(*attempt),
+                },
+                TimerOp::Clear(kind) => TimerRow::Clear(kind.as_str()),
+            })
+            .collect()
+    }
+}
+
 /// One write, as the writer applies it.
 #[derive(Debug)]
 pub(crate) enum WriteOp {
@@ -78,6 +126,7 @@ pub(crate) enum WriteOp {
         token: SubmitToken,
         order: OrderRow,
         events: Vec<EventRow>,
+        timers: Vec<TimerRow>,
         now: OffsetDateTime,
     },
     UpdateOrder {
@@ -85,7 +134,24 @@ pub(crate) enum WriteOp {
         expected_version: u64,
         previous_status: OrderStatus,
         events: Vec<EventRow>,
+        timers: Vec<TimerRow>,
     },
+    Timers {
+        order_id: String,
+        timers: Vec<TimerRow>,
+    },
+    Reschedule {
+        order_id: String,
+        kind: &'static str,
+        fired_attempt: i64,
+        next: Option<TimerRow>,
+    },
+    ClaimTimers {
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: usize,
+    },
+    Probe,
     SetCursor {
         name: String,
         seq: u64,
@@ -103,6 +169,7 @@ pub(crate) enum WriteOk {
     Done,
     Create(CreateOutcome),
     Purged(u64),
+    Claimed(Vec<Timer>),
 }
 
 pub(crate) struct WriteRequest {
@@ -133,6 +200,7 @@ pub(crate) fn run(
     runtime: tokio::runtime::Handle,
     events_committed: Arc<Notify>,
     metrics: Arc<Metrics>,
+    healthy: Arc<AtomicBool>,
 ) {
     let mut batch: Vec<WriteRequest> = Vec::with_capacity(limits.max_writes);
     while let Some(first) = rx.blocking_recv() {
@@ -156,7 +224,8 @@ pub(crate) fn run(
         }
         let started = Instant::now();
         let writes = batch.len();
-        let had_events = commit_batch(&mut conn, &mut batch);
+        let (committed, had_events) = commit_batch(&mut conn, &mut batch);
+        healthy.store(committed, Ordering::Release);
         metrics
             .storage_commit_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -171,9 +240,9 @@ pub(crate) fn run(
     }
 }
 
-/// Applies a batch in one transaction and answers every request. Returns whether any event
-/// was committed (so the outbox relay is woken).
-fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteRequest>) -> bool {
+/// Applies a batch in one transaction and answers every request. Returns whether the batch
+/// committed, and whether any event was committed (so the outbox relay is woken).
+fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteRequest>) -> (bool, bool) {
     let mut answers: Vec<Result<WriteOk, StoreError>> = Vec::with_capacity(batch.len());
     let mut had_events = false;
     let outcome = (|| -> rusqlite::Result<()> {
@@ -194,6 +263,7 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteRequest>) -> bool {
         }
         conn.execute_batch("COMMIT")
     })();
+    let committed = outcome.is_ok();
     if let Err(e) = outcome {
         tracing::error!(error = %e, writes = batch.len(), "group commit failed; every write in it is refused");
         let _ = conn.execute_batch("ROLLBACK");
@@ -207,7 +277,7 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteRequest>) -> bool {
         // The caller may have given up (timeout); the write stands either way.
         let _ = req.reply.send(answer);
     }
-    had_events
+    (committed, had_events)
 }
 
 fn backend(e: rusqlite::Error) -> Refused {
@@ -234,17 +304,24 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteOk, Refused> {
             token,
             order,
             events,
+            timers,
             now,
-        } => create_order(conn, token, order, events, *now),
+        } => {
+            let created = create_order(conn, token, order, events, *now)?;
+            write_timers(conn, &order.order_id, timers)?;
+            Ok(created)
+        }
         WriteOp::UpdateOrder {
             order,
             expected_version,
             previous_status,
             events,
+            timers,
         } => {
             let changed = conn
                 .prepare_cached(
-                    "UPDATE orders SET status = ?1, version = ?2, body = ?3, updated_at_ms = ?4
+                    "UPDATE orders SET status = ?1, version = ?2, body = ?3, updated_at_ms = ?4,
+                            open_work = ?7
                      WHERE order_id = ?5 AND version = ?6",
                 )
                 .and_then(|mut s| {
@@ -254,7 +331,8 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteOk, Refused> {
                         order.body,
                         order.updated_at_ms,
                         order.order_id,
-                        *expected_version as i64
+                        *expected_version as i64,
+                        order.open_work
                     ])
                 })
                 .map_err(backend)?;
@@ -264,10 +342,47 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteOk, Refused> {
                 ))));
             }
             insert_events(conn, events)?;
+            write_timers(conn, &order.order_id, timers)?;
             if *previous_status != order.status {
                 bump_count(conn, *previous_status, -1)?;
                 bump_count(conn, order.status, 1)?;
             }
+            Ok(WriteOk::Done)
+        }
+        WriteOp::Timers { order_id, timers } => {
+            write_timers(conn, order_id, timers)?;
+            Ok(WriteOk::Done)
+        }
+        WriteOp::Reschedule {
+            order_id,
+            kind,
+            fired_attempt,
+            next,
+        } => {
+            let still_fired: Option<i64> = conn
+                .prepare_cached("SELECT attempt FROM timers WHERE order_id = ?1 AND kind = ?2")
+                .and_then(|mut s| {
+                    s.query_row(params![order_id, kind], |r| r.get(0))
+                        .optional()
+                })
+                .map_err(backend)?;
+            if still_fired == Some(*fired_attempt) {
+                match next {
+                    Some(next) => write_timers(conn, order_id, std::slice::from_ref(next))?,
+                    None => write_timers(conn, order_id, &[TimerRow::Clear(kind)])?,
+                }
+            }
+            Ok(WriteOk::Done)
+        }
+        WriteOp::ClaimTimers {
+            now_ms,
+            lease_until_ms,
+            limit,
+        } => claim_timers(conn, *now_ms, *lease_until_ms, *limit),
+        WriteOp::Probe => {
+            conn.prepare_cached("INSERT OR REPLACE INTO health_probe (id, at_ms) VALUES (1, ?1)")
+                .and_then(|mut s| s.execute([now_ms()]))
+                .map_err(backend)?;
             Ok(WriteOk::Done)
         }
         WriteOp::SetCursor { name, seq } => {
@@ -349,8 +464,8 @@ fn create_order(
     }
     let inserted = conn
         .prepare_cached(
-            "INSERT INTO orders (order_id, merchant_id, merchant_order_no, status, version, body, created_at_ms, updated_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+            "INSERT INTO orders (order_id, merchant_id, merchant_order_no, status, version, body, created_at_ms, updated_at_ms, open_work)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)",
         )
         .and_then(|mut s| {
             s.execute(params![
@@ -360,7 +475,8 @@ fn create_order(
                 order.status.as_str(),
                 order.version,
                 order.body,
-                order.created_at_ms
+                order.created_at_ms,
+                order.open_work
             ])
         });
     match inserted {
@@ -389,6 +505,81 @@ fn create_order(
     insert_events(conn, events)?;
     bump_count(conn, order.status, 1)?;
     Ok(WriteOk::Create(CreateOutcome::Created))
+}
+
+fn write_timers(conn: &Connection, order_id: &str, timers: &[TimerRow]) -> Result<(), Refused> {
+    for t in timers {
+        match t {
+            TimerRow::Set {
+                kind,
+                due_at_ms,
+                attempt,
+            } => conn
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO timers (order_id, kind, due_at_ms, attempt)
+                     VALUES (?1, ?2, ?3, ?4)",
+                )
+                .and_then(|mut s| s.execute(params![order_id, kind, due_at_ms, attempt])),
+            TimerRow::Ensure {
+                kind,
+                due_at_ms,
+                attempt,
+            } => conn
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO timers (order_id, kind, due_at_ms, attempt)
+                     VALUES (?1, ?2, ?3, ?4)",
+                )
+                .and_then(|mut s| s.execute(params![order_id, kind, due_at_ms, attempt])),
+            TimerRow::Clear(kind) => conn
+                .prepare_cached("DELETE FROM timers WHERE order_id = ?1 AND kind = ?2")
+                .and_then(|mut s| s.execute(params![order_id, kind])),
+        }
+        .map_err(backend)?;
+    }
+    Ok(())
+}
+
+/// Reads the earliest due timers by the due-time index (never scanning the table) and leases
+/// them, in the one transaction.
+fn claim_timers(
+    conn: &Connection,
+    now_ms: i64,
+    lease_until_ms: i64,
+    limit: usize,
+) -> Result<WriteOk, Refused> {
+    let rows: Vec<(String, String, i64, i64)> = conn
+        .prepare_cached(
+            "SELECT order_id, kind, due_at_ms, attempt FROM timers
+             WHERE due_at_ms <= ?1 ORDER BY due_at_ms LIMIT ?2",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![now_ms, limit as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
+            .collect()
+        })
+        .map_err(backend)?;
+    let mut timers = Vec::with_capacity(rows.len());
+    let mut lease = conn
+        .prepare_cached("UPDATE timers SET due_at_ms = ?1 WHERE order_id = ?2 AND kind = ?3")
+        .map_err(backend)?;
+    for (order_id, kind, due_at_ms, attempt) in rows {
+        lease
+            .execute(params![lease_until_ms, order_id, kind])
+            .map_err(backend)?;
+        let (Ok(order_id), Some(kind)) = (OrderId::parse(&order_id), TimerKind::parse(&kind))
+        else {
+            tracing::error!(%order_id, %kind, "unreadable timer row left leased");
+            continue;
+        };
+        timers.push(Timer {
+            order_id,
+            kind,
+            due_at: super::from_ms(due_at_ms),
+            attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
+        });
+    }
+    Ok(WriteOk::Claimed(timers))
 }
 
 fn insert_events(conn: &Connection, events: &[EventRow]) -> Result<(), Refused> {
