@@ -4,3 +4,4 @@ mod common;
 mod errors;
 mod lifecycle;
 mod operations;
+mod settlement;
