@@ -240,6 +240,11 @@ impl Application {
         self.sim.as_ref().map(|s| s.base_url())
     }
 
+    /// The store (for benchmarks and tests that seed it).
+    pub fn store(&self) -> Arc<dyn OrderStore> {
+        self.store.clone()
+    }
+
     /// The order front door (for tests and embedding).
     pub fn orders(&self) -> &Orders {
         &self.orders

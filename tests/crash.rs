@@ -1,6 +1,7 @@
 //! Durability under kill -9: a create load runs against the real binary, the process is killed
 //! with SIGKILL mid-load, and after a restart every order that got a 201 (and every pay that got
-//! a 202) is there with its acknowledged status.
+//! a 202) is there with its acknowledged status. And timers survive it: polls, refund retries
+//! and expiry closes pending at the kill all complete after the restart.
 
 use serde_json::{Value, json};
 use std::process::{Child, Command, Stdio};
@@ -18,20 +19,26 @@ fn free_port() -> u16 {
 }
 
 fn start(db: &str, port: u16, sim_port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_paycore"))
-        .args([
-            "--config",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"),
-            "serve",
-        ])
-        .env("PAYCORE_SERVER__PORT", port.to_string())
-        .env("PAYCORE_SIMULATOR__PORT", sim_port.to_string())
-        .env("PAYCORE_STORAGE__SQLITE__PATH", db)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start paycore")
+    start_with(db, port, sim_port, "serve", &[])
+}
+
+fn start_with(db: &str, port: u16, sim_port: u16, cmd: &str, env: &[(&str, &str)]) -> Child {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_paycore"));
+    c.args([
+        "--config",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"),
+        cmd,
+    ])
+    .env("PAYCORE_SERVER__PORT", port.to_string())
+    .env("PAYCORE_SIMULATOR__PORT", sim_port.to_string())
+    .env("PAYCORE_STORAGE__SQLITE__PATH", db)
+    .env("RUST_LOG", "warn")
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.spawn().expect("start paycore")
 }
 
 async fn wait_healthy(http: &reqwest::Client, base: &str) {
@@ -160,4 +167,194 @@ async fn every_acknowledged_write_survives_sigkill() {
     child.kill().unwrap();
     child.wait().unwrap();
     eprintln!("checked {} acknowledged orders after SIGKILL", last.len());
+}
+
+async fn wait_order(
+    http: &reqwest::Client,
+    base: &str,
+    id: &str,
+    limit: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let last = call(http, base, "GET", &format!("/v1/orders/{id}"), None)
+            .await
+            .map(|(_, b)| b)
+            .unwrap_or(Value::Null);
+        if done(&last) {
+            return last;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "order {id} never finished: {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn audit(http: &reqwest::Client, sim: &str, id: &str) -> Value {
+    http.get(format!("{sim}/sim/v1/payments?out_trade_no={id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// The simulator runs in its own process (it plays a third party that outlives our crash),
+/// every callback is lost and the first two attempts of every refund fail. Paycore is killed
+/// with polls, refund retries and expiry closes pending; after the restart every one completes:
+/// paying orders reach PAID, refunds SUCCEEDED (once each at the channel), expired orders CLOSED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_pending_at_sigkill_all_complete_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("timers.db").to_string_lossy().into_owned();
+    let (port, sim_port) = (free_port(), free_port());
+    let base = format!("http://127.0.0.1:{port}");
+    let sim = format!("http://127.0.0.1:{sim_port}");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let sim_env = [
+        ("PAYCORE_SIMULATOR__BEHAVIOUR__LOST_CALLBACK_RATE", "1.0"),
+        (
+            "PAYCORE_SIMULATOR__BEHAVIOUR__REFUND_ERRORS_PER_REFUND",
+            "2",
+        ),
+        ("PAYCORE_SIMULATOR__BEHAVIOUR__PAY_DELAY_MS_MIN", "10"),
+        ("PAYCORE_SIMULATOR__BEHAVIOUR__PAY_DELAY_MS_MAX", "50"),
+    ];
+    let mut simulator = start_with(&db, free_port(), sim_port, "channel-sim", &sim_env);
+    let sim_url = sim.clone();
+    let core_env = [
+        ("PAYCORE_SIMULATOR__IN_PROCESS", "false"),
+        ("PAYCORE_CHANNELS__SIM__BASE_URL", sim_url.as_str()),
+        (
+            "PAYCORE_ORDERS__POLL_SCHEDULE_MS",
+            "[2500, 200, 200, 200, 200, 400]",
+        ),
+        (
+            "PAYCORE_ORDERS__REFUND_RETRY_MS",
+            "[2500, 200, 200, 200, 400, 800]",
+        ),
+        ("PAYCORE_ORDERS__MIN_EXPIRE_SECONDS", "1"),
+        ("PAYCORE_TIMERS__TICK_MS", "50"),
+    ];
+    let mut child = start_with(&db, port, sim_port, "serve", &core_env);
+    wait_healthy(&http, &base).await;
+    let create = |no: String, expire: Option<i64>| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let (_, tok) = call(&http, &base, "POST", "/v1/submit-tokens", None)
+                .await
+                .unwrap();
+            let mut body = json!({"submit_token": tok["token"], "merchant_order_no": no,
+                                  "amount": 500, "business_type": "BillBuy", "channel": "sim"});
+            if let Some(e) = expire {
+                body["expire_seconds"] = json!(e);
+            }
+            let (code, order) = call(&http, &base, "POST", "/v1/orders", Some(body))
+                .await
+                .unwrap();
+            assert_eq!(code, 201, "{order}");
+            order["order_id"].as_str().unwrap().to_string()
+        }
+    };
+    let pay = |id: String| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let path = format!("/v1/orders/{id}/pay");
+            let (code, body) = call(
+                &http,
+                &base,
+                "POST",
+                &path,
+                Some(json!({"pay_method": "native"})),
+            )
+            .await
+            .unwrap();
+            assert_eq!(code, 202, "{body}");
+        }
+    };
+
+    // Orders to refund: paid (by the first poll, callbacks being lost), then refunded; the first
+    // refund attempt fails, so each refund is pending on its retry timer at the kill.
+    let mut refunded = Vec::new();
+    for i in 0..5 {
+        let id = create(format!("R-{i}"), None).await;
+        pay(id.clone()).await;
+        refunded.push(id);
+    }
+    for id in &refunded {
+        wait_order(&http, &base, id, Duration::from_secs(20), |o| {
+            o["status"] == "PAID"
+        })
+        .await;
+        let path = format!("/v1/orders/{id}/refunds");
+        let (code, body) = call(
+            &http,
+            &base,
+            "POST",
+            &path,
+            Some(json!({"refund_no": "RF", "amount": 500})),
+        )
+        .await
+        .unwrap();
+        assert_eq!(code, 202, "{body}");
+    }
+    // Paying orders whose first poll is due after the kill, and orders that expire meanwhile.
+    let mut paying = Vec::new();
+    for i in 0..5 {
+        let id = create(format!("P-{i}"), None).await;
+        pay(id.clone()).await;
+        paying.push(id);
+    }
+    let mut expiring = Vec::new();
+    for i in 0..5 {
+        expiring.push(create(format!("E-{i}"), Some(1)).await);
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().unwrap();
+
+    let mut child = start_with(&db, port, sim_port, "serve", &core_env);
+    wait_healthy(&http, &base).await;
+    for id in &paying {
+        wait_order(&http, &base, id, Duration::from_secs(30), |o| {
+            o["status"] == "PAID"
+        })
+        .await;
+        assert_eq!(
+            audit(&http, &sim, id).await["charges"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+    for id in &refunded {
+        let o = wait_order(&http, &base, id, Duration::from_secs(30), |o| {
+            o["status"] == "REFUNDED"
+        })
+        .await;
+        assert_eq!(o["refunded_amount"], 500);
+        let a = audit(&http, &sim, id).await;
+        assert_eq!(
+            a["refunds"].as_array().unwrap().len(),
+            1,
+            "refunded once: {a}"
+        );
+    }
+    for id in &expiring {
+        wait_order(&http, &base, id, Duration::from_secs(30), |o| {
+            o["status"] == "CLOSED"
+        })
+        .await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    simulator.kill().unwrap();
+    simulator.wait().unwrap();
 }
