@@ -108,11 +108,25 @@ impl Background {
             let outcome = if rand::random_bool(this.settings.fail_rate) {
                 Settlement::Failure(FAILURE_REASON.to_owned())
             } else {
-                Settlement::Success
+                Settlement::Success {
+                    surcharge: i64::from(rand::random_bool(this.settings.wrong_amount_rate)),
+                }
             };
+            let paid = matches!(outcome, Settlement::Success { .. });
             let notice = lock(&this.ledger).settle(&out_trade_no, &trade_no, outcome);
+            let settled = notice.is_some();
             if let Some(notice) = notice {
                 this.dispatch(notice);
+            }
+            if paid && settled && rand::random_bool(this.settings.double_charge_rate) {
+                let delay = rand::random_range(
+                    this.settings.pay_delay_ms_min..=this.settings.pay_delay_ms_max,
+                );
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                let again = lock(&this.ledger).charge_again(&out_trade_no);
+                if let Some(notice) = again {
+                    this.dispatch(notice);
+                }
             }
         });
         if !spawned {

@@ -37,6 +37,8 @@ pub(crate) enum LedgerError {
     NotPaid,
     #[error("{0}")]
     Capacity(String),
+    #[error("the channel failed internally; query the refund before trying again")]
+    SystemError,
 }
 
 impl LedgerError {
@@ -51,6 +53,7 @@ impl LedgerError {
             Self::RefundExceeds { .. } => protocol::REFUND_EXCEEDS,
             Self::NotPaid => protocol::NOT_PAID,
             Self::Capacity(_) => protocol::CAPACITY,
+            Self::SystemError => protocol::SYSTEMERROR,
         }
     }
 }
@@ -58,7 +61,11 @@ impl LedgerError {
 /// How a payment ends when its pay delay elapses.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Settlement {
-    Success,
+    /// Paid; the payer is charged the amount asked plus `surcharge` (0 unless the wrong-amount
+    /// knob fired).
+    Success {
+        surcharge: i64,
+    },
     Failure(String),
 }
 
@@ -79,7 +86,6 @@ pub(crate) struct Notice {
 struct Payment {
     view: PaymentView,
     notify_url: String,
-    charge: Option<ChargeRecord>,
     refunds: Vec<RefundView>,
 }
 
@@ -88,8 +94,20 @@ pub(crate) struct Ledger {
     payments: HashMap<String, Payment>,
     /// out_refund_no -> (out_trade_no, index in that payment's refunds).
     refunds_by_no: HashMap<String, (String, usize)>,
+    /// Failed attempts so far per out_refund_no (the refund error knobs); bounded by
+    /// `max_payments` entries, after which new refunds are not failed on purpose.
+    refund_attempts: HashMap<String, u32>,
     next_seq: u64,
     max_payments: usize,
+}
+
+/// The refund error knobs, as the server passes them.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RefundFaults {
+    /// The first this many attempts of each out_refund_no fail with SYSTEMERROR.
+    pub(crate) errors_per_refund: u32,
+    /// Those failing attempts record the refund first: the answer is lost, not the refund.
+    pub(crate) after_recording: bool,
 }
 
 /// Current time in RFC 3339 UTC.
@@ -133,6 +151,7 @@ impl Ledger {
         Self {
             payments: HashMap::new(),
             refunds_by_no: HashMap::new(),
+            refund_attempts: HashMap::new(),
             next_seq: 0,
             max_payments,
         }
@@ -178,7 +197,6 @@ impl Ledger {
         let payment = Payment {
             view: view.clone(),
             notify_url: req.notify_url.clone(),
-            charge: None,
             refunds: Vec::new(),
         };
         self.payments.insert(req.out_trade_no.clone(), payment);
@@ -205,18 +223,20 @@ impl Ledger {
             return None;
         }
         let now = now_rfc3339();
+        let mut amount = payment.view.amount;
         match outcome {
-            Settlement::Success => {
+            Settlement::Success { surcharge } => {
                 payment.view.status = PaymentStatus::Success;
                 payment.view.paid_at = Some(now.clone());
-                payment.charge = Some(ChargeRecord {
+                let charged = payment.view.amount.saturating_add(surcharge);
+                amount = charged;
+                payment.view.charges.push(ChargeRecord {
                     trade_no: trade_no.to_owned(),
                     out_trade_no: out_trade_no.to_owned(),
-                    amount: payment.view.amount,
+                    amount: charged,
                     currency: payment.view.currency.clone(),
                     charged_at: now,
                 });
-                payment.view.charges = payment.charge.iter().cloned().collect();
             }
             Settlement::Failure(reason) => {
                 payment.view.status = PaymentStatus::Payerror;
@@ -229,11 +249,43 @@ impl Ledger {
                 event_id: format!("evt_{trade_no}"),
                 trade_no: view.trade_no.clone(),
                 out_trade_no: view.out_trade_no.clone(),
-                amount: view.amount,
+                amount,
                 currency: view.currency.clone(),
                 status: view.status,
                 paid_at: view.paid_at.clone(),
                 failure_reason: view.failure_reason.clone(),
+            },
+            notify_url: payment.notify_url.clone(),
+        })
+    }
+
+    /// Charges a paid payment a second time, under a new trade_no (a duplicate charge, as
+    /// channels occasionally make); None if the payment is not paid.
+    pub(crate) fn charge_again(&mut self, out_trade_no: &str) -> Option<Notice> {
+        let trade_no = self.next_id("sim");
+        let payment = self.payments.get_mut(out_trade_no)?;
+        if payment.view.status != PaymentStatus::Success {
+            return None;
+        }
+        let amount = payment.view.charges.first()?.amount;
+        let now = now_rfc3339();
+        payment.view.charges.push(ChargeRecord {
+            trade_no: trade_no.clone(),
+            out_trade_no: out_trade_no.to_owned(),
+            amount,
+            currency: payment.view.currency.clone(),
+            charged_at: now.clone(),
+        });
+        Some(Notice {
+            body: CallbackBody {
+                event_id: format!("evt_{trade_no}"),
+                trade_no,
+                out_trade_no: out_trade_no.to_owned(),
+                amount,
+                currency: payment.view.currency.clone(),
+                status: PaymentStatus::Success,
+                paid_at: Some(now),
+                failure_reason: None,
             },
             notify_url: payment.notify_url.clone(),
         })
@@ -254,13 +306,53 @@ impl Ledger {
         }
     }
 
-    /// Refunds part of a paid payment; idempotent on out_refund_no.
-    pub(crate) fn refund(&mut self, req: &RefundRequest) -> Result<RefundView, LedgerError> {
+    /// Refunds part of one charge of a paid payment; idempotent on out_refund_no. With the
+    /// fault knobs, the first attempts of a refund fail with SYSTEMERROR (after recording it,
+    /// when `after_recording`).
+    pub(crate) fn refund(
+        &mut self,
+        req: &RefundRequest,
+        faults: RefundFaults,
+    ) -> Result<RefundView, LedgerError> {
         check_id("out_trade_no", &req.out_trade_no)?;
         check_id("out_refund_no", &req.out_refund_no)?;
         if req.amount <= 0 {
             return Err(LedgerError::Invalid("amount must be positive".to_owned()));
         }
+        let inject = self.inject_refund_fault(&req.out_refund_no, faults);
+        if inject && !faults.after_recording {
+            return Err(LedgerError::SystemError);
+        }
+        let view = self.record_refund(req)?;
+        if inject {
+            return Err(LedgerError::SystemError);
+        }
+        Ok(view)
+    }
+
+    /// Whether this attempt of the refund fails on purpose (counting it).
+    fn inject_refund_fault(&mut self, out_refund_no: &str, faults: RefundFaults) -> bool {
+        if faults.errors_per_refund == 0 {
+            return false;
+        }
+        if !self.refund_attempts.contains_key(out_refund_no)
+            && self.refund_attempts.len() >= self.max_payments
+        {
+            return false;
+        }
+        let seen = self
+            .refund_attempts
+            .entry(out_refund_no.to_owned())
+            .or_insert(0);
+        if *seen < faults.errors_per_refund {
+            *seen += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn record_refund(&mut self, req: &RefundRequest) -> Result<RefundView, LedgerError> {
         if let Some((out_trade_no, index)) = self.refunds_by_no.get(&req.out_refund_no) {
             let existing = self
                 .payments
@@ -268,7 +360,14 @@ impl Ledger {
                 .and_then(|p| p.refunds.get(*index))
                 .ok_or_else(|| LedgerError::NotFound(req.out_refund_no.clone()))?;
             // A repeat must be the same refund; anything else is a client bug worth surfacing.
-            if existing.out_trade_no != req.out_trade_no || existing.amount != req.amount {
+            let same_charge = req
+                .trade_no
+                .as_ref()
+                .is_none_or(|t| t == &existing.trade_no);
+            if existing.out_trade_no != req.out_trade_no
+                || existing.amount != req.amount
+                || !same_charge
+            {
                 return Err(LedgerError::Invalid(format!(
                     "out_refund_no {} already used for a different refund",
                     req.out_refund_no
@@ -285,7 +384,24 @@ impl Ledger {
             PaymentStatus::Closed => return Err(LedgerError::OrderClosed),
             PaymentStatus::Notpay | PaymentStatus::Payerror => return Err(LedgerError::NotPaid),
         }
-        let refundable = payment.view.amount - payment.view.refunded_amount;
+        let charge = match &req.trade_no {
+            None => payment.view.charges.first(),
+            Some(t) => payment.view.charges.iter().find(|c| &c.trade_no == t),
+        }
+        .ok_or_else(|| {
+            LedgerError::NotFound(
+                req.trade_no
+                    .clone()
+                    .unwrap_or_else(|| req.out_trade_no.clone()),
+            )
+        })?;
+        let refunded: i64 = payment
+            .refunds
+            .iter()
+            .filter(|r| r.trade_no == charge.trade_no)
+            .map(|r| r.amount)
+            .sum();
+        let refundable = charge.amount - refunded;
         if req.amount > refundable {
             return Err(LedgerError::RefundExceeds {
                 requested: req.amount,
@@ -297,7 +413,7 @@ impl Ledger {
                 "at most {MAX_REFUNDS_PER_PAYMENT} refunds per payment"
             )));
         }
-        let trade_no = payment.view.trade_no.clone();
+        let trade_no = charge.trade_no.clone();
         let refund = RefundView {
             refund_id: self.next_id("simrf"),
             out_refund_no: req.out_refund_no.clone(),
@@ -319,13 +435,22 @@ impl Ledger {
         Ok(refund)
     }
 
+    /// A refund by its out_refund_no.
+    pub(crate) fn get_refund(&self, out_refund_no: &str) -> Result<RefundView, LedgerError> {
+        self.refunds_by_no
+            .get(out_refund_no)
+            .and_then(|(out_trade_no, i)| self.payments.get(out_trade_no)?.refunds.get(*i))
+            .cloned()
+            .ok_or_else(|| LedgerError::NotFound(out_refund_no.to_owned()))
+    }
+
     /// Everything done for a merchant order; empty lists if unknown.
     pub(crate) fn audit(&self, out_trade_no: &str) -> AuditView {
         let payment = self.payments.get(out_trade_no);
         AuditView {
             out_trade_no: out_trade_no.to_owned(),
             payments: payment.map(|p| p.view.clone()).into_iter().collect(),
-            charges: payment.and_then(|p| p.charge.clone()).into_iter().collect(),
+            charges: payment.map(|p| p.view.charges.clone()).unwrap_or_default(),
             refunds: payment.map(|p| p.refunds.clone()).unwrap_or_default(),
         }
     }

@@ -28,7 +28,11 @@ fn paid(ledger: &mut Ledger, out_trade_no: &str, amount: i64) -> PaymentView {
         panic!("expected a new payment");
     };
     ledger
-        .settle(out_trade_no, &view.trade_no, Settlement::Success)
+        .settle(
+            out_trade_no,
+            &view.trade_no,
+            Settlement::Success { surcharge: 0 },
+        )
         .unwrap();
     ledger.get(out_trade_no).unwrap()
 }
@@ -93,7 +97,7 @@ fn settle_charges_once_and_skips_closed_payments() {
     assert_eq!(view.status, PaymentStatus::Success);
     assert!(view.paid_at.is_some());
     assert_eq!(
-        ledger.settle("o1", &view.trade_no, Settlement::Success),
+        ledger.settle("o1", &view.trade_no, Settlement::Success { surcharge: 0 }),
         None
     );
     assert_eq!(ledger.audit("o1").charges.len(), 1);
@@ -103,7 +107,7 @@ fn settle_charges_once_and_skips_closed_payments() {
     };
     assert_eq!(ledger.close("o2").unwrap().status, PaymentStatus::Closed);
     assert_eq!(
-        ledger.settle("o2", &open.trade_no, Settlement::Success),
+        ledger.settle("o2", &open.trade_no, Settlement::Success { surcharge: 0 }),
         None
     );
     assert!(ledger.audit("o2").charges.is_empty());
@@ -149,32 +153,39 @@ fn close_rules() {
 fn refund_rules() {
     let mut ledger = Ledger::new(10);
     paid(&mut ledger, "o1", 100);
-    let first = ledger.refund(&refund_req("o1", "r1", 60)).unwrap();
+    let first = ledger
+        .refund(&refund_req("o1", "r1", 60), RefundFaults::default())
+        .unwrap();
     assert_eq!(first.status, RefundStatus::Success);
-    assert_eq!(ledger.refund(&refund_req("o1", "r1", 60)), Ok(first));
+    assert_eq!(
+        ledger.refund(&refund_req("o1", "r1", 60), RefundFaults::default()),
+        Ok(first)
+    );
     assert!(matches!(
-        ledger.refund(&refund_req("o1", "r1", 61)),
+        ledger.refund(&refund_req("o1", "r1", 61), RefundFaults::default()),
         Err(LedgerError::Invalid(_))
     ));
     assert_eq!(
-        ledger.refund(&refund_req("o1", "r2", 41)),
+        ledger.refund(&refund_req("o1", "r2", 41), RefundFaults::default()),
         Err(LedgerError::RefundExceeds {
             requested: 41,
             refundable: 40
         })
     );
-    ledger.refund(&refund_req("o1", "r3", 40)).unwrap();
+    ledger
+        .refund(&refund_req("o1", "r3", 40), RefundFaults::default())
+        .unwrap();
     assert_eq!(ledger.get("o1").unwrap().refunded_amount, 100);
     assert_eq!(ledger.audit("o1").refunds.len(), 2);
 
     ledger.create(&create_req("open", 1)).unwrap();
     assert_eq!(
-        ledger.refund(&refund_req("open", "r4", 1)),
+        ledger.refund(&refund_req("open", "r4", 1), RefundFaults::default()),
         Err(LedgerError::NotPaid)
     );
     ledger.close("open").unwrap();
     assert_eq!(
-        ledger.refund(&refund_req("open", "r5", 1)),
+        ledger.refund(&refund_req("open", "r5", 1), RefundFaults::default()),
         Err(LedgerError::OrderClosed)
     );
 }
@@ -185,10 +196,15 @@ fn refunds_per_payment_are_bounded() {
     paid(&mut ledger, "o1", 1_000);
     for i in 0..MAX_REFUNDS_PER_PAYMENT {
         ledger
-            .refund(&refund_req("o1", &format!("r{i}"), 1))
+            .refund(
+                &refund_req("o1", &format!("r{i}"), 1),
+                RefundFaults::default(),
+            )
             .unwrap();
     }
-    let err = ledger.refund(&refund_req("o1", "one-more", 1)).unwrap_err();
+    let err = ledger
+        .refund(&refund_req("o1", "one-more", 1), RefundFaults::default())
+        .unwrap_err();
     assert_eq!(err.code(), protocol::CAPACITY);
 }
 
@@ -197,4 +213,100 @@ fn audit_of_unknown_order_is_empty() {
     let ledger = Ledger::new(1);
     let audit = ledger.audit("nobody");
     assert!(audit.payments.is_empty() && audit.charges.is_empty() && audit.refunds.is_empty());
+}
+
+#[test]
+fn a_second_charge_has_its_own_trade_no_and_is_refunded_by_it() {
+    let mut ledger = Ledger::new(10);
+    let first = paid(&mut ledger, "o1", 500);
+    let notice = ledger
+        .charge_again("o1")
+        .expect("paid payments can be charged again");
+    let second = notice.body.trade_no.clone();
+    assert_ne!(second, first.trade_no);
+    assert_eq!(
+        (notice.body.amount, notice.body.status),
+        (500, PaymentStatus::Success)
+    );
+    let view = ledger.get("o1").unwrap();
+    assert_eq!(view.charges.len(), 2);
+    assert!(ledger.charge_again("unknown").is_none());
+    let by_trade = |no: &str, trade: &str, amount| RefundRequest {
+        trade_no: Some(trade.to_owned()),
+        ..refund_req("o1", no, amount)
+    };
+    let r = ledger
+        .refund(&by_trade("r-second", &second, 500), RefundFaults::default())
+        .unwrap();
+    assert_eq!(r.trade_no, second);
+    // That charge is fully refunded; the first one still has all of its amount.
+    assert!(matches!(
+        ledger.refund(&by_trade("r-more", &second, 1), RefundFaults::default()),
+        Err(LedgerError::RefundExceeds { refundable: 0, .. })
+    ));
+    let own = ledger
+        .refund(&refund_req("o1", "r-own", 500), RefundFaults::default())
+        .unwrap();
+    assert_eq!(own.trade_no, first.trade_no);
+    assert!(matches!(
+        ledger.refund(
+            &by_trade("r-x", "no-such-charge", 1),
+            RefundFaults::default()
+        ),
+        Err(LedgerError::NotFound(_))
+    ));
+    assert_eq!(ledger.get("o1").unwrap().refunded_amount, 1000);
+    assert_eq!(ledger.audit("o1").charges.len(), 2);
+}
+
+#[test]
+fn a_surcharge_is_what_the_payer_is_charged() {
+    let mut ledger = Ledger::new(10);
+    let Created::New(view) = ledger.create(&create_req("o1", 500)).unwrap() else {
+        panic!("expected a new payment");
+    };
+    let notice = ledger
+        .settle("o1", &view.trade_no, Settlement::Success { surcharge: 1 })
+        .unwrap();
+    assert_eq!(notice.body.amount, 501);
+    let view = ledger.get("o1").unwrap();
+    assert_eq!((view.amount, view.charges[0].amount), (500, 501));
+}
+
+#[test]
+fn refund_faults_fail_the_first_attempts_then_succeed_once() {
+    let faults = |after_recording| RefundFaults {
+        errors_per_refund: 2,
+        after_recording,
+    };
+    // Nothing recorded by a failing attempt.
+    let mut ledger = Ledger::new(10);
+    paid(&mut ledger, "o1", 500);
+    for _ in 0..2 {
+        assert_eq!(
+            ledger.refund(&refund_req("o1", "r1", 100), faults(false)),
+            Err(LedgerError::SystemError)
+        );
+        assert!(ledger.get_refund("r1").is_err());
+    }
+    let ok = ledger
+        .refund(&refund_req("o1", "r1", 100), faults(false))
+        .unwrap();
+    assert_eq!(ledger.get_refund("r1"), Ok(ok));
+    // The answer is lost, the refund is not: retries return the same refund, once.
+    let mut ledger = Ledger::new(10);
+    paid(&mut ledger, "o2", 500);
+    assert_eq!(
+        ledger.refund(&refund_req("o2", "r2", 100), faults(true)),
+        Err(LedgerError::SystemError)
+    );
+    let recorded = ledger.get_refund("r2").expect("recorded before the error");
+    assert_eq!(LedgerError::SystemError.code(), protocol::SYSTEMERROR);
+    let _ = ledger.refund(&refund_req("o2", "r2", 100), faults(true));
+    assert_eq!(
+        ledger.refund(&refund_req("o2", "r2", 100), faults(true)),
+        Ok(recorded)
+    );
+    assert_eq!(ledger.audit("o2").refunds.len(), 1);
+    assert_eq!(ledger.get("o2").unwrap().refunded_amount, 100);
 }

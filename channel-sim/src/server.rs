@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use thiserror::Error;
 
 use crate::callbacks::{Background, lock};
-use crate::ledger::{Created, Ledger, LedgerError};
+use crate::ledger::{Created, Ledger, LedgerError, RefundFaults};
 use crate::protocol::{self, CreatePaymentRequest, ErrorBody, RefundRequest};
 use crate::settings::SimSettings;
 
@@ -59,7 +59,9 @@ impl ResponseError for ApiError {
             Self::Ledger(err) => match err {
                 LedgerError::Invalid(_) => StatusCode::BAD_REQUEST,
                 LedgerError::NotFound(_) => StatusCode::NOT_FOUND,
-                LedgerError::Capacity(_) => StatusCode::SERVICE_UNAVAILABLE,
+                LedgerError::Capacity(_) | LedgerError::SystemError => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
                 LedgerError::OrderPaid
                 | LedgerError::OrderClosed
                 | LedgerError::OutTradeNoUsed(_)
@@ -179,7 +181,22 @@ async fn refund(
 ) -> Result<HttpResponse, ApiError> {
     let body = state.admit(&req, payload).await?;
     let request: RefundRequest = parse(&body)?;
-    let view = lock(&state.ledger).refund(&request)?;
+    let faults = RefundFaults {
+        errors_per_refund: state.settings.refund_errors_per_refund,
+        after_recording: state.settings.refund_error_after_recording,
+    };
+    let view = lock(&state.ledger).refund(&request, faults)?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+async fn query_refund(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    state.admit(&req, payload).await?;
+    let view = lock(&state.ledger).get_refund(&path)?;
     Ok(HttpResponse::Ok().json(view))
 }
 
@@ -231,6 +248,11 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/sim/v1/refunds")
             .route(web::post().to(refund))
+            .default_service(web::to(wrong_method)),
+    )
+    .service(
+        web::resource("/sim/v1/refunds/{out_refund_no}")
+            .route(web::get().to(query_refund))
             .default_service(web::to(wrong_method)),
     )
     .default_service(web::to(no_route));

@@ -24,6 +24,16 @@ pub struct SimSettings {
     pub duplicate_callback_rate: f64,
     /// Probability that a callback is never sent.
     pub lost_callback_rate: f64,
+    /// Probability that a paid payment is charged a second time, under a new trade_no (with
+    /// its own callback), one pay delay after the first charge.
+    pub double_charge_rate: f64,
+    /// Probability that a paid payment is charged the asked amount + 1 (the callback and the
+    /// charge say so; the payment view keeps the asked amount).
+    pub wrong_amount_rate: f64,
+    /// The first this many attempts of each refund (by out_refund_no) answer 503 SYSTEMERROR.
+    pub refund_errors_per_refund: u32,
+    /// Those failing attempts record the refund first: the money goes back, the answer is lost.
+    pub refund_error_after_recording: bool,
     /// Sustained requests per second accepted before answering FREQUENCY_LIMITED.
     pub qps: u32,
     /// Requests accepted at once above the sustained rate.
@@ -51,6 +61,10 @@ impl Default for SimSettings {
             fail_rate: 0.0,
             duplicate_callback_rate: 0.0,
             lost_callback_rate: 0.0,
+            double_charge_rate: 0.0,
+            wrong_amount_rate: 0.0,
+            refund_errors_per_refund: 0,
+            refund_error_after_recording: false,
             qps: 5000,
             burst: 1000,
             max_payments: 1_000_000,
@@ -72,6 +86,8 @@ impl SimSettings {
             ("fail_rate", self.fail_rate),
             ("duplicate_callback_rate", self.duplicate_callback_rate),
             ("lost_callback_rate", self.lost_callback_rate),
+            ("double_charge_rate", self.double_charge_rate),
+            ("wrong_amount_rate", self.wrong_amount_rate),
         ] {
             // `contains` is false for NaN too, which rand would panic on later.
             if !(0.0..=1.0).contains(&rate) {

@@ -302,6 +302,14 @@ async fn refunds_are_idempotent_and_bounded_by_the_paid_amount() {
     let (_, view) = sim.client.get("/sim/v1/payments/o-refund").await;
     assert_eq!(view["refunded_amount"], 60);
     assert_eq!(sim.client.audit("o-refund").await.refunds.len(), 1);
+    // A refund can be asked about by its number.
+    let (status, found) = sim.client.get("/sim/v1/refunds/r1").await;
+    assert_eq!((status, &found), (200, &first));
+    let (status, err) = sim.client.get("/sim/v1/refunds/never").await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (404, Some(protocol::NOT_FOUND))
+    );
 
     // A payment still waiting for its payer cannot be refunded.
     let slow = start_sim(SimSettings {
@@ -345,5 +353,49 @@ async fn deliveries_over_the_in_flight_bound_are_dropped() {
     sim.handle.stop().await;
     assert!(receiver.deliveries_for("o-second").is_empty());
     assert_eq!(receiver.deliveries_for("o-first").len(), 1);
+    receiver.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_refund_errors_answer_systemerror_and_a_double_charge_calls_back_twice() {
+    let sim = start_sim(SimSettings {
+        refund_errors_per_refund: 1,
+        refund_error_after_recording: true,
+        double_charge_rate: 1.0,
+        wrong_amount_rate: 1.0,
+        ..fast_settings()
+    });
+    let receiver = Receiver::start(0);
+    sim.client
+        .post(PAYMENTS, &create_req("o-faults", 100, &receiver.notify_url))
+        .await;
+    let deliveries = receiver.wait_for("o-faults", 2).await;
+    let charged: Vec<i64> = deliveries.iter().map(|d| d.body.amount).collect();
+    assert_eq!(charged, vec![101, 101], "both charges are the wrong amount");
+    assert_ne!(deliveries[0].body.trade_no, deliveries[1].body.trade_no);
+    let audit = sim.client.audit("o-faults").await;
+    assert_eq!(audit.charges.len(), 2);
+
+    let refund = RefundRequest {
+        out_trade_no: "o-faults".into(),
+        out_refund_no: "rf".into(),
+        amount: 101,
+        trade_no: Some(deliveries[1].body.trade_no.clone()),
+    };
+    let (status, err) = sim.client.post(REFUNDS, &refund).await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (503, Some(protocol::SYSTEMERROR))
+    );
+    // The answer was lost, not the refund.
+    let (status, found) = sim.client.get("/sim/v1/refunds/rf").await;
+    assert_eq!(
+        (status, found["trade_no"].as_str()),
+        (200, Some(deliveries[1].body.trade_no.as_str()))
+    );
+    let (status, again) = sim.client.post(REFUNDS, &refund).await;
+    assert_eq!((status, &again), (200, &found));
+    assert_eq!(sim.client.audit("o-faults").await.refunds.len(), 1);
+    sim.handle.stop().await;
     receiver.stop().await;
 }

@@ -494,3 +494,188 @@ async fn one_actor_per_order_under_a_tiny_cap_and_racing_pays_and_closes() {
     };
     t.stop().await;
 }
+
+/// Found by attacking the callback endpoint: a timestamp near i64::MIN made `(now - ts).abs()`
+/// wrap in release builds and pass the window check; a correctly signed but unreadable body
+/// answered 401 (as if the signature were bad) instead of 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_callbacks_far_timestamps_and_malformed_signed_bodies() {
+    let t = spawn_app(|_| {}).await;
+    let id = t.create("HOSTILE-CB", 100).await["order_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let secret = paycore_channel_sim::SimSettings::default().secret;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let body = serde_json::to_vec(&p::CallbackBody {
+        event_id: "evt_x".into(),
+        trade_no: "T1".into(),
+        out_trade_no: id.clone(),
+        amount: 100,
+        currency: "CNY".into(),
+        status: p::PaymentStatus::Success,
+        paid_at: None,
+        failure_reason: None,
+    })
+    .unwrap();
+    let signed = |ts: i64, bytes: &[u8]| {
+        vec![
+            (p::TIMESTAMP_HEADER, ts.to_string()),
+            (p::SIGNATURE_HEADER, p::sign(secret.as_bytes(), ts, bytes)),
+        ]
+    };
+    for ts in [
+        now.wrapping_sub(i64::MIN),
+        i64::MIN,
+        i64::MIN + 1,
+        i64::MAX,
+        now - 301,
+        now + 301,
+    ] {
+        let r = t
+            .raw(
+                "POST",
+                "/v1/callbacks/sim",
+                body.clone(),
+                &signed(ts, &body),
+            )
+            .await;
+        assert_eq!(r.status, 401, "timestamp {ts} accepted");
+    }
+    for bad in [&b"not json"[..], br#"{"out_trade_no": 5}"#] {
+        let r = t
+            .raw("POST", "/v1/callbacks/sim", bad.to_vec(), &signed(now, bad))
+            .await;
+        assert_eq!(r.status, 400, "{:?}", r.body);
+        assert_eq!(r.code(), "malformed_callback");
+    }
+    let mut open = serde_json::from_slice::<Value>(&body).unwrap();
+    open["status"] = json!("NOTPAY");
+    let bytes = serde_json::to_vec(&open).unwrap();
+    let r = t
+        .raw(
+            "POST",
+            "/v1/callbacks/sim",
+            bytes.clone(),
+            &signed(now, &bytes),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    let order = t.order(&id).await.body;
+    assert_eq!(
+        (order["status"].as_str(), order["version"].as_i64()),
+        (Some("CREATED"), Some(1))
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_charge_is_recorded_and_refunded_by_its_own_trade_no() {
+    let t = spawn_app(|s| {
+        fast(s);
+        s.simulator.behaviour.double_charge_rate = 1.0;
+    })
+    .await;
+    let id = t.create("DOUBLE-1", 800).await["order_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(t.pay(&id).await.status, 202);
+    let order = wait_for(
+        &t,
+        "the second charge refunded",
+        Duration::from_secs(15),
+        |o| o["payments"][1]["refund_status"] == "SUCCEEDED",
+        &id,
+    )
+    .await;
+    assert_eq!(order["status"], "PAID");
+    assert_eq!(
+        order["refunded_amount"], 0,
+        "the order's own payment is untouched"
+    );
+    let (applied, extra) = (&order["payments"][0], &order["payments"][1]);
+    assert_eq!(
+        (applied["role"].as_str(), extra["role"].as_str()),
+        (Some("APPLIED"), Some("EXTRA"))
+    );
+    assert_eq!(extra["reason"], "duplicate_charge");
+    let audit = t.sim_audit(&id).await;
+    assert_eq!(audit["charges"].as_array().unwrap().len(), 2);
+    let refunds = audit["refunds"].as_array().unwrap();
+    assert_eq!(refunds.len(), 1, "{audit}");
+    assert_eq!(refunds[0]["trade_no"], extra["channel_trade_no"]);
+    assert_eq!(refunds[0]["amount"], 800);
+    assert!(
+        metric(
+            &t,
+            "paycore_extra_payments_total{reason=\"duplicate_charge\"}"
+        )
+        .await
+            >= Some(1.0)
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_amount_is_recorded_refunded_and_never_paid() {
+    let t = spawn_app(|s| {
+        fast(s);
+        s.simulator.behaviour.wrong_amount_rate = 1.0;
+    })
+    .await;
+    let id = t.create("WRONG-1", 600).await["order_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(t.pay(&id).await.status, 202);
+    let order = wait_for(
+        &t,
+        "the wrong charge refunded",
+        Duration::from_secs(15),
+        |o| o["payments"][0]["refund_status"] == "SUCCEEDED",
+        &id,
+    )
+    .await;
+    assert_eq!(order["status"], "FAILED");
+    assert_eq!(order["payments"][0]["amount"], 601);
+    assert_eq!(order["payments"][0]["reason"], "amount_mismatch");
+    let audit = t.sim_audit(&id).await;
+    assert_eq!(audit["refunds"].as_array().unwrap().len(), 1, "{audit}");
+    assert_eq!(audit["refunds"][0]["amount"], 601);
+    t.stop().await;
+}
+
+/// The late payment's refund fails its first attempts (nothing recorded, or recorded with the
+/// answer lost); the retries query first, and the money goes back exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_payment_refund_that_fails_first_is_retried_and_made_once() {
+    for after_recording in [false, true] {
+        let t = spawn_app(|s| {
+            fast(s);
+            s.simulator.behaviour.refund_errors_per_refund = 3;
+            s.simulator.behaviour.refund_error_after_recording = after_recording;
+        })
+        .await;
+        let id = t.create("LATE-RETRY", 250).await["order_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        t.call("POST", &format!("/v1/orders/{id}/close"), None)
+            .await;
+        pay_at_simulator_directly(&t, &id, 250).await;
+        let order = wait_for(
+            &t,
+            "the late payment refunded",
+            Duration::from_secs(15),
+            |o| o["payments"][0]["refund_status"] == "SUCCEEDED",
+            &id,
+        )
+        .await;
+        assert_eq!(order["status"], "CLOSED");
+        let audit = t.sim_audit(&id).await;
+        assert_eq!(audit["refunds"].as_array().unwrap().len(), 1, "{audit}");
+        assert_eq!(audit["refunds"][0]["amount"], 250);
+        t.stop().await;
+    }
+}
