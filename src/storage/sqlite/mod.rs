@@ -481,5 +481,23 @@ impl OrderStore for SqliteStore {
 }
 
 #[cfg(test)]
+impl SqliteStore {
+    /// Caps the database at its current size (`grow = false`) or lifts the cap: a full disk.
+    pub(crate) async fn simulate_full_disk(&self, full: bool) {
+        let pages = if full {
+            self.read(|c| {
+                c.query_row("PRAGMA page_count", [], |r| r.get::<_, i64>(0))
+                    .map_err(be)
+            })
+            .await
+            .unwrap_or(1)
+        } else {
+            i64::from(u32::MAX >> 1)
+        };
+        let _ = self.write(WriteOp::LimitPages(pages)).await;
+    }
+}
+
+#[cfg(test)]
 #[path = "tests.rs"]
 mod tests;

@@ -279,3 +279,154 @@ async fn writes_after_close_are_refused() {
     ));
     assert!(store.ping().await.is_err());
 }
+
+/// With the disk full every write fails, and `ping` (what /readyz asks) says so, instead of
+/// answering from a read-only connection that still works; once space is back it recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_fails_while_writes_fail_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&settings(&dir), Arc::new(Metrics::new())).unwrap();
+    store.ping().await.unwrap();
+    store.simulate_full_disk(true).await;
+    let mut failed = false;
+    for _ in 0..20_000 {
+        let r = store
+            .issue_token(TokenRecord {
+                token: SubmitToken::generate(),
+                merchant_id: MerchantId::parse("m").unwrap(),
+                expires_at: OffsetDateTime::now_utc() + TDuration::seconds(60),
+            })
+            .await;
+        if r.is_err() {
+            failed = true;
+            break;
+        }
+    }
+    assert!(failed, "a capped database must refuse writes");
+    assert!(store.ping().await.is_err(), "not ready while writes fail");
+    store.simulate_full_disk(false).await;
+    store
+        .ping()
+        .await
+        .expect("ready again once a write commits");
+}
+
+fn timer(kind: TimerKind, due_at: OffsetDateTime, attempt: u32) -> TimerOp {
+    TimerOp::Set {
+        kind,
+        due_at,
+        attempt,
+    }
+}
+
+/// Due timers come out earliest first, a page at a time, leased: they do not come out again
+/// until the lease passes. A reschedule only moves a timer still carrying the fired attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_are_claimed_in_due_order_leased_and_rescheduled_by_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&settings(&dir), Arc::new(Metrics::new())).unwrap();
+    let now = OffsetDateTime::now_utc();
+    let ids: Vec<OrderId> = (0..5).map(|_| OrderId::generate()).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let due = now - TDuration::seconds(10 - i as i64);
+        store
+            .write_timers(id, vec![timer(TimerKind::Poll, due, 0)])
+            .await
+            .unwrap();
+    }
+    let later = OrderId::generate();
+    store
+        .write_timers(
+            &later,
+            vec![timer(TimerKind::Expire, now + TDuration::hours(1), 0)],
+        )
+        .await
+        .unwrap();
+    let lease = now + TDuration::seconds(30);
+    let page = store.claim_due_timers(now, lease, 3).await.unwrap();
+    assert_eq!(
+        page.iter().map(|t| t.order_id.clone()).collect::<Vec<_>>(),
+        ids[..3].to_vec(),
+        "earliest first, one page"
+    );
+    let rest = store.claim_due_timers(now, lease, 10).await.unwrap();
+    assert_eq!(rest.len(), 2, "leased timers do not come out again");
+    assert!(
+        store
+            .claim_due_timers(now, lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let after_lease = store
+        .claim_due_timers(
+            lease + TDuration::seconds(1),
+            lease + TDuration::minutes(1),
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        after_lease.len(),
+        5,
+        "a lost handling fires again after the lease"
+    );
+    assert_eq!(store.timer_counts(now).await.unwrap(), (6, 0));
+
+    // Reschedule compares the attempt: a stale one is ignored, the current one moves it.
+    let next = timer(TimerKind::Poll, now - TDuration::seconds(1), 1);
+    store
+        .reschedule_timer(&ids[0], TimerKind::Poll, 7, Some(next.clone()))
+        .await
+        .unwrap();
+    store
+        .reschedule_timer(&ids[1], TimerKind::Poll, 0, Some(next))
+        .await
+        .unwrap();
+    let due = store
+        .claim_due_timers(now, now + TDuration::minutes(5), 10)
+        .await
+        .unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(
+        (due[0].order_id.clone(), due[0].attempt),
+        (ids[1].clone(), 1)
+    );
+    store
+        .reschedule_timer(&ids[1], TimerKind::Poll, 1, None)
+        .await
+        .unwrap();
+    assert_eq!(store.timer_counts(now).await.unwrap().0, 5);
+}
+
+/// The sweep's scan: orders with open work and no timer, a bounded slice at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_with_open_work_and_no_timer_are_found_in_slices() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&settings(&dir), Arc::new(Metrics::new())).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let t = token(&store, "m1", 60).await;
+        let (o, e) = new_order("m1", &format!("S{i}"));
+        // Orders 0 and 3 are created without their expiry timer (as before timers existed).
+        let timers = if i == 0 || i == 3 {
+            vec![]
+        } else {
+            crate::domain::timer::on_create(&o)
+        };
+        store
+            .create_order(t, o.clone(), e, timers, OffsetDateTime::now_utc())
+            .await
+            .unwrap();
+        ids.push(o.order_id);
+    }
+    let (found, next) = store.orders_without_timers(None, 3).await.unwrap();
+    assert_eq!(found, vec![ids[0].clone()]);
+    assert_eq!(
+        next,
+        Some(ids[2].clone()),
+        "a full slice names where to go on"
+    );
+    let (found, next) = store.orders_without_timers(next, 3).await.unwrap();
+    assert_eq!((found, next), (vec![ids[3].clone()], None));
+}

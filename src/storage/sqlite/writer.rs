@@ -152,6 +152,9 @@ pub(crate) enum WriteOp {
         limit: usize,
     },
     Probe,
+    /// Test hook: caps the database's pages, so writes fail as on a full disk.
+    #[cfg(test)]
+    LimitPages(i64),
     SetCursor {
         name: String,
         seq: u64,
@@ -186,6 +189,9 @@ pub(crate) struct BatchLimits {
     /// whatever queued up while the previous commit was running (the usual group commit).
     pub max_wait: Duration,
 }
+
+/// Bytes the readiness probe writes (and deletes again) to see that storage takes writes.
+const PROBE_BYTES: i64 = 256 * 1024;
 
 /// A refusal inside a savepoint: roll the savepoint back and answer this.
 enum Refused {
@@ -224,8 +230,7 @@ pub(crate) fn run(
         }
         let started = Instant::now();
         let writes = batch.len();
-        let (committed, had_events) = commit_batch(&mut conn, &mut batch);
-        healthy.store(committed, Ordering::Release);
+        let had_events = commit_batch(&mut conn, &mut batch, &healthy);
         metrics
             .storage_commit_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -240,9 +245,15 @@ pub(crate) fn run(
     }
 }
 
-/// Applies a batch in one transaction and answers every request. Returns whether the batch
-/// committed, and whether any event was committed (so the outbox relay is woken).
-fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteRequest>) -> (bool, bool) {
+/// Applies a batch in one transaction and answers every request. Records in `healthy` whether
+/// the batch committed, before any answer goes out (a caller told of a failure and asking
+/// `ping` at once must see it). Returns whether any event was committed (so the outbox relay
+/// is woken).
+fn commit_batch(
+    conn: &mut Connection,
+    batch: &mut Vec<WriteRequest>,
+    healthy: &AtomicBool,
+) -> bool {
     let mut answers: Vec<Result<WriteOk, StoreError>> = Vec::with_capacity(batch.len());
     let mut had_events = false;
     let outcome = (|| -> rusqlite::Result<()> {
@@ -263,7 +274,12 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteRequest>) -> (bool, 
         }
         conn.execute_batch("COMMIT")
     })();
-    let committed = outcome.is_ok();
+    // A write refused by the backend (a full disk fails the statement that needs a page) counts
+    // against readiness as much as a failed commit; business refusals do not.
+    let committed = outcome.is_ok()
+        && !answers
+            .iter()
+            .any(|a| matches!(a, Err(StoreError::Backend(_))));
     if let Err(e) = outcome {
         tracing::error!(error = %e, writes = batch.len(), "group commit failed; every write in it is refused");
         let _ = conn.execute_batch("ROLLBACK");
@@ -273,11 +289,12 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteRequest>) -> (bool, 
             .map(|_| Err(StoreError::Backend(e.to_string())))
             .collect();
     }
+    healthy.store(committed, Ordering::Release);
     for (req, answer) in batch.drain(..).zip(answers) {
         // The caller may have given up (timeout); the write stands either way.
         let _ = req.reply.send(answer);
     }
-    (committed, had_events)
+    had_events
 }
 
 fn backend(e: rusqlite::Error) -> Refused {
@@ -379,10 +396,20 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteOk, Refused> {
             lease_until_ms,
             limit,
         } => claim_timers(conn, *now_ms, *lease_until_ms, *limit),
-        WriteOp::Probe => {
-            conn.prepare_cached("INSERT OR REPLACE INTO health_probe (id, at_ms) VALUES (1, ?1)")
-                .and_then(|mut s| s.execute([now_ms()]))
+        #[cfg(test)]
+        WriteOp::LimitPages(pages) => {
+            conn.pragma_update(None, "max_page_count", pages)
                 .map_err(backend)?;
+            Ok(WriteOk::Done)
+        }
+        WriteOp::Probe => {
+            // Needs room for a few dozen fresh pages (a full disk fails it), then gives them back.
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO health_probe (id, at_ms) VALUES (1, zeroblob(?1))",
+            )
+            .and_then(|mut s| s.execute([PROBE_BYTES]))
+            .and_then(|_| conn.execute("DELETE FROM health_probe", []))
+            .map_err(backend)?;
             Ok(WriteOk::Done)
         }
         WriteOp::SetCursor { name, seq } => {
