@@ -163,9 +163,11 @@ pub struct ActorSettings {
 pub struct AuthSettings {
     /// Largest allowed distance between a request's timestamp and the clock.
     pub replay_window_secs: u64,
-    /// Most nonces held at once (each is kept while its timestamp is inside the window); when
-    /// full, requests are refused with 503 rather than forgetting a nonce.
-    pub nonce_cache_capacity: u64,
+    /// Most nonces held at once for one merchant (each is kept while its timestamp is inside
+    /// the window); when full, that merchant's requests are refused with 503 rather than a
+    /// nonce forgotten. A merchant's guard never holds more than its rate limit lets it send
+    /// in two windows, so a merchant within its rate never sees 503 unless this is lower.
+    pub nonce_capacity_per_merchant: u64,
 }
 
 /// Order settings.
@@ -379,7 +381,7 @@ impl Default for AuthSettings {
     fn default() -> Self {
         Self {
             replay_window_secs: 300,
-            nonce_cache_capacity: 8_000_000,
+            nonce_capacity_per_merchant: 8_000_000,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Merchant authentication: the four `X-Paycore-*` headers, an HMAC-SHA256 over method, path and
 //! query, timestamp, nonce and body; a replay window; nonces remembered for twice the window;
 //! and each merchant's request rate limit. A nonce is remembered only after the signature checks
-//! out, so nobody can burn another merchant's nonces (see `nonces`).
+//! out and the merchant is within its rate, in that merchant's own guard, so nobody can burn
+//! another merchant's nonces or its room for them (see `nonces`).
 
 use super::error::ApiError;
 use super::nonces::{NonceError, NonceGuard};
@@ -65,6 +66,8 @@ struct Merchant {
     secret: Vec<u8>,
     channels: Vec<String>,
     limiter: DefaultDirectRateLimiter,
+    /// This merchant's own nonces: one merchant filling its guard refuses only itself.
+    nonces: NonceGuard,
 }
 
 /// An authenticated merchant.
@@ -79,13 +82,32 @@ pub struct AuthedMerchant {
 /// Verifies merchant requests.
 pub struct Authenticator {
     merchants: HashMap<String, Merchant>,
-    window_secs: i64,
-    nonces: NonceGuard,
+    window_secs: u64,
+    /// Key an unknown merchant's request is checked against, so that it costs the same and
+    /// answers the same as a bad signature: a caller cannot tell which merchant ids exist.
+    decoy_secret: [u8; 32],
+}
+
+/// The one answer for a request whose merchant and signature do not match.
+const NOT_VERIFIED: &str = "signature does not verify for this merchant";
+
+/// Most nonces a merchant can have held at once while within its rate limit: a nonce is kept
+/// while its timestamp is in the window, and a timestamp may be `window` ahead of the clock, so
+/// for up to two windows (plus a bucket) after it is first seen.
+fn nonces_within_rate(rate_per_sec: u32, burst: u32, window_secs: u64) -> u64 {
+    let held_secs = window_secs
+        .saturating_mul(2)
+        .saturating_add(super::nonces::BUCKET_SECS as u64);
+    u64::from(rate_per_sec)
+        .saturating_mul(held_secs)
+        .saturating_add(u64::from(burst))
 }
 
 impl Authenticator {
     /// Builds the authenticator from the configured merchants.
     pub fn new(merchants: &[MerchantSettings], settings: &AuthSettings) -> Result<Self, String> {
+        let window_secs = settings.replay_window_secs;
+        let window = i64::try_from(window_secs).map_err(|_| "replay_window_secs is too large")?;
         let mut map = HashMap::new();
         for m in merchants {
             let id = MerchantId::parse(&m.id).map_err(|e| format!("merchant {}: {e}", m.id))?;
@@ -93,6 +115,11 @@ impl Authenticator {
                 .ok_or("rate_limit_per_sec must be positive")?;
             let burst =
                 NonZeroU32::new(m.rate_limit_burst).ok_or("rate_limit_burst must be positive")?;
+            // Within its rate limit a merchant never needs more room than this.
+            let capacity = nonces_within_rate(rate.get(), burst.get(), window_secs)
+                .min(settings.nonce_capacity_per_merchant);
+            let capacity = usize::try_from(capacity)
+                .map_err(|_| "nonce_capacity_per_merchant is too large")?;
             map.insert(
                 m.id.clone(),
                 Merchant {
@@ -100,21 +127,21 @@ impl Authenticator {
                     secret: m.secret.expose().as_bytes().to_vec(),
                     channels: m.channels.clone(),
                     limiter: RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)),
+                    nonces: NonceGuard::new(window, capacity),
                 },
             );
         }
-        let window_secs = settings.replay_window_secs as i64;
-        let capacity = usize::try_from(settings.nonce_cache_capacity)
-            .map_err(|_| "nonce_cache_capacity is too large")?;
-        let nonces = NonceGuard::new(window_secs, capacity);
         Ok(Self {
             merchants: map,
             window_secs,
-            nonces,
+            decoy_secret: rand::random(),
         })
     }
 
-    /// Checks a request's signature, freshness, nonce and the merchant's rate limit.
+    /// Checks a request's freshness, signature, the merchant's rate limit and its nonce, in
+    /// that order: what does not depend on the merchant comes first, so every answer before
+    /// the signature is the same for a known and an unknown merchant id; the rate limit comes
+    /// before a nonce is remembered, so a merchant over its rate cannot fill its nonce guard.
     pub fn verify(&self, req: &HttpRequest, body: &[u8]) -> Result<AuthedMerchant, ApiError> {
         let header = |name: &str| -> Result<&str, ApiError> {
             req.headers()
@@ -127,14 +154,13 @@ impl Authenticator {
         let timestamp = header(TIMESTAMP_HEADER)?;
         let nonce = header(NONCE_HEADER)?;
         let signature = header(SIGNATURE_HEADER)?;
-        let merchant = self
-            .merchants
-            .get(merchant_id)
-            .ok_or_else(|| ApiError::unauthorized("unknown merchant"))?;
         let ts: i64 = timestamp
             .parse()
             .map_err(|_| ApiError::unauthorized("timestamp must be unix seconds"))?;
-        if (OffsetDateTime::now_utc().unix_timestamp() - ts).abs() > self.window_secs {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        // abs_diff cannot wrap: `(now - ts).abs()` did for a timestamp near i64::MIN in release
+        // builds, and let the same signed request through again and again.
+        if now.abs_diff(ts) > self.window_secs {
             return Err(ApiError::unauthorized(
                 "timestamp outside the replay window",
             ));
@@ -142,20 +168,34 @@ impl Authenticator {
         if !NONCE_LEN.contains(&nonce.len()) {
             return Err(ApiError::unauthorized("nonce must be 8 to 64 characters"));
         }
+        let given = hex::decode(signature).map_err(|_| ApiError::unauthorized(NOT_VERIFIED))?;
+        let merchant = self.merchants.get(merchant_id);
+        let secret = merchant.map_or(&self.decoy_secret[..], |m| &m.secret[..]);
         let path = req
             .uri()
             .path_and_query()
             .map(|p| p.as_str())
             .unwrap_or("/");
         let message = canonical(req.method().as_str(), path, timestamp, nonce, body);
-        let given = hex::decode(signature).map_err(|_| ApiError::unauthorized("bad signature"))?;
-        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&merchant.secret)
-            .map_err(|_| ApiError::unauthorized("bad key"))?;
+        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(secret)
+            .map_err(|_| ApiError::unauthorized(NOT_VERIFIED))?;
         mac.update(&message);
-        mac.verify_slice(&given)
-            .map_err(|_| ApiError::unauthorized("bad signature"))?;
-        let now = OffsetDateTime::now_utc().unix_timestamp();
-        match self.nonces.check_and_record(merchant_id, nonce, ts, now) {
+        let verified = mac.verify_slice(&given).is_ok();
+        let merchant = match merchant {
+            Some(m) if verified => m,
+            _ => return Err(ApiError::unauthorized(NOT_VERIFIED)),
+        };
+        if let Err(not_until) = merchant.limiter.check() {
+            use governor::clock::{Clock, DefaultClock};
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "merchant request rate exceeded",
+            )
+            .retry_after(wait.as_secs() + 1));
+        }
+        match merchant.nonces.check_and_record(nonce, ts, now) {
             Ok(()) => {}
             Err(NonceError::Replayed) => return Err(ApiError::unauthorized("nonce already used")),
             Err(NonceError::Full) => {
@@ -166,16 +206,6 @@ impl Authenticator {
                 )
                 .retry_after(1));
             }
-        }
-        if let Err(not_until) = merchant.limiter.check() {
-            use governor::clock::{Clock, DefaultClock};
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            return Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "merchant request rate exceeded",
-            )
-            .retry_after(wait.as_secs() + 1));
         }
         Ok(AuthedMerchant {
             id: merchant.id.clone(),

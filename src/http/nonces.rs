@@ -1,16 +1,17 @@
-//! Replay protection: every (merchant, nonce) seen inside the replay window is remembered
+//! Replay protection: every nonce a merchant used inside the replay window is remembered
 //! exactly, in buckets keyed by the request's own timestamp. A replay carries the same signed
 //! timestamp, so it lands in the same bucket; a bucket is dropped once its timestamps fall out
 //! of the window, when the window check refuses them anyway. When `capacity` nonces are held,
 //! new requests are refused (503) rather than forgetting old nonces: failing closed keeps
-//! replays out, and the bound keeps memory flat.
+//! replays out, and the bound keeps memory flat. Each merchant has its own guard, so one
+//! merchant's traffic never takes another's room.
 
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 
 /// Width of one bucket, seconds.
-const BUCKET_SECS: i64 = 10;
+pub(crate) const BUCKET_SECS: i64 = 10;
 
 /// Why a nonce was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,10 +35,8 @@ struct Inner {
     len: usize,
 }
 
-fn key(merchant: &str, nonce: &str) -> u128 {
+fn key(nonce: &str) -> u128 {
     let mut h = Sha256::new();
-    h.update(merchant.as_bytes());
-    h.update([0u8]);
     h.update(nonce.as_bytes());
     let d = h.finalize();
     let mut k = [0u8; 16];
@@ -59,12 +58,11 @@ impl NonceGuard {
     /// nonce already seen. Call only for requests whose signature and window checked out.
     pub fn check_and_record(
         &self,
-        merchant: &str,
         nonce: &str,
         timestamp: i64,
         now: i64,
     ) -> Result<(), NonceError> {
-        let k = key(merchant, nonce);
+        let k = key(nonce);
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         // Drop buckets whose newest timestamp is older than the window allows.
         let oldest_live = (now - self.window_secs).div_euclid(BUCKET_SECS);
@@ -106,17 +104,12 @@ mod tests {
     #[test]
     fn replays_inside_the_window_are_refused() {
         let g = NonceGuard::new(300, 100);
-        assert_eq!(g.check_and_record("m", "n1", 1000, 1000), Ok(()));
+        assert_eq!(g.check_and_record("n1", 1000, 1000), Ok(()));
         assert_eq!(
-            g.check_and_record("m", "n1", 1000, 1200),
+            g.check_and_record("n1", 1000, 1200),
             Err(NonceError::Replayed)
         );
-        assert_eq!(
-            g.check_and_record("other", "n1", 1000, 1200),
-            Ok(()),
-            "nonces are per merchant"
-        );
-        assert_eq!(g.check_and_record("m", "n2", 1000, 1200), Ok(()));
+        assert_eq!(g.check_and_record("n2", 1000, 1200), Ok(()));
     }
 
     #[test]
@@ -124,7 +117,7 @@ mod tests {
         let g = NonceGuard::new(300, 1_000);
         for i in 0..10_000i64 {
             // One request a second for 10,000 seconds: at most ~310 s of nonces are held.
-            assert_eq!(g.check_and_record("m", &format!("n{i}"), i, i), Ok(()));
+            assert_eq!(g.check_and_record(&format!("n{i}"), i, i), Ok(()));
             assert!(g.len() <= 320, "held {} at t={i}", g.len());
         }
     }
@@ -133,15 +126,15 @@ mod tests {
     fn a_full_guard_fails_closed() {
         let g = NonceGuard::new(300, 3);
         for n in ["a", "b", "c"] {
-            assert_eq!(g.check_and_record("m", n, 0, 0), Ok(()));
+            assert_eq!(g.check_and_record(n, 0, 0), Ok(()));
         }
-        assert_eq!(g.check_and_record("m", "d", 0, 0), Err(NonceError::Full));
+        assert_eq!(g.check_and_record("d", 0, 0), Err(NonceError::Full));
         assert_eq!(
-            g.check_and_record("m", "a", 0, 0),
+            g.check_and_record("a", 0, 0),
             Err(NonceError::Replayed),
             "old nonces are not forgotten"
         );
         // Once the window moves on, room comes back.
-        assert_eq!(g.check_and_record("m", "d", 400, 400), Ok(()));
+        assert_eq!(g.check_and_record("d", 400, 400), Ok(()));
     }
 }

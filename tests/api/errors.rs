@@ -257,6 +257,7 @@ async fn wrong_stale_and_replayed_signatures_get_401() {
         ),
         ("no headers", vec![]),
     ];
+    let mut messages = std::collections::HashMap::new();
     for (what, h) in cases {
         let r = t.raw("POST", "/v1/orders", body.clone(), &h).await;
         assert_eq!(
@@ -265,6 +266,41 @@ async fn wrong_stale_and_replayed_signatures_get_401() {
             "{what}: {:?}",
             r.body
         );
+        messages.insert(what, r.body["error"]["message"].clone());
+    }
+    // An unknown merchant id answers exactly as a bad signature does: ids cannot be probed.
+    assert_eq!(messages["unknown merchant"], messages["wrong secret"]);
+    assert_eq!(
+        t.raw(
+            "POST",
+            "/v1/orders",
+            body.clone(),
+            &headers("ghost", DEMO_SECRET, now - 301, &nonce(), &body)
+        )
+        .await
+        .body,
+        t.raw(
+            "POST",
+            "/v1/orders",
+            body.clone(),
+            &headers("demo", OTHER_SECRET, now - 301, &nonce(), &body)
+        )
+        .await
+        .body,
+        "a stale request of an unknown merchant answers as one of a known merchant"
+    );
+    // Timestamps at the ends of i64: `(now - ts).abs()` wrapped for now - 2^63 in release
+    // builds and accepted the same signed request every time.
+    for ts in [now.wrapping_add(i64::MIN), i64::MIN, i64::MIN + 1, i64::MAX] {
+        let signed = headers("demo", DEMO_SECRET, ts, &nonce(), &body);
+        for _ in 0..3 {
+            let r = t.raw("POST", "/v1/orders", body.clone(), &signed).await;
+            assert_eq!(
+                (r.status, r.code()),
+                (401, "unauthorized"),
+                "timestamp {ts}"
+            );
+        }
     }
     // A replay of a request that succeeded is refused and creates nothing more.
     let good = headers("demo", DEMO_SECRET, now, &nonce(), &body);
@@ -300,5 +336,50 @@ async fn merchant_rate_limit_answers_429() {
     }
     assert_eq!(&codes[..3], &[(404, false); 3]);
     assert!(codes[3..].iter().all(|c| *c == (429, true)), "{codes:?}");
+    t.stop().await;
+}
+
+/// One merchant filling its room for nonces (here a capacity of 5) is refused alone; another
+/// merchant is still served. Before, one global capacity, filled before the rate limit was
+/// checked, let one merchant deny service to all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_merchant_cannot_take_the_nonce_room_of_another() {
+    let t = spawn_app(|s| s.auth.nonce_capacity_per_merchant = 5).await;
+    let lookup = "/v1/orders?merchant_order_no=none";
+    for _ in 0..5 {
+        assert_eq!(t.call("GET", lookup, None).await.status, 404);
+    }
+    let full = t.call("GET", lookup, None).await;
+    assert_eq!((full.status, full.code()), (503, "overloaded"));
+    assert!(full.headers.contains_key("retry-after"));
+    for _ in 0..5 {
+        let r = t.call_as("other", OTHER_SECRET, "GET", lookup, None).await;
+        assert_eq!(r.status, 404, "{:?}", r.body);
+    }
+    t.stop().await;
+}
+
+/// A merchant over its rate is refused before its nonce is remembered, so its rate, not its
+/// nonce room, is what runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_over_the_rate_limit_do_not_use_up_nonce_room() {
+    let t = spawn_app(|s| {
+        s.auth.nonce_capacity_per_merchant = 4;
+        s.merchants[0].rate_limit_per_sec = 1;
+        s.merchants[0].rate_limit_burst = 2;
+    })
+    .await;
+    let lookup = "/v1/orders?merchant_order_no=none";
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(t.call("GET", lookup, None).await.status);
+    }
+    assert_eq!(&statuses[..2], &[404, 404]);
+    // (A request may find the bucket refilled after a second, and pass: 404.)
+    assert!(!statuses.contains(&503), "{statuses:?}");
+    assert!(
+        statuses[2..].iter().filter(|s| **s == 429).count() >= 3,
+        "{statuses:?}"
+    );
     t.stop().await;
 }
