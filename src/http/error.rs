@@ -38,7 +38,39 @@ pub struct ErrorDetail {
 pub struct ApiError {
     status: StatusCode,
     detail: ErrorDetail,
-    retry_after_secs: Option<u64>,
+    header: Extra,
+}
+
+/// The one header an error may carry beside its body (kept small: errors travel in `Result`s).
+#[derive(Debug, Clone, Copy)]
+enum Extra {
+    None,
+    /// `Retry-After`, seconds.
+    RetryAfter(u32),
+    /// `Allow`: the methods a route takes (with 405).
+    Allow(Methods),
+}
+
+/// The method sets routes take, as an `Allow` header names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Methods {
+    /// `GET`.
+    Get,
+    /// `POST`.
+    Post,
+    /// `GET, POST`.
+    GetPost,
+}
+
+impl Methods {
+    /// The header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "GET",
+            Self::Post => "POST",
+            Self::GetPost => "GET, POST",
+        }
+    }
 }
 
 impl ApiError {
@@ -52,7 +84,7 @@ impl ApiError {
                 field: None,
                 order_id: None,
             },
-            retry_after_secs: None,
+            header: Extra::None,
         }
     }
 
@@ -70,8 +102,19 @@ impl ApiError {
 
     /// Adds `Retry-After`.
     pub fn retry_after(mut self, secs: u64) -> Self {
-        self.retry_after_secs = Some(secs.max(1));
+        self.header = Extra::RetryAfter(u32::try_from(secs).unwrap_or(u32::MAX).max(1));
         self
+    }
+
+    /// 405 `method_not_allowed`, with the `Allow` header naming the methods the route takes.
+    pub fn method_not_allowed(allow: Methods) -> Self {
+        let mut e = Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("this route takes {}", allow.as_str()),
+        );
+        e.header = Extra::Allow(allow);
+        e
     }
 
     fn with_order(mut self, order_id: Option<String>) -> Self {
@@ -104,8 +147,14 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let mut r = HttpResponse::build(self.status);
-        if let Some(s) = self.retry_after_secs {
-            r.insert_header(("Retry-After", s.to_string()));
+        match self.header {
+            Extra::None => {}
+            Extra::RetryAfter(s) => {
+                r.insert_header((actix_web::http::header::RETRY_AFTER, s.to_string()));
+            }
+            Extra::Allow(allow) => {
+                r.insert_header((actix_web::http::header::ALLOW, allow.as_str()));
+            }
         }
         r.json(ErrorBody {
             error: self.detail.clone(),
@@ -169,12 +218,16 @@ impl From<ChannelError> for ApiError {
                 "channel_rejected",
                 format!("the channel refused: {code}: {message}"),
             ),
-            ChannelError::Unavailable(m) => ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "channel_unavailable",
-                format!("the channel did not answer usably ({m}); the order is unchanged, retry"),
-            )
-            .retry_after(1),
+            ChannelError::Unavailable(m) => {
+                // The detail (an address, a decoder's complaint) is for the log, not the caller.
+                tracing::warn!(error = %m, "channel unavailable");
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "channel_unavailable",
+                    "the channel did not answer usably; the order is unchanged, retry",
+                )
+                .retry_after(1)
+            }
             ChannelError::BadCallback(m) => ApiError::unauthorized(m),
             ChannelError::MalformedCallback(m) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "malformed_callback", m)

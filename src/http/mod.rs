@@ -121,17 +121,12 @@ async fn not_found() -> Result<HttpResponse, error::ApiError> {
     ))
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, error::ApiError> {
-    Err(error::ApiError::new(
-        actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "this route does not take that method",
-    ))
-}
-
-/// A resource whose other methods answer 405 in the contract's error form.
-fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
+/// A resource taking the methods `allow` names; the others answer 405 in the contract's error
+/// form with that `Allow` header.
+fn resource(path: &str, allow: error::Methods) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move || async move {
+        Err::<HttpResponse, _>(error::ApiError::method_not_allowed(allow))
+    }))
 }
 
 /// Routes under `/v1/orders/` and `/v1/callbacks/` are dispatched here by hand: actix-router
@@ -160,7 +155,10 @@ async fn dynamic_routes(
             (&Method::POST, Some("refunds")) => {
                 refunds::create_refund(req.clone(), payload, id, state).await
             }
-            (_, None | Some("pay") | Some("close") | Some("refunds")) => method_not_allowed().await,
+            (_, None) => Err(error::ApiError::method_not_allowed(error::Methods::Get)),
+            (_, Some("pay" | "close" | "refunds")) => {
+                Err(error::ApiError::method_not_allowed(error::Methods::Post))
+            }
             _ => not_found().await,
         };
     }
@@ -170,7 +168,7 @@ async fn dynamic_routes(
     {
         return match *req.method() {
             Method::GET => refunds::get_refund(req.clone(), payload, id, state).await,
-            _ => method_not_allowed().await,
+            _ => Err(error::ApiError::method_not_allowed(error::Methods::Get)),
         };
     }
     if let Some(channel) = path
@@ -179,7 +177,7 @@ async fn dynamic_routes(
     {
         return match *req.method() {
             Method::POST => callbacks::channel_callback(req.clone(), payload, channel, state).await,
-            _ => method_not_allowed().await,
+            _ => Err(error::ApiError::method_not_allowed(error::Methods::Post)),
         };
     }
     not_found().await
@@ -208,16 +206,20 @@ fn route_label(path: &str) -> &'static str {
 
 /// Registers every route on an app.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    use error::Methods;
     cfg.service(
         web::scope("")
             .wrap(actix_web::middleware::from_fn(observe))
-            .service(resource("/healthz").route(web::get().to(ops::healthz)))
-            .service(resource("/readyz").route(web::get().to(ops::readyz)))
-            .service(resource("/metrics").route(web::get().to(ops::metrics)))
-            .service(resource("/openapi.json").route(web::get().to(ops::openapi)))
-            .service(resource("/v1/submit-tokens").route(web::post().to(orders::issue_token)))
+            .service(resource("/healthz", Methods::Get).route(web::get().to(ops::healthz)))
+            .service(resource("/readyz", Methods::Get).route(web::get().to(ops::readyz)))
+            .service(resource("/metrics", Methods::Get).route(web::get().to(ops::metrics)))
+            .service(resource("/openapi.json", Methods::Get).route(web::get().to(ops::openapi)))
             .service(
-                resource("/v1/orders")
+                resource("/v1/submit-tokens", Methods::Post)
+                    .route(web::post().to(orders::issue_token)),
+            )
+            .service(
+                resource("/v1/orders", Methods::GetPost)
                     .route(web::post().to(orders::create_order))
                     .route(web::get().to(orders::lookup_order)),
             )

@@ -17,8 +17,12 @@ pub async fn healthz() -> HttpResponse {
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let storage = state.store.ping().await;
     let stream = state.sink.ready().await;
+    if let Err(e) = &storage {
+        // The cause is for the operator's log; the probe answer names no paths or errors.
+        tracing::warn!(error = %e, "not ready: storage");
+    }
     let body = serde_json::json!({
-        "storage": storage.as_ref().map(|_| "ok".to_string()).unwrap_or_else(|e| e.to_string()),
+        "storage": if storage.is_ok() { "ok" } else { "failing" },
         "stream": if stream { "ok" } else { "unreachable" },
     });
     if storage.is_ok() && stream {

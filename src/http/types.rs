@@ -413,6 +413,7 @@ pub struct PayView {
 /// `GET /v1/orders` query.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct LookupQuery {
     /// The merchant's number.
     pub merchant_order_no: String,

@@ -314,6 +314,47 @@ async fn metrics_openapi_and_probes() {
         );
     }
     assert!(doc["components"]["schemas"]["OrderView"]["properties"]["amount"].is_object());
+    let required = |schema: &str| -> Vec<String> {
+        doc["components"]["schemas"][schema]["required"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let create = required("CreateOrderRequest");
+    for field in [
+        "submit_token",
+        "merchant_order_no",
+        "amount",
+        "business_type",
+        "channel",
+    ] {
+        assert!(
+            create.contains(&field.to_string()),
+            "{field} not required: {create:?}"
+        );
+    }
+    for optional in ["currency", "subject", "notify_url", "expire_seconds"] {
+        assert!(
+            !create.contains(&optional.to_string()),
+            "{optional} required"
+        );
+    }
+    assert!(required("CreateRefundRequest").contains(&"refund_no".to_string()));
+    // The look-up's merchant_order_no is a required query parameter (it was shown as a path
+    // parameter, which no client generator can use).
+    let lookup = &doc["paths"]["/v1/orders"]["get"]["parameters"][0];
+    assert_eq!(
+        (&lookup["name"], &lookup["in"], &lookup["required"]),
+        (
+            &serde_json::json!("merchant_order_no"),
+            &serde_json::json!("query"),
+            &serde_json::json!(true)
+        )
+    );
 
     let ready = t
         .http
@@ -322,23 +363,36 @@ async fn metrics_openapi_and_probes() {
         .await
         .unwrap();
     assert_eq!(ready.status(), 200);
+    let ready: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(ready, serde_json::json!({"storage": "ok", "stream": "ok"}));
     let unknown = t.raw("GET", "/nope", vec![], &[]).await;
     assert_eq!((unknown.status, unknown.code()), (404, "not_found"));
     let wrong = t.raw("DELETE", "/v1/orders", vec![], &[]).await;
     assert_eq!((wrong.status, wrong.code()), (405, "method_not_allowed"));
-    for (method, path, status) in [
-        ("GET", format!("/v1/orders/{id}/pay"), 405),
-        ("DELETE", format!("/v1/orders/{id}"), 405),
-        ("POST", format!("/v1/orders/{id}/nonsense"), 404),
-        ("GET", format!("/v1/orders/{id}/pay/more"), 404),
-        ("GET", "/v1/callbacks/sim".to_string(), 405),
-        ("POST", "/v1/callbacks/sim/extra".to_string(), 404),
+    // A 405 names what the route takes (RFC 9110 requires the Allow header).
+    for (method, path, status, allow) in [
+        ("DELETE", "/v1/orders".to_string(), 405, Some("GET, POST")),
+        ("GET", "/v1/submit-tokens".to_string(), 405, Some("POST")),
+        ("POST", "/readyz".to_string(), 405, Some("GET")),
+        ("GET", format!("/v1/orders/{id}/pay"), 405, Some("POST")),
+        ("GET", format!("/v1/orders/{id}/refunds"), 405, Some("POST")),
+        ("DELETE", format!("/v1/orders/{id}"), 405, Some("GET")),
+        ("POST", "/v1/refunds/rfd_x".to_string(), 405, Some("GET")),
+        ("POST", format!("/v1/orders/{id}/nonsense"), 404, None),
+        ("GET", format!("/v1/orders/{id}/pay/more"), 404, None),
+        ("GET", "/v1/callbacks/sim".to_string(), 405, Some("POST")),
+        ("POST", "/v1/callbacks/sim/extra".to_string(), 404, None),
     ] {
         let r = t.raw(method, &path, vec![], &[]).await;
         assert_eq!(r.status, status, "{method} {path}: {:?}", r.body);
         assert!(
             r.body["error"]["code"].is_string(),
             "{method} {path}: not the contract's error form"
+        );
+        assert_eq!(
+            r.headers.get("allow").and_then(|v| v.to_str().ok()),
+            allow,
+            "{method} {path}"
         );
     }
     // Latency is labelled by the contract's pattern, never by a concrete path.
