@@ -425,3 +425,84 @@ impl ChannelHandle {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channels::sim::SimChannel;
+
+    /// Only something to link the channel actor to.
+    struct Parent;
+
+    impl Actor for Parent {
+        type Msg = ();
+        type State = ();
+        type Arguments = ();
+
+        async fn pre_start(
+            &self,
+            _myself: ActorRef<()>,
+            _args: (),
+        ) -> Result<(), ActorProcessingErr> {
+            Ok(())
+        }
+    }
+
+    fn busy(r: &Result<Slot, ChannelError>) -> bool {
+        matches!(r, Err(ChannelError::Busy { .. }))
+    }
+
+    /// Polls, status queries and refunds never wait for a rate slot and are refused once half
+    /// the queue is taken, while a payer's request still queues behind the others.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn background_requests_are_shed_first_and_never_wait() {
+        let (parent, _) = Actor::spawn(None, Parent, ()).await.unwrap();
+        let settings = ChannelSettings {
+            qps: 2,
+            burst: 1,
+            queue_capacity: 4,
+            queue_timeout_ms: 5_000,
+            ..ChannelSettings::default()
+        };
+        // Nothing is sent: admission never calls the channel.
+        let adapter = Arc::new(SimChannel::new("http://127.0.0.1:9".into(), &settings).unwrap());
+        let ch = ChannelHandle::spawn(
+            "sim".into(),
+            adapter,
+            settings,
+            Arc::new(Metrics::new()),
+            parent.get_cell(),
+        )
+        .await
+        .unwrap();
+        let first = ch.admit(Priority::Background).await;
+        assert!(first.is_ok(), "a free slot is taken at once");
+        assert!(
+            busy(&ch.admit(Priority::Background).await),
+            "with no free rate cell, a background request is refused instead of waiting"
+        );
+        let waiting: Vec<_> = (0..2)
+            .map(|_| {
+                let ch = ch.clone();
+                tokio::spawn(async move { ch.admit(Priority::Caller).await.map(drop) })
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while ch.queued.load(Ordering::Acquire) < 2 {
+            assert!(Instant::now() < deadline, "callers never queued");
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            busy(&ch.admit(Priority::Background).await),
+            "half the queue is taken: background requests are shed"
+        );
+        assert!(
+            ch.admit(Priority::Caller).await.is_ok(),
+            "a caller still queues and gets its slot"
+        );
+        for w in waiting {
+            assert!(w.await.unwrap().is_ok(), "queued callers get their slots");
+        }
+        parent.stop(None);
+    }
+}
