@@ -192,6 +192,10 @@ impl Application {
                 .filter_map(|m| Some((m.id.clone(), m.default_expire_seconds?)))
                 .collect(),
             min_expire_seconds: settings.orders.min_expire_seconds,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(
+                settings.server.max_in_flight_requests,
+            )),
+            max_in_flight: settings.server.max_in_flight_requests,
         });
         let mut server = HttpServer::new(move || {
             App::new()

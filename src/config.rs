@@ -72,8 +72,13 @@ pub struct ServerSettings {
     pub workers: usize,
     /// Largest request body.
     pub body_limit_bytes: usize,
-    /// Most open connections per worker; bounds the requests in flight, and so every mailbox.
+    /// Most open connections per worker (each holds about 20 KiB of buffers); more wait in
+    /// the listen backlog.
     pub max_connections: usize,
+    /// Most requests being handled at once (operations routes aside); one more is answered 503
+    /// `overloaded` at once, before its body is read. Bounds the memory of requests in flight,
+    /// and so every mailbox.
+    pub max_in_flight_requests: usize,
     /// Connections the kernel queues for accepting (the listen backlog; the kernel caps it at
     /// `net.core.somaxconn`). A connect beyond it is dropped and the client retries after ~1 s.
     pub backlog: u32,
@@ -330,7 +335,8 @@ impl Default for ServerSettings {
             port: 8080,
             workers: 0,
             body_limit_bytes: 64 * 1024,
-            max_connections: 25_000,
+            max_connections: 4_096,
+            max_in_flight_requests: 4_096,
             backlog: 2_048,
             client_request_timeout_ms: 5_000,
             shutdown_timeout_secs: 30,
@@ -368,7 +374,7 @@ impl Default for SqliteSettings {
 impl Default for ActorSettings {
     fn default() -> Self {
         Self {
-            max_live_orders: 20_000,
+            max_live_orders: 5_000,
             idle_passivate_ms: 30_000,
             sweep_interval_ms: 1_000,
             call_timeout_ms: 15_000,
@@ -555,10 +561,13 @@ impl Settings {
                 why: why.into(),
             })
         };
-        if self.server.body_limit_bytes == 0 || self.server.max_connections == 0 {
+        if self.server.body_limit_bytes == 0
+            || self.server.max_connections == 0
+            || self.server.max_in_flight_requests == 0
+        {
             return bad(
                 "server",
-                "body_limit_bytes and max_connections must be positive",
+                "body_limit_bytes, max_connections and max_in_flight_requests must be positive",
             );
         }
         if !(1..=65_535).contains(&self.server.backlog) {

@@ -21,6 +21,11 @@ pub struct Metrics {
     pub registry: Registry,
     /// `paycore_http_request_duration_seconds{route,method,status}`.
     pub http_request_seconds: HistogramVec,
+    /// `paycore_http_requests_shed_total`: requests answered 503 at once because
+    /// `server.max_in_flight_requests` were in flight.
+    pub http_shed: IntCounter,
+    /// `paycore_http_requests_in_flight`: requests holding an in-flight permit (at scrape time).
+    pub http_in_flight: IntGauge,
     /// `paycore_orders{status}`: orders per status, refreshed from storage at scrape time.
     pub orders: IntGaugeVec,
     /// `paycore_order_transitions_total{to}`.
@@ -81,6 +86,14 @@ impl Metrics {
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
             &["route", "method", "status"],
+        ));
+        let http_shed = must(IntCounter::new(
+            "paycore_http_requests_shed_total",
+            "Requests refused at once because the in-flight bound was reached",
+        ));
+        let http_in_flight = must(IntGauge::new(
+            "paycore_http_requests_in_flight",
+            "Requests being handled (operations routes aside)",
         ));
         let orders = must(IntGaugeVec::new(
             Opts::new("paycore_orders", "Orders per status"),
@@ -192,6 +205,8 @@ impl Metrics {
         reg(Box::new(extra_payments.clone()));
         reg(Box::new(sweep_found.clone()));
         reg(Box::new(http_request_seconds.clone()));
+        reg(Box::new(http_shed.clone()));
+        reg(Box::new(http_in_flight.clone()));
         reg(Box::new(orders.clone()));
         reg(Box::new(order_transitions.clone()));
         reg(Box::new(pay_answered_from_cache.clone()));
@@ -207,6 +222,8 @@ impl Metrics {
         Self {
             registry,
             http_request_seconds,
+            http_shed,
+            http_in_flight,
             orders,
             order_transitions,
             pay_answered_from_cache,

@@ -48,6 +48,10 @@ pub struct AppState {
     pub merchant_expire_seconds: HashMap<String, i64>,
     /// Shortest life a create may ask for.
     pub min_expire_seconds: i64,
+    /// Permits for requests in flight (`server.max_in_flight_requests`).
+    pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// How many permits there are.
+    pub max_in_flight: usize,
 }
 
 /// The OpenAPI document, generated from the handlers and types.
@@ -87,7 +91,10 @@ pub struct AppState {
 )]
 pub struct ApiDoc;
 
-/// Records request latency by route pattern (never by concrete path: no ids in labels).
+/// Admits a request within `server.max_in_flight_requests` (503 `overloaded` at once beyond
+/// it, before the body is read: a storm is shed, not buffered) and records its latency by route
+/// pattern (never by concrete path: no ids in labels). Operations routes are always admitted,
+/// so an operator can look at an overloaded service.
 async fn observe(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -95,9 +102,28 @@ async fn observe(
     let started = Instant::now();
     let route = route_label(req.path());
     let method = req.method().clone();
-    let metrics = req
-        .app_data::<web::Data<AppState>>()
-        .map(|s| s.metrics.clone());
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let metrics = state.as_ref().map(|s| s.metrics.clone());
+    let _permit = match &state {
+        Some(s) if !is_operations(route) => match s.in_flight.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                s.metrics.http_shed.inc();
+                s.metrics
+                    .http_request_seconds
+                    .with_label_values(&[route, method.as_str(), "5xx"])
+                    .observe(started.elapsed().as_secs_f64());
+                return Err(error::ApiError::new(
+                    actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    "too many requests in flight; retry shortly",
+                )
+                .retry_after(1)
+                .into());
+            }
+        },
+        _ => None,
+    };
     let res = next.call(req).await?;
     if let Some(m) = metrics {
         let status = match res.status().as_u16() / 100 {
@@ -181,6 +207,11 @@ async fn dynamic_routes(
         };
     }
     not_found().await
+}
+
+/// Probes and metrics: never shed.
+fn is_operations(route: &str) -> bool {
+    matches!(route, "/healthz" | "/readyz" | "/metrics" | "/openapi.json")
 }
 
 /// The route label for metrics: the contract's pattern, never a concrete id.

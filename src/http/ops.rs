@@ -35,6 +35,13 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 /// Prometheus text format.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text")))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let in_flight = state
+        .max_in_flight
+        .saturating_sub(state.in_flight.available_permits());
+    state
+        .metrics
+        .http_in_flight
+        .set(i64::try_from(in_flight).unwrap_or(i64::MAX));
     match state.store.status_counts().await {
         Ok(counts) => {
             for status in OrderStatus::ALL {

@@ -438,3 +438,56 @@ async fn graceful_shutdown_keeps_every_acknowledged_write() {
     assert_eq!(t2.order(&ids[0]).await.body["status"], "PAYING");
     t2.stop().await;
 }
+
+/// Beyond `server.max_in_flight_requests` a request is answered 503 `overloaded` at once (a
+/// storm is shed, not buffered in memory), while probes and metrics still answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_the_in_flight_bound_are_shed_at_once() {
+    let t = spawn_app(|s| {
+        s.server.max_in_flight_requests = 2;
+        s.simulator.behaviour.latency_ms_min = 1_500;
+        s.simulator.behaviour.latency_ms_max = 1_500;
+    })
+    .await;
+    let mut ids = Vec::new();
+    for no in ["SHED-1", "SHED-2"] {
+        ids.push(
+            t.create(no, 100).await["order_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let slow = async { tokio::join!(t.pay(&ids[0]), t.pay(&ids[1])) };
+    let probe = async {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while metric(&t, "paycore_http_requests_in_flight").await != Some(2.0) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the two pays never were in flight together"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let shed = t.call("POST", "/v1/submit-tokens", None).await;
+        assert_eq!(
+            (shed.status, shed.code()),
+            (503, "overloaded"),
+            "{:?}",
+            shed.body
+        );
+        assert!(shed.headers.contains_key("retry-after"));
+        let health = t.raw("GET", "/healthz", vec![], &[]).await;
+        assert_eq!(health.status, 200, "probes are never shed");
+    };
+    let ((a, b), ()) = tokio::join!(slow, probe);
+    assert_eq!(
+        (a.status, b.status),
+        (202, 202),
+        "{:?} {:?}",
+        a.body,
+        b.body
+    );
+    assert_eq!(t.call("POST", "/v1/submit-tokens", None).await.status, 201);
+    assert!(metric(&t, "paycore_http_requests_shed_total").await >= Some(1.0));
+    t.stop().await;
+}
