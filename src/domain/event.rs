@@ -5,6 +5,7 @@ use super::ids::{EventId, PaySerialNo, RefundId};
 use super::order::{Order, PayMethod};
 use super::payment::ChannelPayment;
 use super::refund::{Refund, RefundStatus};
+use super::view::OrderView;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -121,7 +122,7 @@ pub struct Event {
     /// When.
     #[serde(with = "time::serde::rfc3339")]
     pub occurred_at: OffsetDateTime,
-    /// The order as it is after the change.
+    /// The order as it is after the change, in the contract's view (`GET /v1/orders/{id}`).
     pub data: serde_json::Value,
 }
 
@@ -137,7 +138,8 @@ impl Event {
             merchant_id: order_after.merchant_id.to_string(),
             version: change.version,
             occurred_at: change.at,
-            data: serde_json::to_value(order_after).unwrap_or(serde_json::Value::Null),
+            data: serde_json::to_value(OrderView::from(order_after))
+                .unwrap_or(serde_json::Value::Null),
         })
     }
 }

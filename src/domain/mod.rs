@@ -8,6 +8,7 @@ pub mod order;
 pub mod payment;
 pub mod refund;
 pub mod timer;
+pub mod view;
 
 pub use event::{Change, ChangeKind, Event};
 pub use ids::{

@@ -4,18 +4,15 @@
 
 use super::error::ApiError;
 use crate::domain::{
-    self, Amount, BusinessType, Currency, MerchantOrderNo, NewOrder, Order, PayMethod, SubmitToken,
+    self, Amount, BusinessType, Currency, MerchantOrderNo, NewOrder, PayMethod, SubmitToken,
 };
 use serde::{Deserialize, Serialize};
-use time::format_description::well_known::Rfc3339;
 use utoipa::ToSchema;
+
+pub use crate::domain::view::{ChannelPaymentView, FulfillmentView, OrderView, RefundView};
 
 /// Longest barcode auth code.
 const MAX_AUTH_CODE_LEN: usize = 128;
-
-fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_default()
-}
 
 /// `POST /v1/submit-tokens` answer.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -176,36 +173,6 @@ impl PayOrderRequest {
     }
 }
 
-/// Fulfillment progress.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct FulfillmentView {
-    /// `PENDING`, `SUCCEEDED` or `FAILED`.
-    pub status: String,
-    /// Attempts so far.
-    pub attempts: u32,
-}
-
-/// A payment the channel reported for the order.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ChannelPaymentView {
-    /// Channel transaction number.
-    pub channel_trade_no: String,
-    /// Amount charged, minor units.
-    pub amount: i64,
-    /// ISO 4217.
-    pub currency: String,
-    /// RFC 3339.
-    pub paid_at: String,
-    /// `APPLIED` (it paid the order) or `EXTRA` (refunded automatically).
-    pub role: String,
-    /// Why it is extra: `order_not_payable`, `duplicate_charge`, `amount_mismatch`, `currency_mismatch`.
-    pub reason: Option<String>,
-    /// The automatic refund of an extra payment.
-    pub refund_id: Option<String>,
-    /// That refund's status.
-    pub refund_status: Option<String>,
-}
-
 /// `POST /v1/orders/{order_id}/refunds` body.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -234,165 +201,6 @@ impl CreateRefundRequest {
             amount: self.amount,
             reason,
         })
-    }
-}
-
-/// A refund.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct RefundView {
-    /// Opaque id.
-    pub refund_id: String,
-    /// The order refunded.
-    pub order_id: String,
-    /// The merchant's number; null for an automatic refund of an extra payment.
-    pub refund_no: Option<String>,
-    /// Minor units.
-    pub amount: i64,
-    /// `PENDING`, `PROCESSING`, `SUCCEEDED` or `FAILED`.
-    pub status: String,
-    /// The merchant's reason (or why paycore refunded automatically).
-    pub reason: Option<String>,
-    /// Why it failed.
-    pub failure_reason: Option<String>,
-    /// Made by paycore for an extra payment.
-    pub automatic: bool,
-    /// RFC 3339.
-    pub created_at: String,
-    /// RFC 3339.
-    pub updated_at: String,
-}
-
-impl RefundView {
-    /// The view of one refund of an order.
-    pub fn of(order: &Order, r: &domain::Refund) -> Self {
-        Self {
-            refund_id: r.refund_id.to_string(),
-            order_id: order.order_id.to_string(),
-            refund_no: r.refund_no.as_ref().map(|n| n.to_string()),
-            amount: r.amount,
-            status: r.status.as_str().to_string(),
-            reason: r.reason.clone(),
-            failure_reason: r.failure_reason.clone(),
-            automatic: r.automatic,
-            created_at: rfc3339(r.created_at),
-            updated_at: rfc3339(r.updated_at),
-        }
-    }
-}
-
-/// An order.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct OrderView {
-    /// Opaque, time-ordered id.
-    pub order_id: String,
-    /// Owner.
-    pub merchant_id: String,
-    /// The merchant's number.
-    pub merchant_order_no: String,
-    /// Minor units.
-    pub amount: i64,
-    /// ISO 4217.
-    pub currency: String,
-    /// `BillBuy`, `IotBuy` or `ICBuy`.
-    pub business_type: String,
-    /// Channel.
-    pub channel: String,
-    /// Subject.
-    pub subject: Option<String>,
-    /// Notify URL.
-    pub notify_url: Option<String>,
-    /// `CREATED`, `PAYING`, `PAID`, `FAILED`, `CLOSED` or `REFUNDED`.
-    pub status: String,
-    /// Payment attempt serial number, once paying.
-    pub pay_serial_no: Option<String>,
-    /// Payment method, once paying.
-    pub pay_method: Option<String>,
-    /// Channel transaction number, once known.
-    pub channel_trade_no: Option<String>,
-    /// RFC 3339, once paid.
-    pub paid_at: Option<String>,
-    /// Why the payment failed.
-    pub failure_reason: Option<String>,
-    /// Sum of refunds, minor units.
-    pub refunded_amount: i64,
-    /// Fulfillment.
-    pub fulfillment: FulfillmentView,
-    /// Every payment the channel reported: the applied one, and extra ones with their
-    /// automatic refunds.
-    pub payments: Vec<ChannelPaymentView>,
-    /// Increases by one with every change.
-    pub version: u64,
-    /// RFC 3339.
-    pub created_at: String,
-    /// RFC 3339.
-    pub updated_at: String,
-    /// RFC 3339.
-    pub expires_at: String,
-}
-
-fn business_type_name(b: BusinessType) -> &'static str {
-    match b {
-        BusinessType::BillBuy => "BillBuy",
-        BusinessType::IotBuy => "IotBuy",
-        BusinessType::ICBuy => "ICBuy",
-    }
-}
-
-impl From<&Order> for OrderView {
-    fn from(o: &Order) -> Self {
-        Self {
-            order_id: o.order_id.to_string(),
-            merchant_id: o.merchant_id.to_string(),
-            merchant_order_no: o.merchant_order_no.to_string(),
-            amount: o.amount.minor_units(),
-            currency: o.currency.code().to_string(),
-            business_type: business_type_name(o.business_type).to_string(),
-            channel: o.channel.clone(),
-            subject: o.subject.clone(),
-            notify_url: o.notify_url.clone(),
-            status: o.status.as_str().to_string(),
-            pay_serial_no: o.pay_serial_no.as_ref().map(|p| p.to_string()),
-            pay_method: o.pay_method.map(|m| m.as_str().to_string()),
-            channel_trade_no: o.channel_trade_no.clone(),
-            paid_at: o.paid_at.map(rfc3339),
-            failure_reason: o.failure_reason.clone(),
-            refunded_amount: o.refunded_amount,
-            fulfillment: FulfillmentView {
-                status: match o.fulfillment.status {
-                    domain::order::FulfillmentStatus::Pending => "PENDING",
-                    domain::order::FulfillmentStatus::Succeeded => "SUCCEEDED",
-                    domain::order::FulfillmentStatus::Failed => "FAILED",
-                }
-                .to_string(),
-                attempts: o.fulfillment.attempts,
-            },
-            payments: o
-                .payments
-                .iter()
-                .map(|p| ChannelPaymentView {
-                    channel_trade_no: p.channel_trade_no.clone(),
-                    amount: p.amount,
-                    currency: p.currency.clone(),
-                    paid_at: rfc3339(p.paid_at),
-                    role: match p.role {
-                        domain::PaymentRole::Applied => "APPLIED",
-                        domain::PaymentRole::Extra => "EXTRA",
-                    }
-                    .to_string(),
-                    reason: p.reason.map(|r| r.as_str().to_string()),
-                    refund_id: p.refund_id.as_ref().map(|r| r.to_string()),
-                    refund_status: p
-                        .refund_id
-                        .as_ref()
-                        .and_then(|id| o.refund(id))
-                        .map(|r| r.status.as_str().to_string()),
-                })
-                .collect(),
-            version: o.version,
-            created_at: rfc3339(o.created_at),
-            updated_at: rfc3339(o.updated_at),
-            expires_at: rfc3339(o.expires_at),
-        }
     }
 }
 

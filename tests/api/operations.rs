@@ -234,12 +234,14 @@ async fn events_reach_the_stream_in_version_order() {
     t.pay(&id).await;
     t.wait_status(&id, "PAID").await;
     let mut seen = Vec::new();
+    let mut last_data = serde_json::Value::Null;
     while seen.len() < 3 {
         let e = tokio::time::timeout(Duration::from_secs(10), rx.recv())
             .await
             .expect("event in time")
             .unwrap();
         if e.order_id == id {
+            last_data = e.data.clone();
             seen.push((
                 e.event_type.clone(),
                 e.version,
@@ -256,6 +258,9 @@ async fn events_reach_the_stream_in_version_order() {
             ("order.paid".to_string(), 4, "PAID".to_string())
         ]
     );
+    // An event's data is the contract's order view, exactly what a read of that version answers.
+    assert_eq!(last_data, t.order(&id).await.body);
+    assert_eq!(last_data["fulfillment"]["status"], "PENDING");
     t.stop().await;
 }
 
