@@ -241,11 +241,11 @@ async fn wrong_stale_and_replayed_signatures_get_401() {
         ),
         (
             "stale timestamp",
-            headers("demo", DEMO_SECRET, now - 301, &nonce(), &body),
+            headers("demo", DEMO_SECRET, now - 330, &nonce(), &body),
         ),
         (
             "future timestamp",
-            headers("demo", DEMO_SECRET, now + 301, &nonce(), &body),
+            headers("demo", DEMO_SECRET, now + 330, &nonce(), &body),
         ),
         (
             "short nonce",
@@ -275,7 +275,7 @@ async fn wrong_stale_and_replayed_signatures_get_401() {
             "POST",
             "/v1/orders",
             body.clone(),
-            &headers("ghost", DEMO_SECRET, now - 301, &nonce(), &body)
+            &headers("ghost", DEMO_SECRET, now - 330, &nonce(), &body)
         )
         .await
         .body,
@@ -283,7 +283,7 @@ async fn wrong_stale_and_replayed_signatures_get_401() {
             "POST",
             "/v1/orders",
             body.clone(),
-            &headers("demo", OTHER_SECRET, now - 301, &nonce(), &body)
+            &headers("demo", OTHER_SECRET, now - 330, &nonce(), &body)
         )
         .await
         .body,
