@@ -31,6 +31,7 @@ fn order() -> (Order, Vec<Event>) {
         subject: None,
         notify_url: None,
         expire_seconds: 900,
+        fulfillment_required: false,
     };
     let (o, change) = Order::create(OrderId::generate(), new, OffsetDateTime::now_utc());
     let events = Event::for_change(&o, &change).into_iter().collect();

@@ -20,6 +20,7 @@ fn new_order() -> NewOrder {
         subject: Some("Gas bill".into()),
         notify_url: None,
         expire_seconds: 900,
+        fulfillment_required: false,
     }
 }
 

@@ -53,6 +53,7 @@ async fn main() {
     let mut s = Settings::default();
     s.server.port = 0;
     s.simulator.port = 0;
+    s.simulator.biller_port = 0;
     s.orders.min_expire_seconds = 1;
     s.storage.sqlite.path = dir.path().join("t.db").to_string_lossy().into_owned();
     let app = Application::build(s.clone()).await.expect("app starts");
@@ -114,6 +115,7 @@ async fn main() {
             subject: None,
             notify_url: None,
             expire_seconds: 1 + (i % 10) as i64,
+            fulfillment_required: false,
         };
         ids.push(orders.create(token, new).await.expect("created").order_id);
     }

@@ -82,6 +82,7 @@ start_paycore() { # data-dir extra-env...
   mkdir -p "$dir"
   env PAYCORE_SERVER__PORT="$PORT" \
       PAYCORE_SIMULATOR__PORT=0 \
+      PAYCORE_SIMULATOR__BILLER_PORT=0 \
       PAYCORE_STORAGE__SQLITE__PATH="$dir/paycore.db" \
       PAYCORE_MERCHANTS__0__SECRET="$SECRET" \
       PAYCORE_MERCHANTS__0__RATE_LIMIT_PER_SEC=10000000 \
@@ -193,7 +194,9 @@ log "memory: $MEMORY_ORDERS orders at $MEMORY_RATE/s (about $MEM_SECS s) with ma
 # The simulator runs as its own process here, so paycore's RSS is paycore's alone (the simulator
 # keeps a record of every payment it made: that is its audit ledger, not paycore's memory).
 SIM_PORT=$(free_port)
+BILLER_PORT=$(free_port)
 env PAYCORE_SIMULATOR__PORT="$SIM_PORT" \
+    PAYCORE_SIMULATOR__BILLER_PORT="$BILLER_PORT" \
     PAYCORE_SIMULATOR__BEHAVIOUR__QPS=10000000 \
     PAYCORE_SIMULATOR__BEHAVIOUR__BURST=1000000 \
     PAYCORE_SIMULATOR__BEHAVIOUR__PAY_DELAY_MS_MIN=5 \
@@ -204,7 +207,8 @@ SIM_PID=$!
 PIDS+=("$SIM_PID")
 wait_ready "http://127.0.0.1:$SIM_PORT/sim/v1/payments?out_trade_no=probe" 30
 start_paycore "$TMP/paycore-mem" PAYCORE_ACTORS__MAX_LIVE_ORDERS="$MAX_LIVE" \
-  PAYCORE_SIMULATOR__IN_PROCESS=false PAYCORE_CHANNELS__SIM__BASE_URL="http://127.0.0.1:$SIM_PORT"
+  PAYCORE_SIMULATOR__IN_PROCESS=false PAYCORE_CHANNELS__SIM__BASE_URL="http://127.0.0.1:$SIM_PORT" \
+  PAYCORE_MERCHANTS__0__BILLER__URL="http://127.0.0.1:$BILLER_PORT"
 run run --url "$URL" --out "$OUT" --quiet --scenario mixed --mix create=90,lifecycle=10 \
   --rate "$MEMORY_RATE" --count "$MEMORY_ORDERS" --duration "$MEM_SECS" \
   --rss-pid "$PAYCORE_PID" --name memory

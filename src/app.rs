@@ -5,6 +5,7 @@
 
 use crate::actors::supervisor::{self, Tree};
 use crate::actors::{Orders, order::OrderDeps};
+use crate::billers;
 use crate::channels::{self, PaymentChannel};
 use crate::config::Settings;
 use crate::http::{self, AppState};
@@ -45,6 +46,7 @@ pub struct Application {
     server: actix_web::dev::ServerHandle,
     server_task: JoinHandle<std::io::Result<()>>,
     sim: Option<SimHandle>,
+    biller_sim: Option<paycore_biller_sim::BillerHandle>,
     tree: Tree,
     store: Arc<SqliteStore>,
     stream: Arc<InProcessStream>,
@@ -107,6 +109,31 @@ impl Application {
             None
         };
         let sim_url = sim.as_ref().map(|s| s.base_url());
+        let biller_sim = if settings.simulator.in_process {
+            let l = listen(
+                &settings.simulator.bind,
+                settings.simulator.biller_port,
+                settings.server.backlog,
+            )
+            .map_err(|e| err("bind business-system simulator")(e.to_string()))?;
+            Some(
+                paycore_biller_sim::start(settings.simulator.biller.clone(), l)
+                    .map_err(|e| err("business-system simulator")(e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        let biller_url = biller_sim.as_ref().map(|b| b.base_url());
+        let mut billers = HashMap::new();
+        for m in &settings.merchants {
+            if let Some(target) = &m.biller {
+                let id = crate::domain::MerchantId::parse(&m.id)
+                    .map_err(|e| err("merchant")(e.to_string()))?;
+                let biller = billers::build(target, biller_url.as_deref())
+                    .map_err(err("business system"))?;
+                billers.insert(id, biller);
+            }
+        }
 
         let mut adapters: HashMap<String, Arc<dyn PaymentChannel>> = HashMap::new();
         let mut channel_specs = Vec::new();
@@ -137,6 +164,7 @@ impl Application {
                         Some((id, settings.orders.schedule(Some(m))))
                     })
                     .collect(),
+                billers,
             },
         )
         .await
@@ -223,6 +251,7 @@ impl Application {
             server: handle,
             server_task,
             sim,
+            biller_sim,
             tree,
             store,
             stream,
@@ -242,6 +271,11 @@ impl Application {
     /// The in-process simulator's base URL, when it runs.
     pub fn simulator_url(&self) -> Option<String> {
         self.sim.as_ref().map(|s| s.base_url())
+    }
+
+    /// The in-process business-system simulator's base URL, when it runs.
+    pub fn biller_simulator_url(&self) -> Option<String> {
+        self.biller_sim.as_ref().map(|s| s.base_url())
     }
 
     /// The store (for benchmarks and tests that seed it).
@@ -291,6 +325,9 @@ impl Application {
         self.store.close().await;
         if let Some(sim) = self.sim {
             sim.stop().await;
+        }
+        if let Some(biller) = self.biller_sim {
+            biller.stop().await;
         }
         tracing::info!("paycore stopped");
     }

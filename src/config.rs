@@ -2,6 +2,7 @@
 //! variables (`PAYCORE_SERVER__PORT=9090` sets `server.port`; `__` separates levels, a number
 //! indexes a list: `PAYCORE_MERCHANTS__0__SECRET`). Unknown keys are refused; secrets never print.
 
+use paycore_biller_sim::BillerSettings;
 use paycore_channel_sim::SimSettings;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -191,6 +192,9 @@ pub struct OrderSettings {
     pub refund_retry_ms: Vec<u64>,
     /// Delays of expiry-close retries when the channel did not answer; the last repeats.
     pub expire_retry_ms: Vec<u64>,
+    /// Delays of write-off retries after a failed fulfillment (the first attempt is made at
+    /// once after PAID); after the last, fulfillment is given up and the order refunded.
+    pub fulfillment_retry_ms: Vec<u64>,
 }
 
 impl OrderSettings {
@@ -207,6 +211,7 @@ impl OrderSettings {
                 .unwrap_or(&self.poll_schedule_ms)),
             refund_retry: ms(&self.refund_retry_ms),
             expire_retry: ms(&self.expire_retry_ms),
+            fulfillment_retry: ms(&self.fulfillment_retry_ms),
         }
     }
 }
@@ -258,6 +263,10 @@ pub struct SimulatorSettings {
     pub port: u16,
     /// Its behaviour.
     pub behaviour: SimSettings,
+    /// Port of the business-system simulator started beside it (0 picks a free one).
+    pub biller_port: u16,
+    /// The business-system simulator's behaviour.
+    pub biller: BillerSettings,
 }
 
 impl fmt::Debug for SimulatorSettings {
@@ -269,6 +278,8 @@ impl fmt::Debug for SimulatorSettings {
             .field("bind", &self.bind)
             .field("port", &self.port)
             .field("behaviour", &behaviour)
+            .field("biller_port", &self.biller_port)
+            .field("biller", &self.biller)
             .finish()
     }
 }
@@ -319,6 +330,28 @@ pub struct MerchantSettings {
     /// This merchant's poll schedule (the seed's per-tenant `newPayQueryInterval`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub poll_schedule_ms: Option<Vec<u64>>,
+    /// The merchant's business system, where paid orders are fulfilled (written off); none:
+    /// the merchant fulfils orders itself and paycore only reports them paid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub biller: Option<BillerTarget>,
+}
+
+/// A merchant's business system ("biller"), spoken to with the protocol of `biller-sim`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BillerTarget {
+    /// Its API; empty means the in-process business-system simulator.
+    #[serde(default)]
+    pub url: String,
+    /// Shared secret that signs our requests.
+    pub secret: Secret,
+    /// Timeout of one request.
+    #[serde(default = "default_biller_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_biller_timeout() -> u64 {
+    5_000
 }
 
 fn default_merchant_rate() -> u32 {
@@ -404,6 +437,7 @@ impl Default for OrderSettings {
                 10, 30, 60, 120, 300, 600, 1_800, 3_600, 3_600, 3_600, 7_200, 7_200,
             ]),
             expire_retry_ms: ms(&[5, 15, 30, 60, 300]),
+            fulfillment_retry_ms: ms(&[900; 8]),
         }
     }
 }
@@ -440,6 +474,8 @@ impl Default for SimulatorSettings {
             bind: "127.0.0.1".into(),
             port: 8090,
             behaviour: SimSettings::default(),
+            biller_port: 8091,
+            biller: BillerSettings::default(),
         }
     }
 }
@@ -482,6 +518,11 @@ impl Default for Settings {
                 rate_limit_burst: default_merchant_burst(),
                 default_expire_seconds: None,
                 poll_schedule_ms: None,
+                biller: Some(BillerTarget {
+                    url: String::new(),
+                    secret: Secret::new(BillerSettings::default().secret),
+                    timeout_ms: default_biller_timeout(),
+                }),
             }],
         }
     }
@@ -621,6 +662,13 @@ impl Settings {
                 return bad(key, "must list 1..=64 positive delays");
             }
         }
+        // No retries at all is allowed: the first failure gives fulfillment up.
+        if o.fulfillment_retry_ms.len() > MAX_SCHEDULE_LEN || o.fulfillment_retry_ms.contains(&0) {
+            return bad(
+                "orders.fulfillment_retry_ms",
+                "must list at most 64 positive delays",
+            );
+        }
         let t = &self.timers;
         if t.tick_ms == 0
             || t.page_size == 0
@@ -637,6 +685,13 @@ impl Settings {
             .validate()
             .map_err(|why| ConfigError::Invalid {
                 key: "simulator.behaviour".into(),
+                why,
+            })?;
+        self.simulator
+            .biller
+            .validate()
+            .map_err(|why| ConfigError::Invalid {
+                key: "simulator.biller".into(),
                 why,
             })?;
         for (name, c) in &self.channels {
@@ -692,6 +747,27 @@ impl Settings {
                     &format!("merchants.{i}.poll_schedule_ms"),
                     "must list 1..=64 positive delays",
                 );
+            }
+            if let Some(b) = &m.biller {
+                if b.url.is_empty() && !self.simulator.in_process {
+                    return bad(
+                        &format!("merchants.{i}.biller.url"),
+                        "empty, but the in-process simulator is off",
+                    );
+                }
+                let http = b.url.starts_with("http://") || b.url.starts_with("https://");
+                if !(b.url.is_empty() || http) {
+                    return bad(
+                        &format!("merchants.{i}.biller.url"),
+                        "must be an http(s) URL",
+                    );
+                }
+                if b.timeout_ms == 0 || b.secret.expose().is_empty() {
+                    return bad(
+                        &format!("merchants.{i}.biller"),
+                        "timeout_ms must be positive and secret set",
+                    );
+                }
             }
             if let Some(c) = m.channels.iter().find(|c| !self.channels.contains_key(*c)) {
                 return bad(

@@ -3,6 +3,7 @@
 
 pub mod actors;
 pub mod app;
+pub mod billers;
 pub mod channels;
 pub mod config;
 pub mod domain;

@@ -27,7 +27,7 @@ struct Cli {
 enum Command {
     /// Run the payment core (and, by default, the channel simulator in-process).
     Serve,
-    /// Run only the channel simulator, from the [simulator] settings.
+    /// Run only the simulators (channel and business system), from the [simulator] settings.
     ChannelSim,
 }
 
@@ -61,6 +61,9 @@ async fn main() -> anyhow::Result<()> {
             if let Some(url) = app.simulator_url() {
                 tracing::info!(url, "channel simulator running in-process");
             }
+            if let Some(url) = app.biller_simulator_url() {
+                tracing::info!(url, "business-system simulator running in-process");
+            }
             app.run_until_signalled().await;
         }
         Command::ChannelSim => {
@@ -69,8 +72,16 @@ async fn main() -> anyhow::Result<()> {
                 .context("binding the simulator")?;
             let sim = paycore_channel_sim::start(s.behaviour.clone(), listener)?;
             tracing::info!(url = sim.base_url(), "channel simulator listening");
+            let listener = std::net::TcpListener::bind((s.bind.as_str(), s.biller_port))
+                .context("binding the business-system simulator")?;
+            let biller = paycore_biller_sim::start(s.biller.clone(), listener)?;
+            tracing::info!(
+                url = biller.base_url(),
+                "business-system simulator listening"
+            );
             tokio::signal::ctrl_c().await?;
             sim.stop().await;
+            biller.stop().await;
         }
     }
     Ok(())

@@ -67,6 +67,11 @@ pub struct Metrics {
     pub extra_payments: IntCounterVec,
     /// `paycore_sweep_found_total`: open orders the stuck-order sweep found without a timer.
     pub sweep_found: IntCounter,
+    /// `paycore_fulfillments_total{outcome}`: write-off attempts: succeeded, failed, given_up.
+    pub fulfillments: IntCounterVec,
+    /// `paycore_fulfillment_reversals_total{outcome}`: reversals before merchant refunds:
+    /// reversed, refused, unavailable.
+    pub reversals: IntCounterVec,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -204,6 +209,22 @@ impl Metrics {
         reg(Box::new(refunds.clone()));
         reg(Box::new(extra_payments.clone()));
         reg(Box::new(sweep_found.clone()));
+        let fulfillments = must(IntCounterVec::new(
+            Opts::new(
+                "paycore_fulfillments_total",
+                "Write-off attempts at merchants' business systems",
+            ),
+            &["outcome"],
+        ));
+        reg(Box::new(fulfillments.clone()));
+        let reversals = must(IntCounterVec::new(
+            Opts::new(
+                "paycore_fulfillment_reversals_total",
+                "Write-off reversals before merchant refunds",
+            ),
+            &["outcome"],
+        ));
+        reg(Box::new(reversals.clone()));
         reg(Box::new(http_request_seconds.clone()));
         reg(Box::new(http_shed.clone()));
         reg(Box::new(http_in_flight.clone()));
@@ -244,6 +265,8 @@ impl Metrics {
             refunds,
             extra_payments,
             sweep_found,
+            fulfillments,
+            reversals,
         }
     }
 

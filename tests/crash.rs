@@ -31,6 +31,7 @@ fn start_with(db: &str, port: u16, sim_port: u16, cmd: &str, env: &[(&str, &str)
     ])
     .env("PAYCORE_SERVER__PORT", port.to_string())
     .env("PAYCORE_SIMULATOR__PORT", sim_port.to_string())
+    .env("PAYCORE_SIMULATOR__BILLER_PORT", "0")
     .env("PAYCORE_STORAGE__SQLITE__PATH", db)
     .env("RUST_LOG", "warn")
     .stdout(Stdio::null())
@@ -214,11 +215,14 @@ async fn timers_pending_at_sigkill_all_complete_after_restart() {
     let (port, sim_port) = (free_port(), free_port());
     let base = format!("http://127.0.0.1:{port}");
     let sim = format!("http://127.0.0.1:{sim_port}");
+    let biller_port = free_port().to_string();
+    let biller_url = format!("http://127.0.0.1:{biller_port}");
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
     let sim_env = [
+        ("PAYCORE_SIMULATOR__BILLER_PORT", biller_port.as_str()),
         ("PAYCORE_SIMULATOR__BEHAVIOUR__LOST_CALLBACK_RATE", "1.0"),
         (
             "PAYCORE_SIMULATOR__BEHAVIOUR__REFUND_ERRORS_PER_REFUND",
@@ -232,6 +236,7 @@ async fn timers_pending_at_sigkill_all_complete_after_restart() {
     let core_env = [
         ("PAYCORE_SIMULATOR__IN_PROCESS", "false"),
         ("PAYCORE_CHANNELS__SIM__BASE_URL", sim_url.as_str()),
+        ("PAYCORE_MERCHANTS__0__BILLER__URL", biller_url.as_str()),
         (
             "PAYCORE_ORDERS__POLL_SCHEDULE_MS",
             "[2500, 200, 200, 200, 200, 400]",

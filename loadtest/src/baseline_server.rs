@@ -134,6 +134,7 @@ pub async fn serve(
         rate_limit_burst: UNLIMITED_RATE,
         default_expire_seconds: None,
         poll_schedule_ms: None,
+        biller: None,
     }];
     let auth =
         Authenticator::new(&merchants, &AuthSettings::default()).map_err(anyhow::Error::msg)?;

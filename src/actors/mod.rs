@@ -4,6 +4,7 @@
 pub mod channel;
 pub mod order;
 pub mod order_cache;
+mod order_fulfill;
 mod order_settle;
 pub mod orders;
 pub mod registry;

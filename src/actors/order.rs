@@ -5,6 +5,7 @@
 //! storage does not also hold. Timers and refunds are handled in `order_settle`.
 
 use super::channel::{ChannelHandle, ChannelRequest, ChannelResponse, Priority};
+use crate::billers::Biller;
 use crate::channels::{ChannelError, CloseOutcome, OpenPayment, PaymentResult};
 use crate::domain::timer::{self, Schedule};
 use crate::domain::{
@@ -52,6 +53,12 @@ pub enum OrderError {
     /// The order's actor did not answer (timed out or failed); the outcome may be unknown.
     #[error("order actor unavailable: {0}")]
     Unavailable(String),
+    /// The business system refused to reverse the write-off; nothing was refunded.
+    #[error("the business system refused the reversal: {0}")]
+    ReversalRefused(String),
+    /// The business system did not answer a reversal; nothing was refunded.
+    #[error("the business system did not answer the reversal: {0}")]
+    BillerUnavailable(String),
 }
 
 /// A pay request, validated at the edge.
@@ -140,6 +147,8 @@ pub struct OrderDeps {
     pub schedule: Schedule,
     /// Merchants' own timer delays.
     pub merchant_schedules: HashMap<MerchantId, Schedule>,
+    /// Merchants' business systems, where paid orders are fulfilled.
+    pub billers: HashMap<MerchantId, Arc<dyn Biller>>,
 }
 
 impl OrderDeps {
@@ -174,6 +183,9 @@ pub struct State {
     busy: Arc<AtomicUsize>,
     /// Refunds opened by the message being handled, tried once it is answered.
     pub(super) fresh_refunds: Vec<RefundId>,
+    /// The message being handled paid an order that paycore fulfils: its first write-off is
+    /// tried once the message is answered.
+    pub(super) fresh_fulfillment: bool,
 }
 
 impl Actor for OrderActor {
@@ -188,6 +200,7 @@ impl Actor for OrderActor {
             order: None,
             busy: args.busy,
             fresh_refunds: Vec::new(),
+            fresh_fulfillment: false,
         })
     }
 
@@ -252,8 +265,10 @@ impl OrderActor {
             #[cfg(test)]
             Msg::Panic => panic!("injected panic in order actor {}", state.order_id),
         }
-        // Refunds opened by this message (a merchant's, or an extra payment's) are tried at
-        // once, after the answer; their timer retries them if this attempt does not finish.
+        // A write-off for an order this message paid, and refunds it opened (a merchant's, an
+        // extra payment's, fulfillment given up) are tried at once, after the answer; their
+        // timers retry them if this attempt does not finish.
+        self.try_fresh_fulfillment(state).await;
         self.try_fresh_refunds(state).await;
     }
 
@@ -330,11 +345,15 @@ impl OrderActor {
                 for change in &changes {
                     match &change.kind {
                         ChangeKind::RefundRequested { refund }
-                        | ChangeKind::ExtraPaymentRecorded { refund, .. } => {
-                            state.fresh_refunds.push(refund.refund_id.clone())
-                        }
+                        | ChangeKind::ExtraPaymentRecorded { refund, .. }
+                        | ChangeKind::FulfillmentGivenUp {
+                            refund: Some(refund),
+                        } => state.fresh_refunds.push(refund.refund_id.clone()),
                         _ => {}
                     }
+                }
+                if next.fulfillment_open() && !order.fulfillment_open() {
+                    state.fresh_fulfillment = true;
                 }
                 tracing::debug!(
                     status = next.status.as_str(),
@@ -538,6 +557,7 @@ impl OrderActor {
         request: RefundRequest,
     ) -> Result<(Order, RefundId), OrderError> {
         let order = self.load_for(state, merchant).await?;
+        self.reverse_before_refund(&order, &request).await?;
         let no = request.refund_no.clone();
         let order = self
             .persist(state, order, Command::RequestRefund(request), Vec::new())

@@ -30,6 +30,7 @@ impl OrderActor {
             TimerKind::Poll => self.poll(state, order, attempt).await,
             TimerKind::Expire => self.expire(state, order, attempt).await,
             TimerKind::Refund => self.retry_refunds(state, order, attempt).await,
+            TimerKind::Fulfill => self.fulfill_on_timer(state, order, attempt).await,
         };
         self.reschedule(state, kind, attempt, next).await;
     }

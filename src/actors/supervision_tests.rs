@@ -12,6 +12,7 @@ fn settings(dir: &tempfile::TempDir) -> Settings {
     s.server.port = 0;
     s.server.workers = 1;
     s.simulator.port = 0;
+    s.simulator.biller_port = 0;
     s.actors.call_timeout_ms = 5_000;
     s.storage.sqlite.path = dir.path().join("s.db").to_string_lossy().into_owned();
     s

@@ -69,6 +69,24 @@ pub enum ChangeKind {
         /// The refund, PENDING.
         refund: Refund,
     },
+    /// The business system credited the order.
+    Fulfilled {
+        /// Attempts it took.
+        attempts: u32,
+    },
+    /// A write-off attempt failed (the order is on the exception list and retried).
+    FulfillmentFailed {
+        /// Attempts so far.
+        attempts: u32,
+        /// Why.
+        error: String,
+    },
+    /// Attempts ran out: the payer is refunded by the original route (`None` when nothing is
+    /// left to refund).
+    FulfillmentGivenUp {
+        /// The automatic refund, PENDING.
+        refund: Option<Refund>,
+    },
     /// The channel answered about a refund.
     RefundSettled {
         /// Which.
@@ -96,6 +114,9 @@ impl ChangeKind {
             ChangeKind::Closed => Some("order.closed"),
             ChangeKind::ExtraPaymentRecorded { .. } => Some("order.extra_payment"),
             ChangeKind::RefundRequested { .. } => None,
+            ChangeKind::Fulfilled { .. } => Some("order.fulfilled"),
+            ChangeKind::FulfillmentFailed { .. } => None,
+            ChangeKind::FulfillmentGivenUp { .. } => Some("order.fulfillment_failed"),
             ChangeKind::RefundSettled { status, .. } => match status {
                 RefundStatus::Succeeded => Some("refund.succeeded"),
                 RefundStatus::Failed => Some("refund.failed"),

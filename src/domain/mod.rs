@@ -17,7 +17,8 @@ pub use ids::{
 };
 pub use money::{Amount, Currency, MoneyError};
 pub use order::{
-    BusinessType, CloseStep, Command, NewOrder, Order, OrderStatus, PayMethod, PayStep, Rejection,
+    BusinessType, CloseStep, Command, FulfillmentOutcome, FulfillmentStatus, NewOrder, Order,
+    OrderStatus, PayMethod, PayStep, Rejection,
 };
 pub use payment::{ChannelPayment, ExtraReason, PaymentRole, ReportedPayment};
 pub use refund::{Refund, RefundOutcome, RefundRequest, RefundStatus};

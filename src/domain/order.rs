@@ -126,10 +126,35 @@ pub enum FulfillmentStatus {
 /// Fulfillment progress of an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fulfillment {
-    /// Where fulfillment stands.
+    /// Where fulfillment stands: PENDING until the business system credits the order; FAILED
+    /// while attempts fail (the exception list: retried on a schedule) and once given up.
     pub status: FulfillmentStatus,
     /// Attempts made so far.
     pub attempts: u32,
+    /// Whether paycore fulfils this order (its merchant has a business system configured when
+    /// the order was created). Without one, the merchant fulfils it and it stays PENDING.
+    #[serde(default)]
+    pub required: bool,
+    /// The last attempt's error.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// Attempts ran out: the order is refunded by the original route.
+    #[serde(default)]
+    pub gave_up: bool,
+}
+
+/// How a write-off attempt at the business system ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FulfillmentOutcome {
+    /// Credited.
+    Succeeded,
+    /// Not credited: `give_up` when it was the last attempt the schedule allows.
+    Failed {
+        /// The business system's answer, or why there was none.
+        error: String,
+        /// The last attempt: refund the order.
+        give_up: bool,
+    },
 }
 
 /// An order, as stored and as answered.
@@ -213,6 +238,8 @@ pub struct NewOrder {
     pub notify_url: Option<String>,
     /// Seconds until an unpaid order expires, within [`EXPIRE_SECONDS_RANGE`].
     pub expire_seconds: i64,
+    /// paycore fulfils the paid order at the merchant's business system.
+    pub fulfillment_required: bool,
 }
 
 #[cfg(test)]
@@ -229,6 +256,7 @@ impl NewOrder {
             subject: None,
             notify_url: None,
             expire_seconds: 900,
+            fulfillment_required: false,
         }
     }
 }
@@ -275,6 +303,8 @@ pub enum Command {
         /// How it ended.
         outcome: RefundOutcome,
     },
+    /// How a write-off attempt at the business system ended.
+    RecordFulfillment(FulfillmentOutcome),
 }
 
 /// Why a command was refused. The order is unchanged.
@@ -316,6 +346,10 @@ pub enum Rejection {
     /// The command does not fit the order's status (e.g. a channel close for an order not paying).
     #[error("order in status {0:?} cannot take this command")]
     WrongStatus(OrderStatus),
+    /// The business system has not credited the order yet (attempts go on): a refund now could
+    /// pay the payer back for gas or water that is credited later.
+    #[error("the order is not fulfilled yet; refund it once it is fulfilled or given up")]
+    FulfillmentPending,
 }
 
 /// What the pay call should do next, decided from the order alone.
@@ -362,6 +396,9 @@ impl Order {
             fulfillment: Fulfillment {
                 status: FulfillmentStatus::Pending,
                 attempts: 0,
+                required: new.fulfillment_required,
+                last_error: None,
+                gave_up: false,
             },
             payments: Vec::new(),
             refunds: Vec::new(),
@@ -414,9 +451,24 @@ impl Order {
     }
 
     /// Whether the order still has something to finish by itself: an unpaid order (to pay or
-    /// close at expiry) or an open refund.
+    /// close at expiry), an open refund, or a fulfillment to carry out.
     pub fn has_open_work(&self) -> bool {
-        matches!(self.status, OrderStatus::Created | OrderStatus::Paying) || self.open_refunds() > 0
+        matches!(self.status, OrderStatus::Created | OrderStatus::Paying)
+            || self.open_refunds() > 0
+            || self.fulfillment_open()
+    }
+
+    /// A paid order that paycore must still fulfil (attempts go on).
+    pub fn fulfillment_open(&self) -> bool {
+        self.fulfillment.required
+            && self.status == OrderStatus::Paid
+            && self.fulfillment.status != FulfillmentStatus::Succeeded
+            && !self.fulfillment.gave_up
+    }
+
+    /// Whether a merchant refund must first reverse the write-off at the business system.
+    pub fn refund_needs_reversal(&self) -> bool {
+        self.fulfillment.required && self.fulfillment.status == FulfillmentStatus::Succeeded
     }
 
     /// A refund of this order by id.
@@ -433,7 +485,7 @@ impl Order {
         let open: i64 = self
             .refunds
             .iter()
-            .filter(|r| !r.automatic && r.status.is_open())
+            .filter(|r| r.returns_order_payment() && r.status.is_open())
             .fold(0i64, |acc, r| acc.saturating_add(r.amount));
         self.amount
             .minor_units()
@@ -518,6 +570,13 @@ impl Order {
                     kinds.extend(self.settle(refund, outcome)?);
                 }
             }
+
+            (Command::RecordFulfillment(outcome), Paid) if self.fulfillment_open() => {
+                self.decide_fulfillment(outcome, now, &mut kinds)?
+            }
+            // A result for an order fulfilled, given up, refunded or never to be fulfilled
+            // here: a repeat, nothing to change.
+            (Command::RecordFulfillment(_), _) => {}
         }
         Ok(kinds
             .into_iter()
@@ -611,6 +670,7 @@ impl Order {
             status: RefundStatus::Pending,
             channel_trade_no: Some(p.channel_trade_no.clone()),
             automatic: true,
+            for_fulfillment: false,
             failure_reason: None,
             created_at: now,
             updated_at: now,
@@ -633,6 +693,49 @@ impl Order {
                     self.currency.code()
                 ),
             });
+        }
+        Ok(())
+    }
+
+    fn decide_fulfillment(
+        &self,
+        outcome: &FulfillmentOutcome,
+        now: OffsetDateTime,
+        kinds: &mut Vec<ChangeKind>,
+    ) -> Result<(), Rejection> {
+        let attempts = self.fulfillment.attempts.saturating_add(1);
+        match outcome {
+            FulfillmentOutcome::Succeeded => kinds.push(ChangeKind::Fulfilled { attempts }),
+            FulfillmentOutcome::Failed { error, give_up } => {
+                kinds.push(ChangeKind::FulfillmentFailed {
+                    attempts,
+                    error: error.clone(),
+                });
+                if *give_up {
+                    // What the payer paid and was not refunded yet goes back by the original
+                    // route, through the same durable refund path as every refund.
+                    let amount = self.refundable();
+                    let refund = (amount > 0).then(|| Refund {
+                        refund_id: RefundId::new(&self.order_id, self.refunds.len() + 1),
+                        refund_no: None,
+                        amount,
+                        reason: Some(format!(
+                            "automatic refund: fulfillment given up after {attempts} attempts"
+                        )),
+                        status: RefundStatus::Pending,
+                        channel_trade_no: None,
+                        automatic: true,
+                        for_fulfillment: true,
+                        failure_reason: None,
+                        created_at: now,
+                        updated_at: now,
+                    });
+                    if refund.is_some() && self.refunds.len() >= MAX_REFUNDS_PER_ORDER {
+                        return Err(Rejection::TooManyRefunds);
+                    }
+                    kinds.push(ChangeKind::FulfillmentGivenUp { refund });
+                }
+            }
         }
         Ok(())
     }
@@ -661,6 +764,9 @@ impl Order {
         if self.refunds.len() >= MAX_REFUNDS_PER_ORDER {
             return Err(Rejection::TooManyRefunds);
         }
+        if self.fulfillment_open() {
+            return Err(Rejection::FulfillmentPending);
+        }
         let refundable = self.refundable();
         if req.amount <= 0 || req.amount > refundable {
             return Err(Rejection::RefundExceedsPaid { refundable });
@@ -674,6 +780,7 @@ impl Order {
                 status: RefundStatus::Pending,
                 channel_trade_no: None,
                 automatic: false,
+                for_fulfillment: false,
                 failure_reason: None,
                 created_at: now,
                 updated_at: now,
@@ -696,7 +803,7 @@ impl Order {
             RefundOutcome::Failed(why) => (RefundStatus::Failed, Some(why.clone())),
         };
         let mut refunded_amount = self.refunded_amount;
-        if status == RefundStatus::Succeeded && !refund.automatic {
+        if status == RefundStatus::Succeeded && refund.returns_order_payment() {
             refunded_amount = refunded_amount
                 .checked_add(refund.amount)
                 .filter(|total| *total <= self.amount.minor_units())
@@ -768,6 +875,20 @@ impl Order {
                 self.refunds.push(refund.clone());
             }
             ChangeKind::RefundRequested { refund } => self.refunds.push(refund.clone()),
+            ChangeKind::Fulfilled { attempts } => {
+                self.fulfillment.status = FulfillmentStatus::Succeeded;
+                self.fulfillment.attempts = *attempts;
+                self.fulfillment.last_error = None;
+            }
+            ChangeKind::FulfillmentFailed { attempts, error } => {
+                self.fulfillment.status = FulfillmentStatus::Failed;
+                self.fulfillment.attempts = *attempts;
+                self.fulfillment.last_error = Some(error.clone());
+            }
+            ChangeKind::FulfillmentGivenUp { refund } => {
+                self.fulfillment.gave_up = true;
+                self.refunds.extend(refund.iter().cloned());
+            }
             ChangeKind::RefundSettled {
                 refund_id,
                 status,

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::domain::ids::PaySerialNo;
-use crate::domain::{ExtraReason, PaymentRole, RefundOutcome, TimerKind, TimerOp};
+use crate::domain::{ExtraReason, PaymentRole, RefundOutcome, Schedule, TimerKind, TimerOp};
 use proptest::prelude::*;
 use time::macros::datetime;
 
@@ -476,6 +476,8 @@ fn any_command() -> impl Strategy<Value = Command> {
         Just(paid_as("T2", 1000, "CNY")),
         (1i64..=600).prop_map(|a| refund("R1", a)),
         (1i64..=600).prop_map(|a| refund("R2", a)),
+        Just(Command::RecordFulfillment(FulfillmentOutcome::Succeeded)),
+        any::<bool>().prop_map(write_off_failed),
     ]
 }
 
@@ -499,8 +501,175 @@ proptest! {
             let applied = order.payments.iter().filter(|p| p.role == PaymentRole::Applied).count();
             prop_assert!(applied <= 1, "at most one payment pays an order");
             prop_assert!(order.refundable() >= 0 && order.refunded_amount <= 1000);
-            let merchant_refunds: i64 = order.refunds.iter().filter(|r| !r.automatic && r.status != RefundStatus::Failed).map(|r| r.amount).sum();
+            let merchant_refunds: i64 = order.refunds.iter().filter(|r| r.returns_order_payment() && r.status != RefundStatus::Failed).map(|r| r.amount).sum();
             prop_assert!(merchant_refunds <= 1000, "refunds never exceed the paid amount");
         }
     }
+}
+
+fn fulfilled_by_biller(status: OrderStatus) -> Order {
+    let mut new = NewOrder::for_test("demo", "M1", 1000);
+    new.fulfillment_required = true;
+    let (mut o, _) = Order::create(OrderId::generate(), new, T0);
+    for cmd in [paying(), paid(1000)] {
+        step(&mut o, &cmd).unwrap();
+    }
+    assert_eq!(o.status, OrderStatus::Paid);
+    if status == OrderStatus::Refunded {
+        o.status = status;
+    }
+    o
+}
+
+fn write_off_failed(give_up: bool) -> Command {
+    Command::RecordFulfillment(FulfillmentOutcome::Failed {
+        error: "SYSTEM_ERROR".into(),
+        give_up,
+    })
+}
+
+#[test]
+fn fulfillment_succeeds_fails_retries_and_gives_up_with_one_refund() {
+    // Fails twice, then succeeds: FAILED (exception list) twice, then SUCCEEDED.
+    let mut o = fulfilled_by_biller(OrderStatus::Paid);
+    assert!(o.fulfillment_open() && o.has_open_work());
+    for n in 1..=2 {
+        let changes = step(&mut o, &write_off_failed(false)).unwrap();
+        assert_eq!(changes.len(), 1);
+        assert_eq!(
+            changes[0].kind.event_type(),
+            None,
+            "a retry is not published"
+        );
+        assert_eq!(
+            (o.fulfillment.status, o.fulfillment.attempts),
+            (FulfillmentStatus::Failed, n)
+        );
+    }
+    let changes = step(
+        &mut o,
+        &Command::RecordFulfillment(FulfillmentOutcome::Succeeded),
+    )
+    .unwrap();
+    assert_eq!(changes[0].kind.event_type(), Some("order.fulfilled"));
+    assert_eq!(
+        (o.fulfillment.status, o.fulfillment.attempts),
+        (FulfillmentStatus::Succeeded, 3)
+    );
+    assert!(!o.fulfillment_open() && !o.has_open_work());
+    assert!(o.refund_needs_reversal());
+    // A repeat result changes nothing.
+    assert!(step(&mut o, &write_off_failed(true)).unwrap().is_empty());
+
+    // Gives up: one automatic refund of the whole paid amount, counted in refunded_amount.
+    let mut o = fulfilled_by_biller(OrderStatus::Paid);
+    let changes = step(&mut o, &write_off_failed(true)).unwrap();
+    assert_eq!(
+        changes
+            .iter()
+            .map(|c| c.kind.event_type())
+            .collect::<Vec<_>>(),
+        vec![None, Some("order.fulfillment_failed")]
+    );
+    assert!(o.fulfillment.gave_up && !o.fulfillment_open());
+    assert_eq!(o.refunds.len(), 1);
+    let r = o.refunds[0].clone();
+    assert!(r.automatic && r.for_fulfillment && r.returns_order_payment());
+    assert_eq!((r.amount, r.channel_trade_no.clone()), (1000, None));
+    assert_eq!(o.refundable(), 0, "nothing more for the merchant to refund");
+    assert!(
+        step(&mut o, &write_off_failed(true)).unwrap().is_empty(),
+        "given up once"
+    );
+    let settle = Command::SettleRefund {
+        refund_id: r.refund_id.clone(),
+        outcome: RefundOutcome::Succeeded,
+    };
+    step(&mut o, &settle).unwrap();
+    assert_eq!((o.status, o.refunded_amount), (OrderStatus::Refunded, 1000));
+}
+
+#[test]
+fn a_merchant_refund_waits_for_fulfillment_and_orders_without_a_biller_never_wait() {
+    let mut o = fulfilled_by_biller(OrderStatus::Paid);
+    let before = o.clone();
+    assert_eq!(
+        step(&mut o, &refund("R1", 100)),
+        Err(Rejection::FulfillmentPending)
+    );
+    assert_eq!(o, before, "refused: unchanged");
+    step(&mut o, &write_off_failed(false)).unwrap();
+    assert_eq!(
+        step(&mut o, &refund("R1", 100)),
+        Err(Rejection::FulfillmentPending)
+    );
+    step(
+        &mut o,
+        &Command::RecordFulfillment(FulfillmentOutcome::Succeeded),
+    )
+    .unwrap();
+    assert_eq!(step(&mut o, &refund("R1", 100)).unwrap().len(), 1);
+
+    // A merchant without a business system: fulfillment stays PENDING and is never worked on.
+    let mut plain = order_in(OrderStatus::Paid);
+    assert!(!plain.fulfillment_open() && !plain.refund_needs_reversal());
+    assert!(
+        step(&mut plain, &write_off_failed(true))
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(step(&mut plain, &refund("R1", 100)).unwrap().len(), 1);
+}
+
+#[test]
+fn the_fulfill_timer_follows_the_order() {
+    let schedule = Schedule {
+        fulfillment_retry: vec![std::time::Duration::from_secs(900); 2],
+        ..Schedule::standard()
+    };
+    let mut new = NewOrder::for_test("demo", "M1", 1000);
+    new.fulfillment_required = true;
+    let (mut o, _) = Order::create(OrderId::generate(), new, T0);
+    step(&mut o, &paying()).unwrap();
+    let before = o.clone();
+    step(&mut o, &paid(1000)).unwrap();
+    let ops = crate::domain::timer::plan(&before, &o, T0, &schedule);
+    assert!(ops.contains(&TimerOp::Set {
+        kind: TimerKind::Fulfill,
+        due_at: T0 + crate::domain::timer::FULFILLMENT_BACKSTOP,
+        attempt: 0
+    }));
+    assert!(
+        crate::domain::timer::ensure(&o, T0)
+            .iter()
+            .any(|op| matches!(
+                op,
+                TimerOp::Ensure {
+                    kind: TimerKind::Fulfill,
+                    ..
+                }
+            )),
+        "the sweep restores a lost fulfill timer"
+    );
+    // After attempt n failed: the next is due after schedule[n - 1]; after the last, none.
+    assert_eq!(
+        schedule.next_fulfillment(T0, 1),
+        Some(TimerOp::Set {
+            kind: TimerKind::Fulfill,
+            due_at: T0 + time::Duration::seconds(900),
+            attempt: 1
+        })
+    );
+    assert!(schedule.next_fulfillment(T0, 2).is_some());
+    assert_eq!(schedule.next_fulfillment(T0, 3), None);
+    let before = o.clone();
+    step(
+        &mut o,
+        &Command::RecordFulfillment(FulfillmentOutcome::Succeeded),
+    )
+    .unwrap();
+    assert!(
+        crate::domain::timer::plan(&before, &o, T0, &schedule)
+            .contains(&TimerOp::Clear(TimerKind::Fulfill))
+    );
 }

@@ -58,8 +58,12 @@ pub struct Refund {
     pub status: RefundStatus,
     /// The charge refunded; `None` means the order's own payment.
     pub channel_trade_no: Option<String>,
-    /// Made by paycore for an extra payment.
+    /// Made by paycore, not asked for by the merchant: for an extra payment, or (with
+    /// `for_fulfillment`) because fulfillment was given up.
     pub automatic: bool,
+    /// The automatic refund of the order's own payment after fulfillment was given up.
+    #[serde(default)]
+    pub for_fulfillment: bool,
     /// Why it failed.
     pub failure_reason: Option<String>,
     /// Creation time.
@@ -68,6 +72,14 @@ pub struct Refund {
     /// Time of the last change.
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+}
+
+impl Refund {
+    /// Whether it gives back the order's own payment (and so counts in `refunded_amount`): a
+    /// merchant's refund, or the one after fulfillment was given up; not an extra payment's.
+    pub fn returns_order_payment(&self) -> bool {
+        !self.automatic || self.for_fulfillment
+    }
 }
 
 /// A merchant's refund request, validated at the edge.

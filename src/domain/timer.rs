@@ -17,11 +17,18 @@ pub enum TimerKind {
     Expire,
     /// Try open refunds again (querying the channel first).
     Refund,
+    /// Carry out (or retry) the write-off of a paid order at its business system.
+    Fulfill,
 }
 
 impl TimerKind {
     /// Every kind.
-    pub const ALL: [TimerKind; 3] = [TimerKind::Poll, TimerKind::Expire, TimerKind::Refund];
+    pub const ALL: [TimerKind; 4] = [
+        TimerKind::Poll,
+        TimerKind::Expire,
+        TimerKind::Refund,
+        TimerKind::Fulfill,
+    ];
 
     /// Stored and labelled spelling.
     pub fn as_str(self) -> &'static str {
@@ -29,6 +36,7 @@ impl TimerKind {
             TimerKind::Poll => "poll",
             TimerKind::Expire => "expire",
             TimerKind::Refund => "refund",
+            TimerKind::Fulfill => "fulfill",
         }
     }
 
@@ -88,7 +96,15 @@ pub struct Schedule {
     /// Delay before retrying an expiry close whose channel answer was missing, by attempt (the
     /// last repeats: the order is never closed blind).
     pub expire_retry: Vec<Duration>,
+    /// Delay before each retry of a failed write-off (the seed: every 15 minutes); the first
+    /// attempt is made at once after PAID. After the last retry fails, fulfillment is given up
+    /// and the order refunded.
+    pub fulfillment_retry: Vec<Duration>,
 }
+
+/// When the timer that backs up a paid order's first write-off fires, should that attempt
+/// (made at once after PAID) never happen (a crash in between).
+pub const FULFILLMENT_BACKSTOP: Duration = Duration::from_secs(10);
 
 impl Schedule {
     /// The seed's defaults: polls at 5 s, 10 s, 30 s, 1 min, 2 min, 5 min, 10 min, 30 min, 1 h.
@@ -100,7 +116,20 @@ impl Schedule {
                 10, 30, 60, 120, 300, 600, 1800, 3600, 3600, 3600, 7200, 7200,
             ]),
             expire_retry: s(&[5, 15, 30, 60, 300]),
+            fulfillment_retry: s(&[900; 8]),
         }
+    }
+
+    /// After write-off attempt number `attempts` failed: the timer of the next one, or `None`
+    /// when it was the last (fulfillment is given up).
+    pub fn next_fulfillment(&self, now: OffsetDateTime, attempts: u32) -> Option<TimerOp> {
+        let index = usize::try_from(attempts.checked_sub(1)?).ok()?;
+        let delay = self.fulfillment_retry.get(index)?;
+        Some(TimerOp::Set {
+            kind: TimerKind::Fulfill,
+            due_at: now + *delay,
+            attempt: attempts,
+        })
     }
 
     /// After poll number `attempt` fired: the next poll, if the schedule goes on.
@@ -177,6 +206,16 @@ pub fn plan(
             attempt: 0,
         });
     }
+    if after.fulfillment_open() && !before.fulfillment_open() {
+        // Just paid: the first write-off is tried at once; this backs it up.
+        ops.push(TimerOp::Set {
+            kind: TimerKind::Fulfill,
+            due_at: now + FULFILLMENT_BACKSTOP,
+            attempt: 0,
+        });
+    } else if before.fulfillment_open() && !after.fulfillment_open() {
+        ops.push(TimerOp::Clear(TimerKind::Fulfill));
+    }
     let (open_before, open_after) = (before.open_refunds(), after.open_refunds());
     let opened = open_after > 0 && after.refunds.len() > before.refunds.len();
     if opened {
@@ -210,6 +249,13 @@ pub fn ensure(order: &Order, now: OffsetDateTime) -> Vec<TimerOp> {
                 attempt: 0,
             });
         }
+    }
+    if order.fulfillment_open() {
+        ops.push(TimerOp::Ensure {
+            kind: TimerKind::Fulfill,
+            due_at: now,
+            attempt: order.fulfillment.attempts,
+        });
     }
     if order.open_refunds() > 0 {
         ops.push(TimerOp::Ensure {

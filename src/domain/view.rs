@@ -16,10 +16,16 @@ pub fn rfc3339(t: time::OffsetDateTime) -> String {
 /// Fulfillment progress.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct FulfillmentView {
-    /// `PENDING`, `SUCCEEDED` or `FAILED`.
+    /// `PENDING` (not credited by a business system yet; for a merchant without one configured,
+    /// always), `SUCCEEDED` (credited), or `FAILED` (the last write-off failed: retried on a
+    /// schedule, or given up and the order refunded).
     pub status: String,
     /// Attempts so far.
     pub attempts: u32,
+    /// The last failed attempt's error.
+    pub last_error: Option<String>,
+    /// Attempts ran out: the order is refunded by the original route.
+    pub given_up: bool,
 }
 
 /// A payment the channel reported for the order.
@@ -171,6 +177,8 @@ impl From<&Order> for OrderView {
                 }
                 .to_string(),
                 attempts: o.fulfillment.attempts,
+                last_error: o.fulfillment.last_error.clone(),
+                given_up: o.fulfillment.gave_up,
             },
             payments: o
                 .payments

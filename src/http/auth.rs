@@ -65,6 +65,7 @@ struct Merchant {
     id: MerchantId,
     secret: Vec<u8>,
     channels: Vec<String>,
+    fulfills: bool,
     limiter: DefaultDirectRateLimiter,
     /// This merchant's own nonces: one merchant filling its guard refuses only itself.
     nonces: NonceGuard,
@@ -77,6 +78,8 @@ pub struct AuthedMerchant {
     pub id: MerchantId,
     /// Channels it may use.
     pub channels: Vec<String>,
+    /// Its paid orders are fulfilled at its business system.
+    pub fulfills: bool,
 }
 
 /// Verifies merchant requests.
@@ -126,6 +129,7 @@ impl Authenticator {
                     id,
                     secret: m.secret.expose().as_bytes().to_vec(),
                     channels: m.channels.clone(),
+                    fulfills: m.biller.is_some(),
                     limiter: RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)),
                     nonces: NonceGuard::new(window, capacity),
                 },
@@ -210,6 +214,7 @@ impl Authenticator {
         Ok(AuthedMerchant {
             id: merchant.id.clone(),
             channels: merchant.channels.clone(),
+            fulfills: merchant.fulfills,
         })
     }
 }

@@ -270,6 +270,9 @@ impl From<OrderError> for ApiError {
                         ApiError::new(S::NOT_FOUND, "refund_not_found", msg)
                     }
                     Rejection::WrongStatus(_) => ApiError::new(S::CONFLICT, "invalid_state", msg),
+                    Rejection::FulfillmentPending => {
+                        ApiError::new(S::CONFLICT, "fulfillment_pending", msg)
+                    }
                 }
             }
             OrderError::Channel(c) => c.into(),
@@ -303,6 +306,22 @@ impl From<OrderError> for ApiError {
                 "an order with this merchant_order_no exists",
             )
             .with_order(Some(id.to_string())),
+            OrderError::ReversalRefused(m) => ApiError::new(
+                S::CONFLICT,
+                "reversal_refused",
+                format!(
+                    "the business system refused to reverse the fulfillment ({m}); nothing was refunded"
+                ),
+            ),
+            OrderError::BillerUnavailable(m) => {
+                tracing::warn!(error = %m, "business system unavailable for a reversal");
+                ApiError::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "biller_unavailable",
+                    "the business system did not answer the reversal; nothing was refunded, retry with the same refund_no",
+                )
+                .retry_after(5)
+            }
             OrderError::Unavailable(m) => ApiError::new(
                 S::SERVICE_UNAVAILABLE,
                 "unavailable",

@@ -17,9 +17,9 @@ use actix_web::{HttpRequest, HttpResponse, web};
     responses(
         (status = 202, description = "recorded (or the same refund_no again); the channel result follows", body = RefundView),
         (status = 404, description = "order_not_found", body = ErrorBody),
-        (status = 409, description = "order_not_paid, or refund_no_reused (the number names a refund of another amount)", body = ErrorBody),
+        (status = 409, description = "order_not_paid; refund_no_reused (the number names a refund of another amount); fulfillment_pending (the business system has not credited the order yet: refund once it is fulfilled or given up); reversal_refused (the business system refused to reverse its credit: nothing was refunded)", body = ErrorBody),
         (status = 422, description = "invalid_request, refund_exceeds_paid or refund_limit", body = ErrorBody),
-        (status = 503, description = "overloaded or unavailable; retry with the same refund_no", body = ErrorBody)))]
+        (status = 503, description = "overloaded, unavailable or biller_unavailable (the reversal got no answer); retry with the same refund_no", body = ErrorBody)))]
 pub async fn create_refund(
     req: HttpRequest,
     payload: web::Payload,

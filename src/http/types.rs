@@ -117,6 +117,7 @@ impl CreateOrderRequest {
                 subject,
                 notify_url,
                 expire_seconds,
+                fulfillment_required: merchant.fulfills,
             },
         ))
     }

@@ -22,6 +22,7 @@ pub fn test_settings(dir: &tempfile::TempDir) -> Settings {
     s.server.port = 0;
     s.server.workers = 2;
     s.simulator.port = 0;
+    s.simulator.biller_port = 0;
     s.simulator.behaviour.pay_delay_ms_min = 10;
     s.simulator.behaviour.pay_delay_ms_max = 40;
     s.simulator.behaviour.callback_retry_base_ms = 50;
@@ -35,6 +36,7 @@ pub fn test_settings(dir: &tempfile::TempDir) -> Settings {
             rate_limit_burst: 100_000,
             default_expire_seconds: None,
             poll_schedule_ms: None,
+            biller: None,
         },
         MerchantSettings {
             id: "other".into(),
@@ -44,6 +46,7 @@ pub fn test_settings(dir: &tempfile::TempDir) -> Settings {
             rate_limit_burst: 100_000,
             default_expire_seconds: None,
             poll_schedule_ms: None,
+            biller: None,
         },
     ];
     s
@@ -234,6 +237,22 @@ impl TestApp {
             .unwrap()
     }
 
+    /// What the business-system simulator recorded for an order (its own audit).
+    pub async fn biller_audit(&self, order_id: &str) -> Value {
+        let url = format!(
+            "{}/biller/v1/write-offs?order_id={order_id}",
+            self.app().biller_simulator_url().unwrap()
+        );
+        self.http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub async fn wait_status(&self, id: &str, status: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -254,6 +273,28 @@ impl TestApp {
             app.shutdown().await;
         }
         self.dir
+    }
+}
+
+/// Polls the order until `f` holds; fails naming `what` after `limit`.
+pub async fn wait_for(
+    t: &TestApp,
+    what: &str,
+    limit: Duration,
+    f: impl Fn(&Value) -> bool,
+    id: &str,
+) -> Value {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let body = t.order(id).await.body;
+        if f(&body) {
+            return body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} never happened for {id}; last seen {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

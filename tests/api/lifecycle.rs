@@ -15,7 +15,7 @@ async fn create_pay_reaches_paid_through_the_callback() {
     assert_eq!(order["currency"], "CNY");
     assert_eq!(
         order["fulfillment"],
-        json!({"status": "PENDING", "attempts": 0})
+        json!({"status": "PENDING", "attempts": 0, "last_error": null, "given_up": false})
     );
     let id = order["order_id"].as_str().unwrap();
 

@@ -2,6 +2,7 @@
 
 mod common;
 mod errors;
+mod fulfillment;
 mod lifecycle;
 mod operations;
 mod settlement;

@@ -28,28 +28,6 @@ async fn create_expiring(t: &TestApp, no: &str, amount: i64, expire_seconds: i64
     r.body["order_id"].as_str().unwrap().to_string()
 }
 
-/// Polls the order until `f` holds; fails naming `what` after `limit`.
-async fn wait_for(
-    t: &TestApp,
-    what: &str,
-    limit: Duration,
-    f: impl Fn(&Value) -> bool,
-    id: &str,
-) -> Value {
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        let body = t.order(id).await.body;
-        if f(&body) {
-            return body;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what} never happened for {id}; last seen {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_callback_lost_and_every_order_still_reaches_paid_by_polling() {
     let t = spawn_app(|s| {
