@@ -204,10 +204,22 @@ async fn audit(http: &reqwest::Client, sim: &str, id: &str) -> Value {
         .unwrap()
 }
 
-/// The simulator runs in its own process (it plays a third party that outlives our crash),
-/// every callback is lost and the first two attempts of every refund fail. Paycore is killed
-/// with polls, refund retries and expiry closes pending; after the restart every one completes:
-/// paying orders reach PAID, refunds SUCCEEDED (once each at the channel), expired orders CLOSED.
+async fn biller_audit(http: &reqwest::Client, biller: &str, id: &str) -> Value {
+    http.get(format!("{biller}/biller/v1/write-offs?order_id={id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// The simulators run in their own process (they play third parties that outlive our crash),
+/// every callback is lost, the first two attempts of every refund fail and the first two
+/// write-offs of every order fail. Paycore is killed with polls, refund retries, write-off
+/// retries and expiry closes pending; after the restart every one completes: paying orders
+/// reach PAID and are fulfilled, refunds SUCCEEDED (once each at the channel), write-offs are
+/// credited once each, expired orders CLOSED.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timers_pending_at_sigkill_all_complete_after_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -223,6 +235,7 @@ async fn timers_pending_at_sigkill_all_complete_after_restart() {
         .unwrap();
     let sim_env = [
         ("PAYCORE_SIMULATOR__BILLER_PORT", biller_port.as_str()),
+        ("PAYCORE_SIMULATOR__BILLER__FAIL_FIRST", "2"),
         ("PAYCORE_SIMULATOR__BEHAVIOUR__LOST_CALLBACK_RATE", "1.0"),
         (
             "PAYCORE_SIMULATOR__BEHAVIOUR__REFUND_ERRORS_PER_REFUND",
@@ -243,6 +256,10 @@ async fn timers_pending_at_sigkill_all_complete_after_restart() {
         ),
         (
             "PAYCORE_ORDERS__REFUND_RETRY_MS",
+            "[2500, 200, 200, 200, 400, 800]",
+        ),
+        (
+            "PAYCORE_ORDERS__FULFILLMENT_RETRY_MS",
             "[2500, 200, 200, 200, 400, 800]",
         ),
         ("PAYCORE_ORDERS__MIN_EXPIRE_SECONDS", "1"),
@@ -294,8 +311,9 @@ async fn timers_pending_at_sigkill_all_complete_after_restart() {
         refunded.push(id);
     }
     for id in &refunded {
+        // A fulfilled order's refund reverses the write-off first.
         wait_order(&http, &base, id, Duration::from_secs(20), |o| {
-            o["status"] == "PAID"
+            o["fulfillment"]["status"] == "SUCCEEDED"
         })
         .await;
         let path = format!("/v1/orders/{id}/refunds");
@@ -320,6 +338,19 @@ async fn timers_pending_at_sigkill_all_complete_after_restart() {
     let mut expiring = Vec::new();
     for i in 0..5 {
         expiring.push(create(format!("E-{i}"), Some(1)).await);
+    }
+    // Paid orders whose first write-off failed: their retry is pending at the kill.
+    let mut fulfilling = Vec::new();
+    for i in 0..5 {
+        let id = create(format!("F-{i}"), None).await;
+        pay(id.clone()).await;
+        fulfilling.push(id);
+    }
+    for id in &fulfilling {
+        wait_order(&http, &base, id, Duration::from_secs(20), |o| {
+            o["fulfillment"]["status"] == "FAILED"
+        })
+        .await;
     }
     child.kill().expect("SIGKILL");
     child.wait().unwrap();
@@ -357,6 +388,25 @@ async fn timers_pending_at_sigkill_all_complete_after_restart() {
             o["status"] == "CLOSED"
         })
         .await;
+    }
+    for id in fulfilling.iter().chain(&paying) {
+        wait_order(&http, &base, id, Duration::from_secs(30), |o| {
+            o["fulfillment"]["status"] == "SUCCEEDED"
+        })
+        .await;
+        let a = biller_audit(&http, &biller_url, id).await;
+        assert_eq!(
+            a["write_offs"].as_array().unwrap().len(),
+            1,
+            "credited once: {a}"
+        );
+    }
+    for id in &refunded {
+        let a = biller_audit(&http, &biller_url, id).await;
+        assert_eq!(
+            a["reversals"][0]["amount"], 500,
+            "reversed before the refund: {a}"
+        );
     }
     child.kill().unwrap();
     child.wait().unwrap();
