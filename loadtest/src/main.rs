@@ -14,6 +14,7 @@ mod report;
 mod rss;
 mod scenario;
 mod schedule;
+mod sink;
 mod stats;
 mod target;
 
@@ -65,6 +66,34 @@ enum Command {
     /// Serves the Redis-lock baseline over HTTP with paycore's request signing, so it can be
     /// loaded exactly as paycore is (`run --url` / `compare --baseline-url`).
     BaselineServe(ServeArgs),
+    /// A merchant's notification endpoint: answers 200, verifies signatures, and reports how far
+    /// `order.paid` notifications lag behind PAID (p50/p99) as JSON.
+    Sink(SinkArgs),
+}
+
+#[derive(Args)]
+struct SinkArgs {
+    /// Address to listen on (loopback).
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: String,
+    /// Port.
+    #[arg(long, default_value_t = 8190)]
+    port: u16,
+    /// The merchant's secret (notifications are signed with it).
+    #[arg(long, default_value = "demo-secret-change-me")]
+    secret: String,
+    /// Seconds to run at most.
+    #[arg(long, default_value_t = 600)]
+    duration: u64,
+    /// Stop once this many distinct notifications arrived (0: run for the duration).
+    #[arg(long, default_value_t = 0)]
+    expect: u64,
+    /// Most notification ids remembered (for duplicates).
+    #[arg(long, default_value_t = 10_000_000)]
+    max_ids: usize,
+    /// Where the JSON report goes.
+    #[arg(long, default_value = "loadtest/out/sink.json")]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -303,6 +332,20 @@ fn main() -> anyhow::Result<()> {
             Command::Compare(a) => compare(a).await,
             Command::BaselineCheck(a) => baseline_check(a).await,
             Command::BaselineServe(a) => baseline_serve(a).await,
+            Command::Sink(a) => {
+                let report = sink::run(sink::SinkConfig {
+                    bind: a.bind,
+                    port: a.port,
+                    secret: a.secret,
+                    duration: Duration::from_secs(a.duration.min(MAX_DURATION_SECS)),
+                    expect: a.expect,
+                    max_ids: a.max_ids,
+                    out: a.out,
+                })
+                .await?;
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                Ok(())
+            }
         }
     })
 }
