@@ -7,6 +7,7 @@ pub mod money;
 pub mod order;
 pub mod payment;
 pub mod refund;
+pub mod signing;
 pub mod timer;
 pub mod view;
 
