@@ -192,6 +192,7 @@ impl Application {
                 .filter_map(|m| Some((m.id.clone(), m.default_expire_seconds?)))
                 .collect(),
             min_expire_seconds: settings.orders.min_expire_seconds,
+            notify_policy: settings.notifications.address_policy(),
             in_flight: Arc::new(tokio::sync::Semaphore::new(
                 settings.server.max_in_flight_requests,
             )),

@@ -134,6 +134,8 @@ pub async fn serve(
         rate_limit_burst: UNLIMITED_RATE,
         default_expire_seconds: None,
         poll_schedule_ms: None,
+        notify_url: None,
+        notify_events: None,
     }];
     let auth =
         Authenticator::new(&merchants, &AuthSettings::default()).map_err(anyhow::Error::msg)?;

@@ -48,6 +48,8 @@ pub struct AppState {
     pub merchant_expire_seconds: HashMap<String, i64>,
     /// Shortest life a create may ask for.
     pub min_expire_seconds: i64,
+    /// The addresses notify URLs may point at.
+    pub notify_policy: crate::domain::AddressPolicy,
     /// Permits for requests in flight (`server.max_in_flight_requests`).
     pub in_flight: Arc<tokio::sync::Semaphore>,
     /// How many permits there are.

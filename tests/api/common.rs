@@ -35,6 +35,8 @@ pub fn test_settings(dir: &tempfile::TempDir) -> Settings {
             rate_limit_burst: 100_000,
             default_expire_seconds: None,
             poll_schedule_ms: None,
+            notify_url: None,
+            notify_events: None,
         },
         MerchantSettings {
             id: "other".into(),
@@ -44,6 +46,8 @@ pub fn test_settings(dir: &tempfile::TempDir) -> Settings {
             rate_limit_burst: 100_000,
             default_expire_seconds: None,
             poll_schedule_ms: None,
+            notify_url: None,
+            notify_events: None,
         },
     ];
     s
