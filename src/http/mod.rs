@@ -30,6 +30,8 @@ use utoipa::OpenApi;
 pub struct AppState {
     /// Order operations.
     pub orders: Orders,
+    /// Notification operations.
+    pub notifications: crate::actors::Notifications,
     /// Merchant authentication.
     pub auth: auth::Authenticator,
     /// Channel adapters by name (for callback verification).
