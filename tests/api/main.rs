@@ -3,5 +3,6 @@
 mod common;
 mod errors;
 mod lifecycle;
+mod notifications;
 mod operations;
 mod settlement;
