@@ -559,6 +559,21 @@ async fn notification_routes_see_only_the_merchants_own_and_refused_urls_are_422
     let doc = t.raw("GET", "/openapi.json", vec![], &[]).await.body;
     assert!(doc["paths"]["/v1/notifications"]["get"].is_object());
     assert!(doc["paths"]["/v1/notifications/{notification_id}/redeliver"]["post"].is_object());
+    let view = &doc["components"]["schemas"]["NotificationView"]["properties"];
+    for field in [
+        "notification_id",
+        "event_id",
+        "type",
+        "status",
+        "attempts",
+        "last_status",
+        "next_attempt_at",
+    ] {
+        assert!(
+            view[field].is_object(),
+            "NotificationView lacks {field}: {view}"
+        );
+    }
     let text = metrics_text(&t).await;
     assert!(
         text.contains("route=\"/v1/notifications\""),
