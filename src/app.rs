@@ -1,17 +1,19 @@
 //! Start-up and shutdown of the whole service from one `Settings` value. `Application::build`
 //! binds the ports, opens storage, starts the simulator (when in-process), spawns the actor
-//! tree, the outbox relay and the purge task, and starts HTTP; tests use it exactly as
+//! tree, the timer scheduler, the outbox relay, the merchant notifier and the purge task, and
+//! starts HTTP; tests use it exactly as
 //! `paycore serve` does, on port 0 against a temp directory.
 
+use crate::actors::notifier::{self, NotifierDeps};
 use crate::actors::supervisor::{self, Tree};
-use crate::actors::{Orders, order::OrderDeps};
+use crate::actors::{Notifications, Orders, order::OrderDeps};
 use crate::billers;
 use crate::channels::{self, PaymentChannel};
 use crate::config::Settings;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
-use crate::storage::OrderStore;
 use crate::storage::sqlite::SqliteStore;
+use crate::storage::{NotificationStore, OrderStore};
 use crate::streams::in_process::InProcessStream;
 use crate::streams::{EventSink, relay};
 use actix_web::{App, HttpServer, web};
@@ -93,6 +95,25 @@ impl Application {
                 .map_err(|e| err("storage")(e.to_string()))?,
         );
         let stream = Arc::new(InProcessStream::new(settings.stream.buffer));
+        // The notifier's cursor is registered before anything can commit an event (timers fire
+        // as soon as the scheduler starts): a notifier switched on for the first time starts
+        // at the end of the outbox as it is now, and from then on the purge waits for it.
+        let notification_store: Arc<dyn NotificationStore> = store.clone();
+        let notifier_cursor = if settings.notifications.enabled {
+            Some(
+                notification_store
+                    .register_cursor(notifier::CURSOR)
+                    .await
+                    .map_err(|e| err("notifier cursor")(e.to_string()))?,
+            )
+        } else {
+            // Switched off, it must not hold the outbox purge.
+            notification_store
+                .drop_cursor(notifier::CURSOR)
+                .await
+                .map_err(|e| err("notifier cursor")(e.to_string()))?;
+            None
+        };
 
         let sim = if settings.simulator.in_process {
             let l = listen(
@@ -178,6 +199,13 @@ impl Application {
             cache,
         );
 
+        let notify_wake = Arc::new(tokio::sync::Notify::new());
+        let notifications = Notifications::new(
+            notification_store.clone(),
+            orders.clone(),
+            notify_wake.clone(),
+        );
+
         let (stop_timers, stop_timers_rx) = watch::channel(false);
         let scheduler = tokio::spawn(crate::actors::scheduler::run(
             order_store.clone(),
@@ -196,6 +224,20 @@ impl Application {
             metrics.clone(),
             shutdown_rx.clone(),
         ))];
+        if let Some(cursor) = notifier_cursor {
+            let deps = NotifierDeps {
+                events: order_store.clone(),
+                store: notification_store,
+                settings: settings.notifications.clone(),
+                merchants: settings.merchants.clone(),
+                metrics: metrics.clone(),
+                commits: store.watch_events_committed(),
+                wake: notify_wake,
+            };
+            background.extend(
+                notifier::spawn(deps, cursor, shutdown_rx.clone()).map_err(err("notifier"))?,
+            );
+        }
         background.push(tokio::spawn(purge_loop(
             order_store.clone(),
             Duration::from_secs(settings.storage.purge_interval_secs.max(1)),
@@ -207,6 +249,7 @@ impl Application {
             .map_err(err("merchants"))?;
         let state = web::Data::new(AppState {
             orders: orders.clone(),
+            notifications,
             auth,
             channels: adapters,
             store: order_store,
@@ -220,6 +263,7 @@ impl Application {
                 .filter_map(|m| Some((m.id.clone(), m.default_expire_seconds?)))
                 .collect(),
             min_expire_seconds: settings.orders.min_expire_seconds,
+            notify_policy: settings.notifications.address_policy(),
             in_flight: Arc::new(tokio::sync::Semaphore::new(
                 settings.server.max_in_flight_requests,
             )),
@@ -301,8 +345,9 @@ impl Application {
     }
 
     /// Stops in data-flow order: HTTP intake (in-flight requests finish), order and channel
-    /// actors drain their mailboxes, the relay publishes what is committed, the writer commits
-    /// what is queued and closes, and the simulator stops.
+    /// actors drain their mailboxes, the relay publishes what is committed and the notifier
+    /// takes it in (its attempts in flight end and are recorded; the rest wait in storage), the
+    /// writer commits what is queued and closes, and the simulator stops.
     pub async fn shutdown(self) {
         self.server.stop(true).await;
         let _ = self.server_task.await;

@@ -53,6 +53,8 @@ pub struct Settings {
     pub stream: StreamSettings,
     /// Durable timers: the scheduler and the stuck-order sweep.
     pub timers: TimerSettings,
+    /// Signed merchant notifications: retries, bounds, and the addresses they may go to.
+    pub notifications: NotificationSettings,
     /// The in-process channel simulator.
     pub simulator: SimulatorSettings,
     /// Payment channels by name.
@@ -238,6 +240,54 @@ pub struct TimerSettings {
     pub stats_interval_ms: u64,
 }
 
+/// Merchant notification settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotificationSettings {
+    /// Notify merchants at all.
+    pub enabled: bool,
+    /// Delay before retry n after a failed attempt; after the last, a notification is DEAD.
+    pub retry_schedule_ms: Vec<u64>,
+    /// Timeout of one delivery (connect, request and answer).
+    pub request_timeout_ms: u64,
+    /// Most deliveries in flight at once, over every merchant.
+    pub max_in_flight: usize,
+    /// Most deliveries in flight at once to one merchant: a slow merchant waits alone.
+    pub max_in_flight_per_merchant: usize,
+    /// How often due notifications are looked for.
+    pub tick_ms: u64,
+    /// Most notifications claimed from storage per read.
+    pub page_size: usize,
+    /// A claimed notification whose attempt is lost (a crash) is due again after this.
+    pub lease_ms: u64,
+    /// Events the notifier reads from the outbox per round.
+    pub batch: usize,
+    /// Notify URLs may point at this host (127.0.0.0/8, ::1, `localhost`).
+    pub allow_loopback: bool,
+    /// Notify URLs may point at private networks (10/8, 172.16/12, 192.168/16, 100.64/10,
+    /// fc00::/7), link-local addresses (169.254/16, fe80::/10) and, with `allow_loopback`,
+    /// the unspecified address.
+    pub allow_private: bool,
+}
+
+impl NotificationSettings {
+    /// The address rule notify URLs are checked against.
+    pub fn address_policy(&self) -> crate::domain::AddressPolicy {
+        crate::domain::AddressPolicy {
+            allow_loopback: self.allow_loopback,
+            allow_private: self.allow_private,
+        }
+    }
+
+    /// The retry schedule.
+    pub fn schedule(&self) -> Vec<std::time::Duration> {
+        self.retry_schedule_ms
+            .iter()
+            .map(|&ms| std::time::Duration::from_millis(ms))
+            .collect()
+    }
+}
+
 /// Event stream settings.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -334,6 +384,13 @@ pub struct MerchantSettings {
     /// the merchant fulfils orders itself and paycore only reports them paid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub biller: Option<BillerTarget>,
+    /// Where this merchant's notifications go when an order names no `notify_url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_url: Option<String>,
+    /// The event types this merchant is notified of (default:
+    /// `domain::notification::DEFAULT_NOTIFY_EVENTS`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_events: Option<Vec<String>>,
 }
 
 /// A merchant's business system ("biller"), spoken to with the protocol of `biller-sim`.
@@ -352,6 +409,23 @@ pub struct BillerTarget {
 
 fn default_biller_timeout() -> u64 {
     5_000
+}
+
+impl MerchantSettings {
+    /// What this merchant is notified of, and where by default.
+    pub fn subscription(&self) -> crate::domain::notification::Subscription {
+        let events = match &self.notify_events {
+            Some(v) => v.iter().cloned().collect(),
+            None => crate::domain::notification::DEFAULT_NOTIFY_EVENTS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        };
+        crate::domain::notification::Subscription {
+            events,
+            default_url: self.notify_url.clone(),
+        }
+    }
 }
 
 fn default_merchant_rate() -> u32 {
@@ -457,6 +531,28 @@ impl Default for TimerSettings {
     }
 }
 
+impl Default for NotificationSettings {
+    fn default() -> Self {
+        let s = |v: &[u64]| v.iter().map(|s| s * 1_000).collect();
+        Self {
+            enabled: true,
+            retry_schedule_ms: s(&[
+                15, 15, 30, 180, 600, 1_200, 1_800, 1_800, 1_800, 3_600, 10_800, 10_800, 10_800,
+                21_600, 21_600,
+            ]),
+            request_timeout_ms: 5_000,
+            max_in_flight: 256,
+            max_in_flight_per_merchant: 16,
+            tick_ms: 200,
+            page_size: 256,
+            lease_ms: 60_000,
+            batch: 512,
+            allow_loopback: false,
+            allow_private: false,
+        }
+    }
+}
+
 impl Default for StreamSettings {
     fn default() -> Self {
         Self {
@@ -508,6 +604,7 @@ impl Default for Settings {
             orders: OrderSettings::default(),
             stream: StreamSettings::default(),
             timers: TimerSettings::default(),
+            notifications: NotificationSettings::default(),
             simulator: SimulatorSettings::default(),
             channels,
             merchants: vec![MerchantSettings {
@@ -523,6 +620,8 @@ impl Default for Settings {
                     secret: Secret::new(BillerSettings::default().secret),
                     timeout_ms: default_biller_timeout(),
                 }),
+                notify_url: None,
+                notify_events: None,
             }],
         }
     }
@@ -680,6 +779,33 @@ impl Settings {
         {
             return bad("timers", "every setting must be positive");
         }
+        let n = &self.notifications;
+        if n.retry_schedule_ms.is_empty()
+            || n.retry_schedule_ms.len() > MAX_SCHEDULE_LEN
+            || n.retry_schedule_ms.contains(&0)
+        {
+            return bad(
+                "notifications.retry_schedule_ms",
+                "must list 1..=64 positive delays",
+            );
+        }
+        if n.request_timeout_ms == 0
+            || n.max_in_flight == 0
+            || n.max_in_flight_per_merchant == 0
+            || n.tick_ms == 0
+            || n.page_size == 0
+            || n.batch == 0
+        {
+            return bad("notifications", "every bound must be positive");
+        }
+        if n.lease_ms <= n.request_timeout_ms {
+            // A lease that ran out during an attempt would let a second attempt overlap it.
+            return bad(
+                "notifications.lease_ms",
+                "must be longer than request_timeout_ms",
+            );
+        }
+        let policy = n.address_policy();
         self.simulator
             .behaviour
             .validate()
@@ -769,6 +895,22 @@ impl Settings {
                     );
                 }
             }
+            if let Some(url) = &m.notify_url
+                && let Err(why) = crate::domain::order::parse_notify_url(url, &policy)
+            {
+                return bad(&format!("merchants.{i}.notify_url"), &why);
+            }
+            if let Some(t) = m
+                .notify_events
+                .iter()
+                .flatten()
+                .find(|t| !crate::domain::EVENT_TYPES.contains(&t.as_str()))
+            {
+                return bad(
+                    &format!("merchants.{i}.notify_events"),
+                    &format!("unknown event type {t}"),
+                );
+            }
             if let Some(c) = m.channels.iter().find(|c| !self.channels.contains_key(*c)) {
                 return bad(
                     &format!("merchants.{i}.channels"),
@@ -839,7 +981,9 @@ mod tests {
         let text =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).unwrap();
         let s = Settings::from_toml_and_env(&text, []).unwrap();
-        let d = Settings::default();
+        let mut d = Settings::default();
+        // The one difference, on purpose: the shipped file lets the demo notify a local URL.
+        d.notifications.allow_loopback = true;
         assert_eq!(toml::to_string(&s).unwrap(), toml::to_string(&d).unwrap());
     }
 
@@ -870,6 +1014,42 @@ mod tests {
         assert!(
             matches!(err, Err(ConfigError::Invalid { key, .. }) if key == "merchants.0.secret")
         );
+        let merchant = |extra: &str| {
+            format!(
+                "[[merchants]]\nid = \"m\"\nsecret = \"0123456789abcdef\"\nchannels = []\n{extra}"
+            )
+        };
+        let key_of = |r: Result<Settings, ConfigError>| match r {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => format!("{other:?}"),
+        };
+        assert_eq!(
+            key_of(Settings::from_toml_and_env(
+                &merchant("notify_events = [\"order.paid\", \"order.teleported\"]"),
+                []
+            )),
+            "merchants.0.notify_events"
+        );
+        assert_eq!(
+            key_of(Settings::from_toml_and_env(
+                &merchant("notify_url = \"http://10.1.2.3/n\""),
+                []
+            )),
+            "merchants.0.notify_url"
+        );
+        let ok = Settings::from_toml_and_env(
+            &merchant("notify_url = \"https://m.example/n\"\nnotify_events = [\"order.paid\"]"),
+            [],
+        )
+        .unwrap();
+        let sub = ok.merchants[0].subscription();
+        assert_eq!(sub.events.len(), 1);
+        assert_eq!(sub.default_url.as_deref(), Some("https://m.example/n"));
+        assert!(
+            Settings::from_toml_and_env("[notifications]\nretry_schedule_ms = []", []).is_err()
+        );
+        assert!(Settings::from_toml_and_env("[notifications]\nlease_ms = 10", []).is_err());
+        assert!(Settings::from_toml_and_env("[notifications]\nretries = 3", []).is_err());
     }
 
     #[test]

@@ -72,6 +72,14 @@ pub struct Metrics {
     /// `paycore_fulfillment_reversals_total{outcome}`: reversals before merchant refunds:
     /// reversed, refused, unavailable.
     pub reversals: IntCounterVec,
+    /// `paycore_notifications_total{outcome}`: notification attempts by outcome: delivered,
+    /// failed (to be retried), dead (the schedule is used up).
+    pub notifications: IntCounterVec,
+    /// `paycore_notifications_pending`: notifications waiting or being attempted (counted
+    /// periodically).
+    pub notifications_pending: IntGauge,
+    /// `paycore_notification_delivery_seconds`: time of one delivery attempt.
+    pub notification_delivery_seconds: Histogram,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -201,6 +209,25 @@ impl Metrics {
             "paycore_sweep_found_total",
             "Open orders found without a timer by the stuck-order sweep",
         ));
+        let notifications = counter_vec(
+            "paycore_notifications_total",
+            "Merchant notification attempts by outcome",
+            "outcome",
+        );
+        let notifications_pending = must(IntGauge::new(
+            "paycore_notifications_pending",
+            "Merchant notifications waiting for delivery",
+        ));
+        let notification_delivery_seconds = must(Histogram::with_opts(
+            HistogramOpts::new(
+                "paycore_notification_delivery_seconds",
+                "Merchant notification attempt latency",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        ));
+        reg(Box::new(notifications.clone()));
+        reg(Box::new(notifications_pending.clone()));
+        reg(Box::new(notification_delivery_seconds.clone()));
         reg(Box::new(timers_pending.clone()));
         reg(Box::new(timers_overdue.clone()));
         reg(Box::new(timers_fired.clone()));
@@ -267,6 +294,9 @@ impl Metrics {
             sweep_found,
             fulfillments,
             reversals,
+            notifications,
+            notifications_pending,
+            notification_delivery_seconds,
         }
     }
 

@@ -135,6 +135,8 @@ pub async fn serve(
         default_expire_seconds: None,
         poll_schedule_ms: None,
         biller: None,
+        notify_url: None,
+        notify_events: None,
     }];
     let auth =
         Authenticator::new(&merchants, &AuthSettings::default()).map_err(anyhow::Error::msg)?;

@@ -1,7 +1,12 @@
 //! The actor system: a root supervisor over one channel actor per payment channel and the order
-//! registry, which supervises one actor per live order. `orders::Orders` is its front door.
+//! registry, which supervises one actor per live order. `orders::Orders` is its front door;
+//! beside the tree run the timer scheduler and the merchant notifier (`notifications::
+//! Notifications` is the notification routes' door).
 
 pub mod channel;
+pub mod notifications;
+pub mod notifier;
+mod notifier_delivery;
 pub mod order;
 pub mod order_cache;
 mod order_fulfill;
@@ -14,5 +19,6 @@ pub mod supervisor;
 #[cfg(test)]
 mod supervision_tests;
 
+pub use notifications::Notifications;
 pub use order::{OrderError, PayRequest};
 pub use orders::Orders;

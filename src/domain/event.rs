@@ -9,6 +9,22 @@ use super::view::OrderView;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+/// Every event type: the contract's (API.md "Events and merchant notifications"), those the
+/// fulfillment work emits, and `order.extra_payment`, which paycore emits when a channel
+/// reports a payment it cannot apply.
+pub const EVENT_TYPES: &[&str] = &[
+    "order.created",
+    "order.paying",
+    "order.paid",
+    "order.failed",
+    "order.closed",
+    "order.extra_payment",
+    "order.fulfilled",
+    "order.fulfillment_failed",
+    "refund.succeeded",
+    "refund.failed",
+];
+
 /// One change to one order, at one version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Change {

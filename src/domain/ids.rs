@@ -133,6 +133,24 @@ prefixed_id!(
     "evt_"
 );
 
+prefixed_id!(
+    /// A merchant notification's id: `ntf_` + its event id's 26 characters (see `for_event`).
+    NotificationId,
+    "ntf_"
+);
+
+impl NotificationId {
+    /// The notification of an event. Derived, never random: reading the same event again (a
+    /// restart before the consumer's cursor moved) names the same notification, so enqueueing
+    /// it twice stores it once, and merchants see one stable id on every attempt.
+    pub fn for_event(event_id: &EventId) -> Self {
+        Self(format!(
+            "ntf_{}",
+            event_id.as_str().trim_start_matches("evt_")
+        ))
+    }
+}
+
 macro_rules! merchant_key {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -232,6 +250,16 @@ mod tests {
             assert_eq!(OrderId::parse(bad), Err(IdError::Malformed), "{bad}");
         }
         assert!(OrderId::parse("ord_01ARZ3NDEKTSV4RRFFQ69G5FAV").is_ok());
+    }
+
+    #[test]
+    fn a_notification_id_is_derived_from_its_event() {
+        let event = EventId::generate();
+        let id = NotificationId::for_event(&event);
+        assert_eq!(id, NotificationId::for_event(&event));
+        assert_eq!(&id.as_str()[4..], &event.as_str()[4..]);
+        assert_eq!(NotificationId::parse(id.as_str()).as_ref(), Ok(&id));
+        assert!(NotificationId::parse(event.as_str()).is_err());
     }
 
     #[test]

@@ -1,19 +1,24 @@
-//! Pure types and rules: money, ids, the order and its state machine, events. No I/O, no async,
-//! no actor types; nothing here depends on another module of paycore.
+//! Pure types and rules: money, ids, the order and its state machine, events, merchant
+//! notifications, request signing, the address rule for notify URLs. No I/O, no async, no actor
+//! types; nothing here depends on another module of paycore.
 
+pub mod address;
 pub mod event;
 pub mod ids;
 pub mod money;
+pub mod notification;
 pub mod order;
 pub mod payment;
 pub mod refund;
+pub mod signing;
 pub mod timer;
 pub mod view;
 
-pub use event::{Change, ChangeKind, Event};
+pub use address::AddressPolicy;
+pub use event::{Change, ChangeKind, EVENT_TYPES, Event};
 pub use ids::{
-    EventId, IdError, MerchantId, MerchantOrderNo, OrderId, PaySerialNo, RefundId, RefundNo,
-    SubmitToken,
+    EventId, IdError, MerchantId, MerchantOrderNo, NotificationId, OrderId, PaySerialNo, RefundId,
+    RefundNo, SubmitToken,
 };
 pub use money::{Amount, Currency, MoneyError};
 pub use order::{

@@ -923,22 +923,34 @@ pub fn parse_subject(s: &str) -> Result<String, &'static str> {
     }
 }
 
-/// Checks a notify URL: `http://` or `https://`, a host, at most [`MAX_NOTIFY_URL_LEN`] bytes.
-pub fn parse_notify_url(s: &str) -> Result<String, &'static str> {
-    let rest = s
-        .strip_prefix("https://")
-        .or_else(|| s.strip_prefix("http://"));
-    match rest {
-        _ if s.len() > MAX_NOTIFY_URL_LEN => Err("notify_url is longer than 512 bytes"),
-        Some(rest)
-            if !rest.is_empty()
-                && !rest.starts_with('/')
-                && !s.chars().any(|c| c.is_whitespace() || c.is_control()) =>
-        {
-            Ok(s.to_string())
-        }
-        _ => Err("notify_url must be an absolute http(s) URL"),
+/// Checks a notify URL: `http://` or `https://`, a host, at most [`MAX_NOTIFY_URL_LEN`] bytes,
+/// and a host the notifier may call under `policy`: an IP literal (v4, or v6 in brackets) in a
+/// refused range, or the name `localhost`, is refused here; other names are checked again,
+/// address by address, after DNS at delivery. The host is read as the HTTP client reads it
+/// (WHATWG URL parsing: `http://2130706433/` is 127.0.0.1), so what is checked is what would
+/// be connected to. The merchant's text is kept as given.
+pub fn parse_notify_url(s: &str, policy: &super::address::AddressPolicy) -> Result<String, String> {
+    const NOT_A_URL: &str = "notify_url must be an absolute http(s) URL";
+    if s.len() > MAX_NOTIFY_URL_LEN {
+        return Err("notify_url is longer than 512 bytes".into());
     }
+    let shaped = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+        .is_some_and(|rest| {
+            !rest.is_empty()
+                && !rest.starts_with('/')
+                && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+        });
+    if !shaped {
+        return Err(NOT_A_URL.into());
+    }
+    let url = url::Url::parse(s).map_err(|_| NOT_A_URL.to_string())?;
+    let host = url.host().ok_or_else(|| NOT_A_URL.to_string())?;
+    policy
+        .check_host(&host)
+        .map_err(|why| format!("notify_url {why}"))?;
+    Ok(s.to_string())
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Table tests: every command against every status, and the pay/close decisions.
 
 use super::*;
+use crate::domain::address::AddressPolicy;
 use crate::domain::ids::PaySerialNo;
 use crate::domain::{ExtraReason, PaymentRole, RefundOutcome, Schedule, TimerKind, TimerOp};
 use proptest::prelude::*;
@@ -451,8 +452,16 @@ fn subject_and_notify_url() {
     assert!(parse_subject(&"燃".repeat(128)).is_ok());
     assert!(parse_subject(&"燃".repeat(129)).is_err());
     assert!(parse_subject("a\nb").is_err());
-    assert!(parse_notify_url("https://merchant.example/notify").is_ok());
-    assert!(parse_notify_url("http://127.0.0.1:9000/n").is_ok());
+    let strict = AddressPolicy::default();
+    let loopback = AddressPolicy {
+        allow_loopback: true,
+        allow_private: false,
+    };
+    assert!(parse_notify_url("https://merchant.example/notify", &strict).is_ok());
+    assert!(parse_notify_url("http://93.184.216.34:9000/n?a=1", &strict).is_ok());
+    assert!(parse_notify_url("http://127.0.0.1:9000/n", &loopback).is_ok());
+    assert!(parse_notify_url("http://[::1]:9000/n", &loopback).is_ok());
+    assert!(parse_notify_url("http://localhost:9000/n", &loopback).is_ok());
     for bad in [
         "",
         "ftp://x",
@@ -460,10 +469,24 @@ fn subject_and_notify_url() {
         "https:///x",
         "https://a b",
         "merchant.example",
+        "http://127.0.0.1:9000/n",
+        "http://[::1]/x",
+        "http://localhost/x",
+        "http://10.0.0.1/x",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[fe80::1]/x",
+        "http://0.0.0.0/x",
+        "http://2130706433/x",
     ] {
-        assert!(parse_notify_url(bad).is_err(), "{bad}");
+        assert!(parse_notify_url(bad, &strict).is_err(), "{bad}");
     }
-    assert!(parse_notify_url(&format!("https://a/{}", "x".repeat(600))).is_err());
+    assert!(parse_notify_url("http://10.0.0.1/x", &loopback).is_err());
+    let long = format!("https://a/{}", "x".repeat(600));
+    assert!(parse_notify_url(&long, &loopback).is_err());
+    let at_limit = format!("https://a/{}", "x".repeat(MAX_NOTIFY_URL_LEN - 10));
+    assert_eq!(at_limit.len(), MAX_NOTIFY_URL_LEN);
+    assert!(parse_notify_url(&at_limit, &strict).is_ok());
+    assert!(parse_notify_url(&format!("{at_limit}x"), &strict).is_err());
 }
 
 fn any_command() -> impl Strategy<Value = Command> {

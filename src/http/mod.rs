@@ -1,12 +1,14 @@
 //! Ingress: the `/v1` contract over actix-web. Routes, merchant authentication, body limits,
 //! request/response types, and the mapping of every error to the contract's form. Handlers hold
-//! no business rules: they parse, authenticate, call `actors::Orders`, and answer.
+//! no business rules: they parse, authenticate, call `actors::Orders` (or
+//! `actors::Notifications`), and answer.
 
 pub mod auth;
 pub mod body;
 pub mod callbacks;
 pub mod error;
 pub mod nonces;
+pub mod notifications;
 pub mod ops;
 pub mod orders;
 pub mod refunds;
@@ -30,6 +32,8 @@ use utoipa::OpenApi;
 pub struct AppState {
     /// Order operations.
     pub orders: Orders,
+    /// Notification operations.
+    pub notifications: crate::actors::Notifications,
     /// Merchant authentication.
     pub auth: auth::Authenticator,
     /// Channel adapters by name (for callback verification).
@@ -48,6 +52,8 @@ pub struct AppState {
     pub merchant_expire_seconds: HashMap<String, i64>,
     /// Shortest life a create may ask for.
     pub min_expire_seconds: i64,
+    /// The addresses notify URLs may point at.
+    pub notify_policy: crate::domain::AddressPolicy,
     /// Permits for requests in flight (`server.max_in_flight_requests`).
     pub in_flight: Arc<tokio::sync::Semaphore>,
     /// How many permits there are.
@@ -70,6 +76,8 @@ pub struct AppState {
         orders::close_order,
         refunds::create_refund,
         refunds::get_refund,
+        notifications::list_notifications,
+        notifications::redeliver_notification,
         callbacks::channel_callback,
         ops::healthz,
         ops::readyz,
@@ -85,6 +93,7 @@ pub struct AppState {
         types::ChannelPaymentView,
         types::CreateRefundRequest,
         types::RefundView,
+        notifications::NotificationView,
         error::ErrorBody,
         error::ErrorDetail
     ))
@@ -155,9 +164,10 @@ fn resource(path: &str, allow: error::Methods) -> actix_web::Resource {
     }))
 }
 
-/// Routes under `/v1/orders/` and `/v1/callbacks/` are dispatched here by hand: actix-router
-/// matches `{param}` patterns with a regex, which took 19% of paycore's CPU on the hot path
-/// (`perf record` during the `hot` load test); these paths split on '/' instead.
+/// Routes under `/v1/orders/`, `/v1/refunds/`, `/v1/notifications/` and `/v1/callbacks/` are
+/// dispatched here by hand: actix-router matches `{param}` patterns with a regex, which took
+/// 19% of paycore's CPU on the hot path (`perf record` during the `hot` load test); these paths
+/// split on '/' instead.
 async fn dynamic_routes(
     req: actix_web::HttpRequest,
     payload: web::Payload,
@@ -197,6 +207,17 @@ async fn dynamic_routes(
             _ => Err(error::ApiError::method_not_allowed(error::Methods::Get)),
         };
     }
+    if let Some(rest) = path.strip_prefix("/v1/notifications/") {
+        return match rest.split_once('/') {
+            Some((id, "redeliver")) if !id.is_empty() => match *req.method() {
+                Method::POST => {
+                    notifications::redeliver_notification(req.clone(), payload, id, state).await
+                }
+                _ => Err(error::ApiError::method_not_allowed(error::Methods::Post)),
+            },
+            _ => not_found().await,
+        };
+    }
     if let Some(channel) = path
         .strip_prefix("/v1/callbacks/")
         .filter(|c| !c.is_empty() && !c.contains('/'))
@@ -229,6 +250,10 @@ fn route_label(path: &str) -> &'static str {
             "/v1/orders/{order_id}/refunds"
         }
         p if p.starts_with("/v1/refunds/") => "/v1/refunds/{refund_id}",
+        "/v1/notifications" => "/v1/notifications",
+        p if p.starts_with("/v1/notifications/") && p.ends_with("/redeliver") => {
+            "/v1/notifications/{notification_id}/redeliver"
+        }
         p if p.starts_with("/v1/orders/") => "/v1/orders/{order_id}",
         p if p.starts_with("/v1/callbacks/") => "/v1/callbacks/{channel}",
         _ => "unmatched",
@@ -248,6 +273,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(
                 resource("/v1/submit-tokens", Methods::Post)
                     .route(web::post().to(orders::issue_token)),
+            )
+            .service(
+                resource("/v1/notifications", Methods::Get)
+                    .route(web::get().to(notifications::list_notifications)),
             )
             .service(
                 resource("/v1/orders", Methods::GetPost)

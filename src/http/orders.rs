@@ -66,7 +66,12 @@ pub async fn create_order(
         .get(merchant.id.as_str())
         .copied()
         .unwrap_or(state.default_expire_seconds);
-    let (token, new) = request.parse(&merchant, default_expire, state.min_expire_seconds)?;
+    let (token, new) = request.parse(
+        &merchant,
+        default_expire,
+        state.min_expire_seconds,
+        &state.notify_policy,
+    )?;
     let order = state.orders.create(token, new).await?;
     Ok(HttpResponse::Created().json(OrderView::from(&order)))
 }

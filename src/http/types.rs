@@ -41,7 +41,9 @@ pub struct CreateOrderRequest {
     pub channel: String,
     /// Shown to the payer, at most 128 characters.
     pub subject: Option<String>,
-    /// Absolute http(s) URL for merchant notifications.
+    /// Absolute http(s) URL for merchant notifications, at most 512 bytes; an IP literal in a
+    /// loopback, private, link-local or unspecified range (or `localhost`) is refused unless the
+    /// service allows it, and host names are checked again after DNS at every delivery.
     pub notify_url: Option<String>,
     /// Life of the unpaid order, 60..=86400 seconds.
     pub expire_seconds: Option<i64>,
@@ -54,6 +56,7 @@ impl CreateOrderRequest {
         merchant: &super::auth::AuthedMerchant,
         default_expire_seconds: i64,
         min_expire_seconds: i64,
+        notify_policy: &domain::AddressPolicy,
     ) -> Result<(SubmitToken, NewOrder), ApiError> {
         let token = SubmitToken::parse(&self.submit_token)
             .map_err(|_| crate::actors::OrderError::TokenInvalid)?;
@@ -94,7 +97,7 @@ impl CreateOrderRequest {
             .map_err(|e| ApiError::invalid("subject", e))?;
         let notify_url = self
             .notify_url
-            .map(|s| domain::order::parse_notify_url(&s))
+            .map(|s| domain::order::parse_notify_url(&s, notify_policy))
             .transpose()
             .map_err(|e| ApiError::invalid("notify_url", e))?;
         let expire_seconds = self.expire_seconds.unwrap_or(default_expire_seconds);

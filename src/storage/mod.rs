@@ -2,7 +2,10 @@
 //! speak in orders, tokens and events. Backends: `sqlite` (embedded, default); ScyllaDB later.
 //! A write is acknowledged (its future resolves `Ok`) only once it is durable.
 
+pub mod notifications;
 pub mod sqlite;
+
+pub use notifications::{MerchantRoom, NotificationStore};
 
 use crate::domain::{
     Event, MerchantId, MerchantOrderNo, Order, OrderId, OrderStatus, SubmitToken, Timer, TimerKind,

@@ -1,6 +1,7 @@
 //! The in-process stream: a bounded broadcast channel that components of this process subscribe
-//! to (the ledger and notifier later). A subscriber that falls more than `buffer` events behind
-//! is told how many it missed (`Lagged`) and re-reads them from the outbox by sequence.
+//! to (the ledger later; the notifier reads the outbox by its own cursor instead, since a lossy
+//! broadcast is never the source of truth). A subscriber that falls more than `buffer` events
+//! behind is told how many it missed (`Lagged`) and re-reads them from the outbox by sequence.
 
 use super::{EventSink, StreamError};
 use crate::domain::Event;

@@ -37,6 +37,8 @@ pub fn test_settings(dir: &tempfile::TempDir) -> Settings {
             default_expire_seconds: None,
             poll_schedule_ms: None,
             biller: None,
+            notify_url: None,
+            notify_events: None,
         },
         MerchantSettings {
             id: "other".into(),
@@ -47,6 +49,8 @@ pub fn test_settings(dir: &tempfile::TempDir) -> Settings {
             default_expire_seconds: None,
             poll_schedule_ms: None,
             biller: None,
+            notify_url: None,
+            notify_events: None,
         },
     ];
     s

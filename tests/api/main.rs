@@ -4,5 +4,6 @@ mod common;
 mod errors;
 mod fulfillment;
 mod lifecycle;
+mod notifications;
 mod operations;
 mod settlement;

@@ -3,6 +3,7 @@
 //! answered only after its transaction's WAL frames are fsynced, so it survives kill -9 and
 //! power loss; `"normal"` survives kill -9 but not power loss.
 
+mod notifications;
 mod schema;
 mod writer;
 
@@ -20,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use time::OffsetDateTime;
-use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
 use writer::{BatchLimits, EventRow, OrderRow, TimerRow, WriteOk, WriteOp, WriteRequest};
 
 /// Size the WAL file is truncated to after a checkpoint resets it.
@@ -52,6 +53,8 @@ pub struct SqliteStore {
     enqueue_timeout: Duration,
     /// Woken after a commit that stored events; the outbox relay waits on it.
     pub events_committed: Arc<Notify>,
+    /// Counts commits that stored events, for the outbox's other consumers.
+    events_seen: watch::Sender<u64>,
     /// Whether the last group commit succeeded (a full disk makes it false).
     write_healthy: Arc<AtomicBool>,
 }
@@ -102,11 +105,19 @@ impl SqliteStore {
         };
         let runtime = tokio::runtime::Handle::current();
         let notify = events_committed.clone();
+        let (events_seen, _) = watch::channel(0u64);
+        let seen = events_seen.clone();
         let write_healthy = Arc::new(AtomicBool::new(true));
         let healthy = write_healthy.clone();
         let handle = std::thread::Builder::new()
             .name("paycore-sqlite-writer".into())
-            .spawn(move || writer::run(conn, rx, limits, runtime, notify, metrics, healthy))
+            .spawn(move || {
+                let wakeups = writer::EventWakeups {
+                    relay: notify,
+                    consumers: seen,
+                };
+                writer::run(conn, rx, limits, runtime, wakeups, metrics, healthy)
+            })
             .map_err(|e| StoreError::Backend(format!("spawn writer: {e}")))?;
         Ok(Self {
             tx: RwLock::new(Some(tx)),
@@ -115,8 +126,16 @@ impl SqliteStore {
             readers: Mutex::new(readers),
             enqueue_timeout: Duration::from_millis(settings.enqueue_timeout_ms),
             events_committed,
+            events_seen,
             write_healthy,
         })
+    }
+
+    /// Changes after every commit that stored events: a consumer of the outbox (other than
+    /// the relay, which has `events_committed`) waits on its own receiver, so no commit is
+    /// missed whoever else is woken.
+    pub fn watch_events_committed(&self) -> watch::Receiver<u64> {
+        self.events_seen.subscribe()
     }
 
     async fn write(&self, op: WriteOp) -> Result<WriteOk, StoreError> {

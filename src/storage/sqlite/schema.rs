@@ -67,6 +67,31 @@ const MIGRATIONS: &[(i64, &str)] = &[
     );
     ",
     ),
+    (
+        3,
+        "
+    CREATE TABLE notifications (
+        notification_id TEXT PRIMARY KEY,
+        order_id        TEXT NOT NULL,
+        merchant_id     TEXT NOT NULL,
+        event_id        TEXT NOT NULL,
+        event_type      TEXT NOT NULL,
+        version         INTEGER NOT NULL,
+        url             TEXT NOT NULL,
+        body            BLOB NOT NULL,
+        status          TEXT NOT NULL,
+        attempts        INTEGER NOT NULL,
+        schedule_pos    INTEGER NOT NULL,
+        last_status     INTEGER,
+        last_error      TEXT,
+        next_attempt_ms INTEGER NOT NULL,
+        created_ms      INTEGER NOT NULL,
+        updated_ms      INTEGER NOT NULL
+    );
+    CREATE INDEX notifications_due ON notifications (next_attempt_ms) WHERE status = 'PENDING';
+    CREATE INDEX notifications_order ON notifications (order_id, version);
+    ",
+    ),
 ];
 
 /// Applies every migration the database lacks, each in its own transaction.
@@ -104,11 +129,11 @@ mod tests {
     fn migrate_is_idempotent_and_records_versions() {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = Connection::open(dir.path().join("m.db")).unwrap();
-        assert_eq!(migrate(&mut conn).unwrap(), 2);
-        assert_eq!(migrate(&mut conn).unwrap(), 2);
+        assert_eq!(migrate(&mut conn).unwrap(), 3);
+        assert_eq!(migrate(&mut conn).unwrap(), 3);
         let n: i64 = conn
             .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(n, 2);
+        assert_eq!(n, 3);
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 /// An order encoded for storage. Encoding happens on the caller's thread, so the single writer
 /// thread spends its time in SQLite only.
@@ -164,6 +164,7 @@ pub(crate) enum WriteOp {
         events_before: OffsetDateTime,
         limit: usize,
     },
+    Notifications(super::notifications::NotificationOp),
 }
 
 /// What a write answered.
@@ -173,6 +174,7 @@ pub(crate) enum WriteOk {
     Create(CreateOutcome),
     Purged(u64),
     Claimed(Vec<Timer>),
+    Notifications(super::notifications::NotificationOk),
 }
 
 pub(crate) struct WriteRequest {
@@ -194,8 +196,17 @@ pub(crate) struct BatchLimits {
 const PROBE_BYTES: i64 = 256 * 1024;
 
 /// A refusal inside a savepoint: roll the savepoint back and answer this.
-enum Refused {
+pub(crate) enum Refused {
     Answer(Result<WriteOk, StoreError>),
+}
+
+/// Who is woken after a commit that stored events.
+pub(crate) struct EventWakeups {
+    /// The outbox relay.
+    pub relay: Arc<Notify>,
+    /// Every other consumer of the outbox: each watches this count with its own receiver, so
+    /// none misses a commit that woke another.
+    pub consumers: watch::Sender<u64>,
 }
 
 /// Runs the writer until every sender is dropped, then returns after the last batch commits.
@@ -204,7 +215,7 @@ pub(crate) fn run(
     mut rx: mpsc::Receiver<WriteRequest>,
     limits: BatchLimits,
     runtime: tokio::runtime::Handle,
-    events_committed: Arc<Notify>,
+    events_committed: EventWakeups,
     metrics: Arc<Metrics>,
     healthy: Arc<AtomicBool>,
 ) {
@@ -237,7 +248,10 @@ pub(crate) fn run(
         metrics.storage_batch_writes.observe(writes as f64);
         batch.clear();
         if had_events {
-            events_committed.notify_one();
+            events_committed.relay.notify_one();
+            events_committed
+                .consumers
+                .send_modify(|n| *n = n.wrapping_add(1));
         }
     }
     if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
@@ -297,11 +311,11 @@ fn commit_batch(
     had_events
 }
 
-fn backend(e: rusqlite::Error) -> Refused {
+pub(crate) fn backend(e: rusqlite::Error) -> Refused {
     Refused::Answer(Err(StoreError::Backend(e.to_string())))
 }
 
-fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteOk, Refused> {
+pub(crate) fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteOk, Refused> {
     match op {
         WriteOp::IssueToken(t) => {
             conn.prepare_cached(
@@ -448,6 +462,7 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteOk, Refused> {
                 .map_err(backend)?;
             Ok(WriteOk::Purged((tokens + events) as u64))
         }
+        WriteOp::Notifications(op) => super::notifications::apply(conn, op),
     }
 }
 

@@ -1,0 +1,341 @@
+//! The notifier: signed merchant notifications with durable retries and dead letters. Two
+//! loops, both holding nothing that storage does not hold:
+//!
+//! - **the outbox consumer** reads committed events after its own durable cursor (`notifier`),
+//!   turns each whose type the order's merchant subscribes to, and that has a URL, into a
+//!   notification row, and stores the rows and the new cursor in one transaction: a crash
+//!   before that write reads the events again (ids are derived, so nothing is stored twice),
+//!   after it never. Woken by the writer after commits that stored events, with a backstop.
+//! - **the delivery loop** mirrors the timer scheduler: every `tick_ms` (and when new rows or a
+//!   finished delivery wake it) it claims a page of due notifications, leased in the same write,
+//!   never more than the free delivery slots, leaving out merchants at their own bound, and runs
+//!   each attempt as its own task. Under a backlog the rest wait in storage, not in memory; an
+//!   attempt lost in a crash is due again when its lease runs out. One order's notifications
+//!   go out in version order: storage never hands out one while an earlier one is PENDING.
+//!
+//! No ractor actor: neither loop has a mailbox anyone sends to; like the scheduler they are
+//! tasks stopped by the one shutdown signal, after the order actors drained (their last events
+//! are consumed first) and before storage closes.
+
+use super::notifier_delivery::Deliverer;
+use crate::config::{MerchantSettings, NotificationSettings};
+use crate::domain::notification::{self, Notification, Subscription};
+use crate::metrics::Metrics;
+use crate::storage::{MerchantRoom, NotificationStore, OrderStore};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use time::OffsetDateTime;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+/// Name of the notifier's outbox cursor in storage.
+pub const CURSOR: &str = "notifier";
+/// Backstop poll of the outbox when no commit wakes the consumer.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Pause after a storage failure before trying again.
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// How often `paycore_notifications_pending` is counted.
+const STATS_EVERY: Duration = Duration::from_secs(5);
+
+/// A merchant as the notifier needs it.
+struct Merchant {
+    secret: Vec<u8>,
+    subscription: Subscription,
+    /// Its deliveries in flight (`max_in_flight_per_merchant`).
+    slots: Arc<Semaphore>,
+}
+
+/// What the notifier needs.
+pub struct NotifierDeps {
+    /// The outbox.
+    pub events: Arc<dyn OrderStore>,
+    /// Notification rows and the cursor.
+    pub store: Arc<dyn NotificationStore>,
+    /// Settings.
+    pub settings: NotificationSettings,
+    /// Merchants: secrets and subscriptions.
+    pub merchants: Vec<MerchantSettings>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Changes after commits that stored events.
+    pub commits: watch::Receiver<u64>,
+    /// Wakes the delivery loop (new rows, a finished delivery, a redelivery).
+    pub wake: Arc<Notify>,
+}
+
+/// Starts the consumer at `cursor` and the delivery loop; both stop once `shutdown` turns
+/// true (the consumer after taking in what is committed, the delivery loop after its attempts
+/// in flight end).
+pub fn spawn(
+    deps: NotifierDeps,
+    cursor: u64,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Vec<JoinHandle<()>>, String> {
+    let s = &deps.settings;
+    let deliverer = Deliverer::new(
+        s.address_policy(),
+        Duration::from_millis(s.request_timeout_ms),
+        s.max_in_flight_per_merchant,
+    )?;
+    let merchants: Arc<HashMap<String, Merchant>> = Arc::new(
+        deps.merchants
+            .iter()
+            .map(|m| {
+                let merchant = Merchant {
+                    secret: m.secret.expose().as_bytes().to_vec(),
+                    subscription: m.subscription(),
+                    slots: Arc::new(Semaphore::new(s.max_in_flight_per_merchant)),
+                };
+                (m.id.clone(), merchant)
+            })
+            .collect(),
+    );
+    let consumer = Consumer {
+        events: deps.events,
+        store: deps.store.clone(),
+        merchants: merchants.clone(),
+        batch: s.batch,
+        wake: deps.wake.clone(),
+    };
+    let deliveries = Deliveries {
+        store: deps.store,
+        deliverer: Arc::new(deliverer),
+        merchants,
+        slots: Arc::new(Semaphore::new(s.max_in_flight)),
+        schedule: Arc::new(s.schedule()),
+        settings: s.clone(),
+        metrics: deps.metrics,
+        wake: deps.wake,
+    };
+    Ok(vec![
+        tokio::spawn(consumer.run(cursor, deps.commits, shutdown.clone())),
+        tokio::spawn(deliveries.run(shutdown)),
+    ])
+}
+
+/// The outbox consumer.
+struct Consumer {
+    events: Arc<dyn OrderStore>,
+    store: Arc<dyn NotificationStore>,
+    merchants: Arc<HashMap<String, Merchant>>,
+    batch: usize,
+    wake: Arc<Notify>,
+}
+
+impl Consumer {
+    async fn run(
+        self,
+        mut cursor: u64,
+        mut commits: watch::Receiver<u64>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            let stopping = *shutdown.borrow();
+            // Seen before reading: a commit after this point changes it again and wakes us.
+            commits.borrow_and_update();
+            match self.pump(&mut cursor).await {
+                Ok(moved) if moved == self.batch => continue,
+                Ok(_) if stopping => return,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, cursor, "notifier cannot take in events; retrying");
+                    if stopping {
+                        return;
+                    }
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    continue;
+                }
+            }
+            tokio::select! {
+                changed = commits.changed() => {
+                    if changed.is_err() {
+                        // The store is gone; the backstop keeps the loop from spinning.
+                        tokio::time::sleep(IDLE_POLL).await;
+                    }
+                }
+                _ = tokio::time::sleep(IDLE_POLL) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    /// Takes in one batch of events; answers how many were read.
+    async fn pump(&self, cursor: &mut u64) -> Result<usize, crate::storage::StoreError> {
+        let events = self.events.events_after(*cursor, self.batch).await?;
+        let Some(last) = events.last().map(|e| e.seq) else {
+            return Ok(0);
+        };
+        let now = OffsetDateTime::now_utc();
+        let rows: Vec<Notification> = events
+            .iter()
+            .filter_map(|e| {
+                let merchant = self.merchants.get(&e.event.merchant_id)?;
+                Notification::for_event(&e.event, &merchant.subscription, now)
+            })
+            .collect();
+        let any = !rows.is_empty();
+        self.store.enqueue_notifications(rows, CURSOR, last).await?;
+        *cursor = last;
+        if any {
+            self.wake.notify_one();
+        }
+        Ok(events.len())
+    }
+}
+
+/// The delivery loop.
+struct Deliveries {
+    store: Arc<dyn NotificationStore>,
+    deliverer: Arc<Deliverer>,
+    merchants: Arc<HashMap<String, Merchant>>,
+    /// Deliveries in flight overall (`max_in_flight`).
+    slots: Arc<Semaphore>,
+    schedule: Arc<Vec<Duration>>,
+    settings: NotificationSettings,
+    metrics: Arc<Metrics>,
+    wake: Arc<Notify>,
+}
+
+impl Deliveries {
+    async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let tick = Duration::from_millis(self.settings.tick_ms);
+        let mut last_stats: Option<Instant> = None;
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            self.claim_and_start().await;
+            if last_stats.is_none_or(|t| t.elapsed() >= STATS_EVERY) {
+                last_stats = Some(Instant::now());
+                match self.store.pending_notifications().await {
+                    Ok(n) => self.metrics.notifications_pending.set(n),
+                    Err(e) => tracing::warn!(error = %e, "cannot count pending notifications"),
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(tick) => {}
+                _ = self.wake.notified() => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        // Let attempts in flight end (each is bounded by request_timeout_ms) and be recorded.
+        let all = u32::try_from(self.settings.max_in_flight).unwrap_or(u32::MAX);
+        let _ = self.slots.acquire_many(all).await;
+    }
+
+    /// Claims due notifications, a page at a time while full pages keep coming and slots are
+    /// free, and starts an attempt for each.
+    async fn claim_and_start(&self) {
+        loop {
+            let free = self.slots.available_permits();
+            if free == 0 {
+                return;
+            }
+            let limit = free.min(self.settings.page_size);
+            let now = OffsetDateTime::now_utc();
+            let lease = time::Duration::milliseconds(self.settings.lease_ms as i64);
+            let page = match self
+                .store
+                .claim_due_notifications(now, now + lease, limit, &self.room())
+                .await
+            {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read due notifications; retrying");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    return;
+                }
+            };
+            let full = page.len() == limit;
+            for n in page {
+                self.start(n).await;
+            }
+            if !full {
+                return;
+            }
+        }
+    }
+
+    /// What each merchant has in flight.
+    fn room(&self) -> MerchantRoom {
+        let per_merchant = self.settings.max_in_flight_per_merchant;
+        MerchantRoom {
+            per_merchant,
+            in_flight: self
+                .merchants
+                .iter()
+                .filter_map(|(id, m)| {
+                    let busy = per_merchant.saturating_sub(m.slots.available_permits());
+                    let id = crate::domain::MerchantId::parse(id).ok()?;
+                    (busy > 0).then_some((id, busy))
+                })
+                .collect(),
+        }
+    }
+
+    /// Starts one attempt in its own task, holding a global and a merchant slot. The claim
+    /// took no more than the free slots, so neither wait is long.
+    async fn start(&self, n: Notification) {
+        let Ok(slot) = self.slots.clone().acquire_owned().await else {
+            return;
+        };
+        let merchant = self.merchants.get(n.merchant_id.as_str());
+        let merchant_slot: Option<OwnedSemaphorePermit> = match merchant {
+            Some(m) => m.slots.clone().acquire_owned().await.ok(),
+            None => None,
+        };
+        let secret = merchant.map(|m| m.secret.clone());
+        let span = tracing::info_span!(
+            "notification",
+            order_id = %n.order_id,
+            merchant_id = %n.merchant_id,
+            notification_id = %n.notification_id,
+            event_type = %n.event_type,
+        );
+        let (store, deliverer, schedule) = (
+            self.store.clone(),
+            self.deliverer.clone(),
+            self.schedule.clone(),
+        );
+        let (metrics, wake) = (self.metrics.clone(), self.wake.clone());
+        tokio::spawn(
+            async move {
+                let started = Instant::now();
+                let result = match &secret {
+                    Some(secret) => deliverer.attempt(&n, secret).await,
+                    // Removed from the settings since: nothing can sign it.
+                    None => notification::AttemptResult::NoAnswer(
+                        "the merchant is not configured".into(),
+                    ),
+                };
+                metrics
+                    .notification_delivery_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                let now = OffsetDateTime::now_utc();
+                let outcome = notification::after_attempt(result, n.schedule_pos, &schedule, now);
+                metrics
+                    .notifications
+                    .with_label_values(&[outcome.label()])
+                    .inc();
+                match &outcome {
+                    notification::DeliveryOutcome::Dead { status, error } => {
+                        tracing::warn!(?status, %error, attempts = n.attempts + 1, "notification is dead");
+                    }
+                    other => tracing::debug!(outcome = ?other, "notification attempt"),
+                }
+                if let Err(e) = store
+                    .record_delivery(&n.notification_id, n.attempts, outcome, now)
+                    .await
+                {
+                    tracing::warn!(error = %e, "attempt not recorded; its lease makes it due again");
+                }
+                drop(merchant_slot);
+                drop(slot);
+                wake.notify_one();
+            }
+            .instrument(span),
+        );
+    }
+}
