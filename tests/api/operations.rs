@@ -492,6 +492,17 @@ async fn requests_beyond_the_in_flight_bound_are_shed_at_once() {
         a.body,
         b.body
     );
+    // The simulator's callbacks for the two payments take permits too: once they are done,
+    // requests are admitted again.
+    for id in &ids {
+        t.wait_status(id, "PAID").await;
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            metric(&t, "paycore_http_requests_in_flight").await == Some(0.0)
+        })
+        .await
+    );
     assert_eq!(t.call("POST", "/v1/submit-tokens", None).await.status, 201);
     assert!(metric(&t, "paycore_http_requests_shed_total").await >= Some(1.0));
     t.stop().await;
