@@ -1,7 +1,8 @@
 //! Durability under kill -9: a create load runs against the real binary, the process is killed
 //! with SIGKILL mid-load, and after a restart every order that got a 201 (and every pay that got
 //! a 202) is there with its acknowledged status. And timers survive it: polls, refund retries
-//! and expiry closes pending at the kill all complete after the restart.
+//! and expiry closes pending at the kill all complete after the restart, and so do write-off
+//! retries and merchant notifications waiting for their retry.
 
 use serde_json::{Value, json};
 use std::process::{Child, Command, Stdio};
@@ -204,6 +205,53 @@ async fn audit(http: &reqwest::Client, sim: &str, id: &str) -> Value {
         .unwrap()
 }
 
+/// The merchant's notification endpoint: fails the first attempt of every notification (500),
+/// accepts the rest, and keeps per notification id (attempts, accepted).
+#[derive(Clone, Default)]
+struct Merchant(Arc<Mutex<std::collections::HashMap<String, (u32, u32)>>>);
+
+impl Merchant {
+    fn start(listener: std::net::TcpListener) -> (Self, actix_web::dev::ServerHandle) {
+        use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+        let seen = Merchant::default();
+        let state = seen.clone();
+        let server = HttpServer::new(move || {
+            let state = state.clone();
+            App::new().default_service(web::to(move |req: HttpRequest| {
+                let state = state.clone();
+                async move {
+                    let id = req
+                        .headers()
+                        .get("X-Paycore-Notification-Id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string();
+                    let mut map = state.0.lock().unwrap();
+                    let entry = map.entry(id).or_default();
+                    entry.0 += 1;
+                    if entry.0 == 1 {
+                        return HttpResponse::InternalServerError().finish();
+                    }
+                    entry.1 += 1;
+                    HttpResponse::Ok().finish()
+                }
+            }))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .unwrap()
+        .run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        (seen, handle)
+    }
+
+    fn of(&self, id: &str) -> (u32, u32) {
+        self.0.lock().unwrap().get(id).copied().unwrap_or_default()
+    }
+}
+
 async fn biller_audit(http: &reqwest::Client, biller: &str, id: &str) -> Value {
     http.get(format!("{biller}/biller/v1/write-offs?order_id={id}"))
         .send()
@@ -265,6 +313,21 @@ async fn timers_pending_at_sigkill_all_complete_after_restart() {
         ("PAYCORE_ORDERS__MIN_EXPIRE_SECONDS", "1"),
         ("PAYCORE_TIMERS__TICK_MS", "50"),
     ];
+    let merchant_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook = format!(
+        "http://127.0.0.1:{}/hook",
+        merchant_listener.local_addr().unwrap().port()
+    );
+    let (merchant, merchant_server) = Merchant::start(merchant_listener);
+    let notify_env = [
+        ("PAYCORE_MERCHANTS__0__NOTIFY_URL", hook.as_str()),
+        (
+            "PAYCORE_NOTIFICATIONS__RETRY_SCHEDULE_MS",
+            "[2500, 200, 200, 200, 400, 800]",
+        ),
+        ("PAYCORE_NOTIFICATIONS__TICK_MS", "50"),
+    ];
+    let core_env: Vec<(&str, &str)> = core_env.iter().chain(&notify_env).copied().collect();
     let mut child = start_with(&db, port, sim_port, "serve", &core_env);
     wait_healthy(&http, &base).await;
     let create = |no: String, expire: Option<i64>| {
@@ -408,6 +471,47 @@ async fn timers_pending_at_sigkill_all_complete_after_restart() {
             "reversed before the refund: {a}"
         );
     }
+    // Every notification is delivered, each accepted by the merchant once (its first attempt
+    // failed, so each was waiting for its retry, many of them across the kill).
+    let expected: [(&[String], &[&str]); 4] = [
+        (
+            &refunded,
+            &["order.paid", "order.fulfilled", "refund.succeeded"],
+        ),
+        (&paying, &["order.paid", "order.fulfilled"]),
+        (&fulfilling, &["order.paid", "order.fulfilled"]),
+        (&expiring, &["order.closed"]),
+    ];
+    for (ids, types) in expected {
+        for id in ids {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let list = loop {
+                let path = format!("/v1/notifications?order_id={id}");
+                let (code, list) = call(&http, &base, "GET", &path, None).await.unwrap();
+                assert_eq!(code, 200, "{list}");
+                let all = list.as_array().unwrap();
+                let delivered = all.iter().all(|n| n["status"] == "DELIVERED");
+                if delivered && all.len() == types.len() {
+                    break list;
+                }
+                assert!(Instant::now() < deadline, "notifications of {id}: {list}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            let got: Vec<&str> = list
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n["type"].as_str().unwrap())
+                .collect();
+            assert_eq!(got, types.to_vec(), "{id}: in version order");
+            for n in list.as_array().unwrap() {
+                let (attempts, accepted) = merchant.of(n["notification_id"].as_str().unwrap());
+                assert!(attempts >= 2, "{n}");
+                assert_eq!(accepted, 1, "accepted once: {n}");
+            }
+        }
+    }
+    merchant_server.stop(false).await;
     child.kill().unwrap();
     child.wait().unwrap();
     simulator.kill().unwrap();
