@@ -178,6 +178,20 @@ run_section("create, saturation", "create-saturation", lines)
 run_section("create, open loop at half of saturation", "create-half", lines)
 run_section("lifecycle, saturation", "lifecycle-saturation", lines)
 run_section("lifecycle, open loop at half of saturation", "lifecycle-half", lines)
+run_section("lifecycle with merchant notifications (to a local sink) and fulfillment, open loop at half of saturation",
+            "lifecycle-notify", lines)
+sink = load("sink-lifecycle")
+if sink:
+    lag = sink.get("paid_lag_ms", {})
+    lines.append(f"Notification sink (`paycore-loadtest sink`, the merchant's endpoint): {sink['distinct']} distinct "
+                 f"notifications ({', '.join(f'{k} {v}' for k, v in sink['by_type'].items())}), "
+                 f"{sink['duplicates']} repeats, {sink['bad_signatures']} with a bad signature. "
+                 f"**order.paid delivered {lag.get('p50', float('nan')):.1f} ms (p50) / {lag.get('p99', float('nan')):.1f} ms (p99) "
+                 f"after PAID** (max {lag.get('max', float('nan')):.1f} ms, {lag.get('count', 0):.0f} measured; "
+                 "from the event's `occurred_at`, the commit of PAID, to its arrival at the sink).\n")
+    mm = os.path.join(a.out, "merchant-side-metrics.txt")
+    if os.path.exists(mm):
+        lines.append("paycore's counters after the run:\n\n```\n" + open(mm).read().strip() + "\n```\n")
 run_section("hot, saturation", "hot-saturation", lines)
 run_section("hot, open loop at half of saturation", "hot-half", lines)
 run_section("mixed (create=40, lifecycle=10, pay=25, read=25), open loop", "mixed", lines)

@@ -189,6 +189,19 @@ run compare --url "$URL" --quiet --out "$OUT/on-change" --scenario hot --clients
   --duration "$DUR" --redis-url "$REDIS_URL" --repeat-write on-change --baseline-url "$BASE2_URL"
 stop_paycore
 
+# --- the merchant side: notifications to a local sink, fulfillment at the business system ----
+log "lifecycle with notifications to a local sink and fulfillment on, open loop at half of saturation"
+SINK_PORT=$(free_port)
+# The sink runs the load's duration plus a drain, then reports the lag of order.paid deliveries.
+"$LT" sink --port "$SINK_PORT" --duration "$((DUR + 15))" --out "$OUT/sink-lifecycle.json" >/dev/null &
+SINK_PID=$!
+PIDS+=("$SINK_PID")
+start_paycore "$TMP/paycore-notify" PAYCORE_MERCHANTS__0__NOTIFY_URL="http://127.0.0.1:$SINK_PORT/hook"
+run run "${COMMON[@]}" --scenario lifecycle --rate "$(half "$OUT/lifecycle-saturation.json")" --duration "$DUR" --name lifecycle-notify
+wait "$SINK_PID" || true
+curl -s "$URL/metrics" | grep -E '^paycore_(notifications_total|fulfillments_total)' >"$OUT/merchant-side-metrics.txt" || true
+stop_paycore
+
 # --- memory: many orders through a small live-actor cap --------------------------------------
 log "memory: $MEMORY_ORDERS orders at $MEMORY_RATE/s (about $MEM_SECS s) with max_live_orders=$MAX_LIVE"
 # The simulator runs as its own process here, so paycore's RSS is paycore's alone (the simulator
