@@ -197,7 +197,8 @@ SINK_PORT=$(free_port)
 SINK_PID=$!
 PIDS+=("$SINK_PID")
 start_paycore "$TMP/paycore-notify" PAYCORE_MERCHANTS__0__NOTIFY_URL="http://127.0.0.1:$SINK_PORT/hook"
-run run "${COMMON[@]}" --scenario lifecycle --rate "$(half "$OUT/lifecycle-saturation.json")" --duration "$DUR" --name lifecycle-notify
+# A new paycore, a new URL: COMMON names the first one.
+run run --url "$URL" --out "$OUT" --quiet --scenario lifecycle --rate "$(half "$OUT/lifecycle-saturation.json")" --duration "$DUR" --name lifecycle-notify
 wait "$SINK_PID" || true
 curl -s "$URL/metrics" | grep -E '^paycore_(notifications_total|fulfillments_total)' >"$OUT/merchant-side-metrics.txt" || true
 stop_paycore
