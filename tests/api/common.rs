@@ -227,26 +227,19 @@ impl TestApp {
 
     /// What the simulator charged for an order (its own audit records).
     pub async fn sim_audit(&self, order_id: &str) -> Value {
-        let url = format!(
-            "{}/sim/v1/payments?out_trade_no={order_id}",
-            self.app().simulator_url().unwrap()
-        );
-        self.http
-            .get(url)
-            .send()
+        let base = self.app().simulator_url().unwrap();
+        self.get_json(&format!("{base}/sim/v1/payments?out_trade_no={order_id}"))
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
     }
 
     /// What the business-system simulator recorded for an order (its own audit).
     pub async fn biller_audit(&self, order_id: &str) -> Value {
-        let url = format!(
-            "{}/biller/v1/write-offs?order_id={order_id}",
-            self.app().biller_simulator_url().unwrap()
-        );
+        let base = self.app().biller_simulator_url().unwrap();
+        self.get_json(&format!("{base}/biller/v1/write-offs?order_id={order_id}"))
+            .await
+    }
+
+    async fn get_json(&self, url: &str) -> Value {
         self.http
             .get(url)
             .send()
