@@ -405,10 +405,18 @@ pub struct BillerTarget {
     /// Timeout of one request.
     #[serde(default = "default_biller_timeout")]
     pub timeout_ms: u64,
+    /// Most requests in flight to it at once; a call that finds none free within its timeout
+    /// fails like an unanswered one (write-offs are retried on their timer).
+    #[serde(default = "default_biller_in_flight")]
+    pub max_in_flight: usize,
 }
 
 fn default_biller_timeout() -> u64 {
     5_000
+}
+
+fn default_biller_in_flight() -> usize {
+    64
 }
 
 impl MerchantSettings {
@@ -619,6 +627,7 @@ impl Default for Settings {
                     url: String::new(),
                     secret: Secret::new(BillerSettings::default().secret),
                     timeout_ms: default_biller_timeout(),
+                    max_in_flight: default_biller_in_flight(),
                 }),
                 notify_url: None,
                 notify_events: None,
@@ -888,10 +897,10 @@ impl Settings {
                         "must be an http(s) URL",
                     );
                 }
-                if b.timeout_ms == 0 || b.secret.expose().is_empty() {
+                if b.timeout_ms == 0 || b.max_in_flight == 0 || b.secret.expose().is_empty() {
                     return bad(
                         &format!("merchants.{i}.biller"),
-                        "timeout_ms must be positive and secret set",
+                        "timeout_ms and max_in_flight must be positive and secret set",
                     );
                 }
             }

@@ -15,6 +15,10 @@ pub struct HttpBiller {
     base_url: String,
     secret: Vec<u8>,
     http: reqwest::Client,
+    /// Requests in flight (`max_in_flight`): a burst of paid orders queues here briefly and
+    /// then fails into the retry schedule instead of opening thousands of connections.
+    in_flight: tokio::sync::Semaphore,
+    timeout: Duration,
 }
 
 impl HttpBiller {
@@ -31,10 +35,16 @@ impl HttpBiller {
             base_url: base_url.trim_end_matches('/').to_string(),
             secret: target.secret.expose().as_bytes().to_vec(),
             http,
+            in_flight: tokio::sync::Semaphore::new(target.max_in_flight),
+            timeout,
         })
     }
 
     async fn post(&self, path: &str, body: Vec<u8>) -> Result<(), BillerError> {
+        let _permit = tokio::time::timeout(self.timeout, self.in_flight.acquire())
+            .await
+            .map_err(|_| BillerError::Unavailable("every connection to it is busy".into()))?
+            .map_err(|_| BillerError::Unavailable("closed".into()))?;
         let ts = OffsetDateTime::now_utc().unix_timestamp();
         let sig = p::sign(&self.secret, &format!("POST {path}"), ts, &body);
         let resp = self
@@ -101,5 +111,53 @@ impl Biller for HttpBiller {
             serde_json::to_vec(&body).map_err(|e| BillerError::Unavailable(e.to_string()))?;
         self.post(&p::reversals_path(&order_id.to_string()), bytes)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+    use crate::domain::NewOrder;
+
+    /// At most `max_in_flight` calls are open at once: with one slot, a 300 ms business system
+    /// and a 500 ms timeout, of three write-offs at once two are made (one after the other) and
+    /// the third finds no slot in time and fails into the retry schedule.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calls_beyond_max_in_flight_wait_then_fail_as_unanswered() {
+        let settings = paycore_biller_sim::BillerSettings {
+            latency_ms_min: 300,
+            latency_ms_max: 300,
+            ..Default::default()
+        };
+        let secret = settings.secret.clone();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let sim = paycore_biller_sim::start(settings, listener).unwrap();
+        let target = BillerTarget {
+            url: sim.base_url(),
+            secret: Secret::new(secret),
+            timeout_ms: 500,
+            max_in_flight: 1,
+        };
+        let biller = HttpBiller::new(sim.base_url(), &target).unwrap();
+        let orders: Vec<Order> = (0..3)
+            .map(|i| {
+                let new = NewOrder::for_test("demo", &format!("B-{i}"), 100);
+                Order::create(OrderId::generate(), new, OffsetDateTime::now_utc()).0
+            })
+            .collect();
+        let (a, b, c) = tokio::join!(
+            biller.write_off(&orders[0]),
+            biller.write_off(&orders[1]),
+            biller.write_off(&orders[2])
+        );
+        let results = [a, b, c];
+        let made = results.iter().filter(|r| r.is_ok()).count();
+        let busy = results
+            .iter()
+            .filter(|r| matches!(r, Err(BillerError::Unavailable(m)) if m.contains("busy")))
+            .count();
+        assert_eq!((made, busy), (2, 1), "{results:?}");
+        sim.stop().await;
     }
 }

@@ -13,6 +13,7 @@ fn with_biller(s: &mut Settings, retries: usize) {
         url: String::new(),
         secret: Secret::new(s.simulator.biller.secret.clone()),
         timeout_ms: 2_000,
+        max_in_flight: 8,
     });
     s.orders.fulfillment_retry_ms = vec![50; retries];
     s.orders.refund_retry_ms = vec![100, 150, 200, 300, 400, 500];
