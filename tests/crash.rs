@@ -365,14 +365,23 @@ async fn timers_pending_at_sigkill_all_complete_after_restart() {
         }
     };
 
+    // Five orders created and paid (the channel's callbacks are lost: polls settle them).
+    let create_and_pay = |prefix: &'static str| {
+        let (create, pay) = (&create, &pay);
+        async move {
+            let mut ids = Vec::new();
+            for i in 0..5 {
+                let id = create(format!("{prefix}-{i}"), None).await;
+                pay(id.clone()).await;
+                ids.push(id);
+            }
+            ids
+        }
+    };
+
     // Orders to refund: paid (by the first poll, callbacks being lost), then refunded; the first
     // refund attempt fails, so each refund is pending on its retry timer at the kill.
-    let mut refunded = Vec::new();
-    for i in 0..5 {
-        let id = create(format!("R-{i}"), None).await;
-        pay(id.clone()).await;
-        refunded.push(id);
-    }
+    let refunded = create_and_pay("R").await;
     for id in &refunded {
         // A fulfilled order's refund reverses the write-off first.
         wait_order(&http, &base, id, Duration::from_secs(20), |o| {
@@ -392,23 +401,13 @@ async fn timers_pending_at_sigkill_all_complete_after_restart() {
         assert_eq!(code, 202, "{body}");
     }
     // Paying orders whose first poll is due after the kill, and orders that expire meanwhile.
-    let mut paying = Vec::new();
-    for i in 0..5 {
-        let id = create(format!("P-{i}"), None).await;
-        pay(id.clone()).await;
-        paying.push(id);
-    }
+    let paying = create_and_pay("P").await;
     let mut expiring = Vec::new();
     for i in 0..5 {
         expiring.push(create(format!("E-{i}"), Some(1)).await);
     }
     // Paid orders whose first write-off failed: their retry is pending at the kill.
-    let mut fulfilling = Vec::new();
-    for i in 0..5 {
-        let id = create(format!("F-{i}"), None).await;
-        pay(id.clone()).await;
-        fulfilling.push(id);
-    }
+    let fulfilling = create_and_pay("F").await;
     for id in &fulfilling {
         wait_order(&http, &base, id, Duration::from_secs(20), |o| {
             o["fulfillment"]["status"] == "FAILED"
