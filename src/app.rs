@@ -1,7 +1,8 @@
 //! Start-up and shutdown of the whole service from one `Settings` value. `Application::build`
 //! binds the ports, opens storage, starts the simulator (when in-process), spawns the actor
-//! tree, the timer scheduler, the outbox relay, the merchant notifier and the purge task, and
-//! starts HTTP; tests use it exactly as
+//! tree, the timer scheduler, the outbox relay (to the in-process stream or Kafka), the merchant
+//! notifier, the purge task and (when configured) the Kafka command consumer, and starts HTTP;
+//! tests use it exactly as
 //! `paycore serve` does, on port 0 against a temp directory.
 
 use crate::actors::notifier::{self, NotifierDeps};
@@ -11,10 +12,12 @@ use crate::billers;
 use crate::channels::{self, PaymentChannel};
 use crate::config::Settings;
 use crate::http::{self, AppState};
+use crate::kafka::CommandDeps;
 use crate::metrics::Metrics;
 use crate::storage::sqlite::SqliteStore;
 use crate::storage::{NotificationStore, OrderStore};
 use crate::streams::in_process::InProcessStream;
+use crate::streams::kafka::KafkaSink;
 use crate::streams::{EventSink, relay};
 use actix_web::{App, HttpServer, web};
 use paycore_channel_sim::SimHandle;
@@ -57,6 +60,8 @@ pub struct Application {
     background: Vec<JoinHandle<()>>,
     stop_timers: watch::Sender<bool>,
     scheduler: JoinHandle<()>,
+    stop_commands: watch::Sender<bool>,
+    commands: Option<JoinHandle<()>>,
 }
 
 impl Application {
@@ -215,7 +220,12 @@ impl Application {
             stop_timers_rx,
         ));
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let sink: Arc<dyn EventSink> = stream.clone();
+        let sink: Arc<dyn EventSink> = match settings.stream.kind.as_str() {
+            "kafka" => Arc::new(
+                KafkaSink::new(&settings.stream.kafka).map_err(|e| err("stream")(e.to_string()))?,
+            ),
+            _ => stream.clone(),
+        };
         let mut background = vec![tokio::spawn(relay::run(
             order_store.clone(),
             sink.clone(),
@@ -245,8 +255,39 @@ impl Application {
             shutdown_rx,
         )));
 
-        let auth = http::auth::Authenticator::new(&settings.merchants, &settings.auth)
-            .map_err(err("merchants"))?;
+        let auth = Arc::new(
+            http::auth::Authenticator::new(&settings.merchants, &settings.auth)
+                .map_err(err("merchants"))?,
+        );
+        let operations = http::operations::Operations {
+            orders: orders.clone(),
+            default_expire_seconds: settings.orders.default_expire_seconds,
+            merchant_expire_seconds: settings
+                .merchants
+                .iter()
+                .filter_map(|m| Some((m.id.clone(), m.default_expire_seconds?)))
+                .collect(),
+            min_expire_seconds: settings.orders.min_expire_seconds,
+            notify_policy: settings.notifications.address_policy(),
+        };
+        // Commands are intake like HTTP: they stop first at shutdown (their own signal), and
+        // finish and commit before the actors drain and storage closes.
+        let (stop_commands, stop_commands_rx) = watch::channel(false);
+        let commands = if settings.stream.kafka.commands.enabled {
+            let deps = CommandDeps {
+                operations: operations.clone(),
+                auth: auth.clone(),
+                replies: store.clone(),
+                metrics: metrics.clone(),
+            };
+            Some(crate::kafka::spawn(
+                deps,
+                settings.stream.kafka.clone(),
+                stop_commands_rx,
+            ))
+        } else {
+            None
+        };
         let state = web::Data::new(AppState {
             orders: orders.clone(),
             notifications,
@@ -256,14 +297,7 @@ impl Application {
             sink,
             metrics,
             body_limit: settings.server.body_limit_bytes,
-            default_expire_seconds: settings.orders.default_expire_seconds,
-            merchant_expire_seconds: settings
-                .merchants
-                .iter()
-                .filter_map(|m| Some((m.id.clone(), m.default_expire_seconds?)))
-                .collect(),
-            min_expire_seconds: settings.orders.min_expire_seconds,
-            notify_policy: settings.notifications.address_policy(),
+            operations: operations.clone(),
             in_flight: Arc::new(tokio::sync::Semaphore::new(
                 settings.server.max_in_flight_requests,
             )),
@@ -304,6 +338,8 @@ impl Application {
             background,
             stop_timers,
             scheduler,
+            stop_commands,
+            commands,
         })
     }
 
@@ -344,11 +380,18 @@ impl Application {
         self.shutdown().await;
     }
 
-    /// Stops in data-flow order: HTTP intake (in-flight requests finish), order and channel
+    /// Stops in data-flow order: Kafka command intake (in-flight commands finish, replies are
+    /// acknowledged, offsets committed), HTTP intake (in-flight requests finish), order and channel
     /// actors drain their mailboxes, the relay publishes what is committed and the notifier
     /// takes it in (its attempts in flight end and are recorded; the rest wait in storage), the
     /// writer commits what is queued and closes, and the simulator stops.
     pub async fn shutdown(self) {
+        // Kafka commands are intake too: stop fetching, let those in flight finish (their
+        // replies acknowledged) and commit their offsets while the actors still answer.
+        let _ = self.stop_commands.send(true);
+        if let Some(commands) = self.commands {
+            let _ = commands.await;
+        }
         self.server.stop(true).await;
         let _ = self.server_task.await;
         // Timers are intake too: stop handing them out (those due later stay in storage).

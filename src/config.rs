@@ -2,6 +2,9 @@
 //! variables (`PAYCORE_SERVER__PORT=9090` sets `server.port`; `__` separates levels, a number
 //! indexes a list: `PAYCORE_MERCHANTS__0__SECRET`). Unknown keys are refused; secrets never print.
 
+pub mod kafka;
+
+pub use kafka::{KafkaCommandSettings, KafkaSettings};
 use paycore_biller_sim::BillerSettings;
 use paycore_channel_sim::SimSettings;
 use serde::{Deserialize, Serialize};
@@ -292,13 +295,18 @@ impl NotificationSettings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StreamSettings {
-    /// `in_process` today.
+    /// Where the relay publishes events: `in_process` (the default: nothing to install) or
+    /// `kafka` (the topic `kafka.events_topic`).
     pub kind: String,
     /// Events buffered per in-process subscriber; a slower subscriber misses the oldest and
     /// re-reads them from the outbox.
     pub buffer: usize,
-    /// Events the relay moves from the outbox per read.
+    /// Events the relay moves from the outbox per read (with Kafka: the most messages one
+    /// acknowledged publish carries).
     pub relay_batch: usize,
+    /// The Kafka connection, topics and bounds (used with `kind = "kafka"` and by the command
+    /// consumer).
+    pub kafka: KafkaSettings,
 }
 
 /// The in-process simulator.
@@ -567,6 +575,7 @@ impl Default for StreamSettings {
             kind: "in_process".into(),
             buffer: 65_536,
             relay_batch: 1_024,
+            kafka: KafkaSettings::default(),
         }
     }
 }
@@ -741,14 +750,25 @@ impl Settings {
                 "max_live_orders and call_timeout_ms must be positive",
             );
         }
-        if self.stream.kind != "in_process" {
-            return bad(
-                "stream.kind",
-                "only \"in_process\" is available in this build",
-            );
+        if !["in_process", "kafka"].contains(&self.stream.kind.as_str()) {
+            return bad("stream.kind", "must be \"in_process\" or \"kafka\"");
         }
         if self.stream.buffer == 0 || self.stream.relay_batch == 0 {
             return bad("stream", "buffer and relay_batch must be positive");
+        }
+        let k = &self.stream.kafka;
+        if (self.stream.kind == "kafka" || k.commands.enabled)
+            && let Err((key, why)) = k.validate()
+        {
+            return bad(&format!("stream.kafka.{key}"), &why);
+        }
+        if self.stream.kind == "kafka"
+            && self.stream.relay_batch as u64 > u64::from(k.queue_max_messages)
+        {
+            return bad(
+                "stream.relay_batch",
+                "must not exceed stream.kafka.queue_max_messages (a batch must fit the producer queue)",
+            );
         }
         let o = &self.orders;
         if !(1..=86_400).contains(&o.min_expire_seconds) {
@@ -1059,6 +1079,48 @@ mod tests {
         );
         assert!(Settings::from_toml_and_env("[notifications]\nlease_ms = 10", []).is_err());
         assert!(Settings::from_toml_and_env("[notifications]\nretries = 3", []).is_err());
+    }
+
+    #[test]
+    fn kafka_settings_come_from_the_environment_and_are_checked_only_when_used() {
+        let s = Settings::from_toml_and_env(
+            "[stream]\nkind = \"kafka\"",
+            env(&[
+                ("PAYCORE_STREAM__KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+                ("PAYCORE_STREAM__KAFKA__COMMANDS__ENABLED", "true"),
+                ("PAYCORE_STREAM__KAFKA__PROPERTIES__COMPRESSION.TYPE", "lz4"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.stream.kafka.bootstrap_servers, "127.0.0.1:9092");
+        assert!(s.stream.kafka.commands.enabled);
+        assert_eq!(s.stream.kafka.properties["compression.type"], "lz4");
+        let key_of = |r: Result<Settings, ConfigError>| match r {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => format!("{other:?}"),
+        };
+        assert_eq!(
+            key_of(Settings::from_toml_and_env("[stream]\nkind = \"nats\"", [])),
+            "stream.kind"
+        );
+        let bad_kafka = "[stream.kafka]\nsecurity_protocol = \"tls\"";
+        // Unused, bad Kafka settings do not stop an embedded start...
+        assert!(Settings::from_toml_and_env(bad_kafka, []).is_ok());
+        // ...but do as soon as Kafka is used.
+        assert_eq!(
+            key_of(Settings::from_toml_and_env(
+                &format!("{bad_kafka}\n[stream.kafka.commands]\nenabled = true"),
+                []
+            )),
+            "stream.kafka.security_protocol"
+        );
+        assert_eq!(
+            key_of(Settings::from_toml_and_env(
+                "[stream]\nkind = \"kafka\"\nrelay_batch = 200000",
+                []
+            )),
+            "stream.relay_batch"
+        );
     }
 
     #[test]

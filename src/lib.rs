@@ -8,6 +8,7 @@ pub mod channels;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod kafka;
 pub mod metrics;
 pub mod storage;
 pub mod streams;

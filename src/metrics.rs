@@ -1,6 +1,9 @@
 //! Prometheus metrics, one registry per running app (so tests can run several apps in one
 //! process). Labels are low-cardinality only: never an order id.
 
+mod kafka;
+
+pub use kafka::KafkaMetrics;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -80,6 +83,8 @@ pub struct Metrics {
     pub notifications_pending: IntGauge,
     /// `paycore_notification_delivery_seconds`: time of one delivery attempt.
     pub notification_delivery_seconds: Histogram,
+    /// The Kafka command consumer's.
+    pub kafka: KafkaMetrics,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -267,6 +272,7 @@ impl Metrics {
         reg(Box::new(channel_queue_depth.clone()));
         reg(Box::new(channel_callbacks.clone()));
         reg(Box::new(stream_published.clone()));
+        let kafka = KafkaMetrics::new(&registry);
         Self {
             registry,
             http_request_seconds,
@@ -297,6 +303,7 @@ impl Metrics {
             notifications,
             notifications_pending,
             notification_delivery_seconds,
+            kafka,
         }
     }
 

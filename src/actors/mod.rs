@@ -21,4 +21,4 @@ mod supervision_tests;
 
 pub use notifications::Notifications;
 pub use order::{OrderError, PayRequest};
-pub use orders::Orders;
+pub use orders::{CommandKey, Orders};

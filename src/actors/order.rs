@@ -50,6 +50,10 @@ pub enum OrderError {
     /// The merchant already has an order with this number.
     #[error("an order with this merchant_order_no exists")]
     Duplicate(OrderId),
+    /// A Kafka command's create found a reply stored under its key already (a copy of the
+    /// command ran first); nothing was created. The stored reply is the answer.
+    #[error("this command was answered already")]
+    CommandAnswered,
     /// The order's actor did not answer (timed out or failed); the outcome may be unknown.
     #[error("order actor unavailable: {0}")]
     Unavailable(String),

@@ -8,14 +8,23 @@ use super::registry::{self, RegistryRef};
 use crate::channels::CallbackEvent;
 use crate::domain::{
     Event, MerchantId, MerchantOrderNo, NewOrder, Order, OrderId, OrderStatus, PayStep, Refund,
-    RefundId, RefundRequest, SubmitToken, Timer,
+    RefundId, RefundRequest, RequestId, SubmitToken, Timer,
 };
 use crate::metrics::Metrics;
-use crate::storage::{CreateOutcome, OrderStore, TokenRecord};
+use crate::storage::{CommandReply, CreateOutcome, OrderStore, TokenRecord};
 use ractor::rpc::CallResult;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use time::OffsetDateTime;
+
+/// The idempotency key of a Kafka command and the hash of what it asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandKey {
+    /// The gateway's id for the command (with the merchant, the key).
+    pub request_id: RequestId,
+    /// Hex SHA-256 of the command's canonical form.
+    pub command_hash: String,
+}
 
 /// Order operations for the edge.
 #[derive(Clone)]
@@ -65,11 +74,46 @@ impl Orders {
         let (order, change) = Order::create(OrderId::generate(), new, now);
         let events: Vec<Event> = Event::for_change(&order, &change).into_iter().collect();
         let timers = crate::domain::timer::on_create(&order);
-        match self
+        let outcome = self
             .store
             .create_order(token, order.clone(), events, timers, now)
-            .await?
-        {
+            .await?;
+        self.created(order, outcome)
+    }
+
+    /// Creates an order for a Kafka command, admitted by the command's key instead of a token:
+    /// `answer` renders the reply to a successful create (status, body) from the new order,
+    /// and that reply is stored in the same write as the order, so the effect and its stored
+    /// answer cannot be separated by a crash.
+    pub async fn create_for_command(
+        &self,
+        key: CommandKey,
+        new: NewOrder,
+        answer: impl FnOnce(&Order) -> (u16, Vec<u8>),
+    ) -> Result<Order, OrderError> {
+        let now = OffsetDateTime::now_utc();
+        let (order, change) = Order::create(OrderId::generate(), new, now);
+        let events: Vec<Event> = Event::for_change(&order, &change).into_iter().collect();
+        let timers = crate::domain::timer::on_create(&order);
+        let (status, body) = answer(&order);
+        let reply = CommandReply {
+            merchant_id: order.merchant_id.clone(),
+            request_id: key.request_id,
+            command_hash: key.command_hash,
+            status,
+            body,
+            order_id: Some(order.order_id.clone()),
+            created_at: now,
+        };
+        let outcome = self
+            .store
+            .create_order_for_command(reply, order.clone(), events, timers)
+            .await?;
+        self.created(order, outcome)
+    }
+
+    fn created(&self, order: Order, outcome: CreateOutcome) -> Result<Order, OrderError> {
+        match outcome {
             CreateOutcome::Created => {
                 self.cache.committed(&order);
                 self.metrics
@@ -82,6 +126,7 @@ impl Orders {
             CreateOutcome::TokenUsed(by) => Err(OrderError::TokenUsed(by)),
             CreateOutcome::TokenInvalid => Err(OrderError::TokenInvalid),
             CreateOutcome::Duplicate(id) => Err(OrderError::Duplicate(id)),
+            CreateOutcome::Answered => Err(OrderError::CommandAnswered),
         }
     }
 

@@ -183,6 +183,11 @@ merchant_key!(
     /// The merchant's own number for a refund; unique per order, the refund's idempotency key.
     RefundNo
 );
+merchant_key!(
+    /// A gateway's id for one Kafka command; with the merchant id, the command's idempotency
+    /// key (its reply is keyed by it).
+    RequestId
+);
 
 /// A refund's id: `rfd_` + the order id's 26 characters + `_` + the refund's position on the
 /// order (1-based). Derived, never random: it is chosen before the first attempt at the channel

@@ -18,7 +18,7 @@ pub use address::AddressPolicy;
 pub use event::{Change, ChangeKind, EVENT_TYPES, Event};
 pub use ids::{
     EventId, IdError, MerchantId, MerchantOrderNo, NotificationId, OrderId, PaySerialNo, RefundId,
-    RefundNo, SubmitToken,
+    RefundNo, RequestId, SubmitToken,
 };
 pub use money::{Amount, Currency, MoneyError};
 pub use order::{

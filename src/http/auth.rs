@@ -145,16 +145,7 @@ impl Authenticator {
             Some(m) if verified => m,
             _ => return Err(ApiError::unauthorized(NOT_VERIFIED)),
         };
-        if let Err(not_until) = merchant.limiter.check() {
-            use governor::clock::{Clock, DefaultClock};
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            return Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "merchant request rate exceeded",
-            )
-            .retry_after(wait.as_secs() + 1));
-        }
+        rate_check(merchant)?;
         match merchant.nonces.check_and_record(nonce, ts, now) {
             Ok(()) => {}
             Err(NonceError::Replayed) => return Err(ApiError::unauthorized("nonce already used")),
@@ -167,10 +158,56 @@ impl Authenticator {
                 .retry_after(1));
             }
         }
-        Ok(AuthedMerchant {
-            id: merchant.id.clone(),
-            channels: merchant.channels.clone(),
-            fulfills: merchant.fulfills,
-        })
+        Ok(merchant.authed())
     }
+
+    /// A merchant named by a trusted transport (a Kafka command: the broker's ACLs decide who
+    /// may write the topic, so there is no signature to check): it must be configured. An
+    /// unknown one answers 401 `unknown_merchant`.
+    pub fn trusted(&self, merchant_id: &str) -> Result<AuthedMerchant, ApiError> {
+        self.merchants
+            .get(merchant_id)
+            .map(Merchant::authed)
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unknown_merchant",
+                    "no such merchant is configured",
+                )
+            })
+    }
+
+    /// Counts one request of a trusted merchant against its rate limit (shared with its HTTP
+    /// requests): 429 `rate_limited` beyond it.
+    pub fn admit(&self, merchant: &AuthedMerchant) -> Result<(), ApiError> {
+        match self.merchants.get(merchant.id.as_str()) {
+            Some(m) => rate_check(m),
+            None => Err(ApiError::unauthorized("unknown merchant")),
+        }
+    }
+}
+
+impl Merchant {
+    fn authed(&self) -> AuthedMerchant {
+        AuthedMerchant {
+            id: self.id.clone(),
+            channels: self.channels.clone(),
+            fulfills: self.fulfills,
+        }
+    }
+}
+
+/// 429 `rate_limited` (with `Retry-After`) when the merchant is over its rate.
+fn rate_check(merchant: &Merchant) -> Result<(), ApiError> {
+    if let Err(not_until) = merchant.limiter.check() {
+        use governor::clock::{Clock, DefaultClock};
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "merchant request rate exceeded",
+        )
+        .retry_after(wait.as_secs() + 1));
+    }
+    Ok(())
 }

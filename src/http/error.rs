@@ -126,6 +126,33 @@ impl ApiError {
     pub fn code(&self) -> &str {
         &self.detail.code
     }
+
+    /// Names the request field at fault.
+    pub fn set_field(&mut self, field: &str) {
+        self.detail.field = Some(field.into());
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// `Retry-After` seconds, when the answer carries one.
+    pub fn retry_after_secs(&self) -> Option<u32> {
+        match self.header {
+            Extra::RetryAfter(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The contract's error body, as JSON bytes.
+    pub fn body_bytes(&self) -> Vec<u8> {
+        // Plain strings only: serializing cannot fail.
+        serde_json::to_vec(&ErrorBody {
+            error: self.detail.clone(),
+        })
+        .unwrap_or_default()
+    }
 }
 
 impl fmt::Display for ApiError {
@@ -306,6 +333,11 @@ impl From<OrderError> for ApiError {
                 "an order with this merchant_order_no exists",
             )
             .with_order(Some(id.to_string())),
+            OrderError::CommandAnswered => ApiError::new(
+                S::CONFLICT,
+                "already_answered",
+                "this request_id was answered already; its stored reply is the answer",
+            ),
             OrderError::ReversalRefused(m) => ApiError::new(
                 S::CONFLICT,
                 "reversal_refused",

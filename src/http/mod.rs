@@ -9,6 +9,7 @@ pub mod callbacks;
 pub mod error;
 pub mod nonces;
 pub mod notifications;
+pub mod operations;
 pub mod ops;
 pub mod orders;
 pub mod refunds;
@@ -34,8 +35,8 @@ pub struct AppState {
     pub orders: Orders,
     /// Notification operations.
     pub notifications: crate::actors::Notifications,
-    /// Merchant authentication.
-    pub auth: auth::Authenticator,
+    /// Merchant authentication (shared with the Kafka command consumer).
+    pub auth: Arc<auth::Authenticator>,
     /// Channel adapters by name (for callback verification).
     pub channels: HashMap<String, Arc<dyn PaymentChannel>>,
     /// Storage (readiness, counts).
@@ -46,14 +47,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Largest request body.
     pub body_limit: usize,
-    /// Life of an unpaid order when the create names none.
-    pub default_expire_seconds: i64,
-    /// Merchants' own default lives of an unpaid order.
-    pub merchant_expire_seconds: HashMap<String, i64>,
-    /// Shortest life a create may ask for.
-    pub min_expire_seconds: i64,
-    /// The addresses notify URLs may point at.
-    pub notify_policy: crate::domain::AddressPolicy,
+    /// Create, pay, close and refund, shared with the Kafka command consumer.
+    pub operations: operations::Operations,
     /// Permits for requests in flight (`server.max_in_flight_requests`).
     pub in_flight: Arc<tokio::sync::Semaphore>,
     /// How many permits there are.

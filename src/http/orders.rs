@@ -2,12 +2,21 @@
 //! reads the body under the limit, authenticates the merchant, parses, calls `Orders`, answers.
 
 use super::error::{ApiError, ErrorBody};
+use super::operations::Answer;
+pub(super) use super::operations::parse_order_id;
 use super::types::{
     CreateOrderRequest, LookupQuery, OrderView, PayOrderRequest, PayView, TokenView,
 };
 use super::{AppState, body};
-use crate::domain::{MerchantOrderNo, OrderId, OrderStatus};
+use crate::domain::MerchantOrderNo;
 use actix_web::{HttpRequest, HttpResponse, web};
+
+/// An operation's answer as an HTTP response.
+pub(super) fn respond(a: Answer) -> HttpResponse {
+    HttpResponse::build(a.status)
+        .content_type(actix_web::http::header::ContentType::json())
+        .body(a.body)
+}
 
 pub(super) async fn authed(
     req: &HttpRequest,
@@ -17,11 +26,6 @@ pub(super) async fn authed(
     let body = body::read(req, payload, state.body_limit).await?;
     let merchant = state.auth.verify(req, &body)?;
     Ok((body, merchant))
-}
-
-pub(super) fn parse_order_id(raw: &str) -> Result<OrderId, ApiError> {
-    // An id we never issued cannot name an order: same answer as an unknown one.
-    OrderId::parse(raw).map_err(|_| crate::actors::OrderError::NotFound.into())
 }
 
 /// Issues a one-time submit token.
@@ -60,20 +64,7 @@ pub async fn create_order(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (body, merchant) = authed(&req, payload, &state).await?;
-    let request: CreateOrderRequest = body::json(&body)?;
-    let default_expire = state
-        .merchant_expire_seconds
-        .get(merchant.id.as_str())
-        .copied()
-        .unwrap_or(state.default_expire_seconds);
-    let (token, new) = request.parse(
-        &merchant,
-        default_expire,
-        state.min_expire_seconds,
-        &state.notify_policy,
-    )?;
-    let order = state.orders.create(token, new).await?;
-    Ok(HttpResponse::Created().json(OrderView::from(&order)))
+    Ok(respond(state.operations.create(&merchant, &body).await?))
 }
 
 /// Reads an order.
@@ -127,23 +118,9 @@ pub async fn pay_order(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (body, merchant) = authed(&req, payload, &state).await?;
-    let id = parse_order_id(order_id)?;
-    let pay = body::json::<PayOrderRequest>(&body)?.parse()?;
-    let order = state.orders.pay(merchant.id, id, pay).await?;
-    match (order.status, order.pay_serial_no) {
-        (OrderStatus::Paying, Some(serial)) => Ok(HttpResponse::Accepted().json(PayView {
-            order_id: order.order_id.to_string(),
-            status: "PAYING".into(),
-            pay_serial_no: serial.to_string(),
-            channel_payload: order.channel_payload.unwrap_or_default(),
-        })),
-        _ => Err(
-            crate::actors::OrderError::Rejected(crate::domain::Rejection::WrongStatus(
-                order.status,
-            ))
-            .into(),
-        ),
-    }
+    Ok(respond(
+        state.operations.pay(&merchant, order_id, &body).await?,
+    ))
 }
 
 /// Closes an unpaid order (a paying one only once the channel confirms it is closed unpaid).
@@ -159,7 +136,5 @@ pub async fn close_order(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, merchant) = authed(&req, payload, &state).await?;
-    let id = parse_order_id(order_id)?;
-    let order = state.orders.close(merchant.id, id).await?;
-    Ok(HttpResponse::Ok().json(OrderView::from(&order)))
+    Ok(respond(state.operations.close(&merchant, order_id).await?))
 }

@@ -3,10 +3,10 @@
 //! once the refund is durably recorded; the channel is asked right after, and again on the
 //! refund timer until the refund is final.
 
+use super::AppState;
 use super::error::{ApiError, ErrorBody};
-use super::orders::{authed, parse_order_id};
+use super::orders::{authed, respond};
 use super::types::{CreateRefundRequest, RefundView};
-use super::{AppState, body};
 use crate::actors::OrderError;
 use crate::domain::RefundId;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -27,13 +27,9 @@ pub async fn create_refund(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (body, merchant) = authed(&req, payload, &state).await?;
-    let id = parse_order_id(order_id)?;
-    let request = body::json::<CreateRefundRequest>(&body)?.parse()?;
-    let (order, refund) = state
-        .orders
-        .request_refund(merchant.id, id, request)
-        .await?;
-    Ok(HttpResponse::Accepted().json(RefundView::of(&order, &refund)))
+    Ok(respond(
+        state.operations.refund(&merchant, order_id, &body).await?,
+    ))
 }
 
 /// Reads a refund.

@@ -3,9 +3,7 @@
 //! (`NewOrderRequest::parse`), so the error names the field.
 
 use super::error::ApiError;
-use crate::domain::{
-    self, Amount, BusinessType, Currency, MerchantOrderNo, NewOrder, PayMethod, SubmitToken,
-};
+use crate::domain::{self, Amount, BusinessType, Currency, MerchantOrderNo, NewOrder, PayMethod};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -50,6 +48,48 @@ pub struct CreateOrderRequest {
 }
 
 impl CreateOrderRequest {
+    /// The submit token and the order's fields.
+    pub fn split(self) -> (String, OrderFields) {
+        (
+            self.submit_token,
+            OrderFields {
+                merchant_order_no: self.merchant_order_no,
+                amount: self.amount,
+                currency: self.currency,
+                business_type: self.business_type,
+                channel: self.channel,
+                subject: self.subject,
+                notify_url: self.notify_url,
+                expire_seconds: self.expire_seconds,
+            },
+        )
+    }
+}
+
+/// The fields of a new order: `CreateOrderRequest` without its submit token (a Kafka create
+/// command is admitted by its request id instead).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderFields {
+    /// See `CreateOrderRequest`.
+    pub merchant_order_no: String,
+    /// See `CreateOrderRequest`.
+    pub amount: i64,
+    /// See `CreateOrderRequest`.
+    pub currency: Option<String>,
+    /// See `CreateOrderRequest`.
+    pub business_type: String,
+    /// See `CreateOrderRequest`.
+    pub channel: String,
+    /// See `CreateOrderRequest`.
+    pub subject: Option<String>,
+    /// See `CreateOrderRequest`.
+    pub notify_url: Option<String>,
+    /// See `CreateOrderRequest`.
+    pub expire_seconds: Option<i64>,
+}
+
+impl OrderFields {
     /// Parses into a domain order request, naming the first bad field.
     pub fn parse(
         self,
@@ -57,9 +97,7 @@ impl CreateOrderRequest {
         default_expire_seconds: i64,
         min_expire_seconds: i64,
         notify_policy: &domain::AddressPolicy,
-    ) -> Result<(SubmitToken, NewOrder), ApiError> {
-        let token = SubmitToken::parse(&self.submit_token)
-            .map_err(|_| crate::actors::OrderError::TokenInvalid)?;
+    ) -> Result<NewOrder, ApiError> {
         let merchant_order_no = MerchantOrderNo::parse(&self.merchant_order_no)
             .map_err(|e| ApiError::invalid("merchant_order_no", e.to_string()))?;
         let amount =
@@ -108,21 +146,18 @@ impl CreateOrderRequest {
                 format!("must be within {min_expire_seconds}..={max}"),
             ));
         }
-        Ok((
-            token,
-            NewOrder {
-                merchant_id: merchant.id.clone(),
-                merchant_order_no,
-                amount,
-                currency,
-                business_type,
-                channel: self.channel,
-                subject,
-                notify_url,
-                expire_seconds,
-                fulfillment_required: merchant.fulfills,
-            },
-        ))
+        Ok(NewOrder {
+            merchant_id: merchant.id.clone(),
+            merchant_order_no,
+            amount,
+            currency,
+            business_type,
+            channel: self.channel,
+            subject,
+            notify_url,
+            expire_seconds,
+            fulfillment_required: merchant.fulfills,
+        })
     }
 }
 

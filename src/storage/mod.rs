@@ -2,9 +2,11 @@
 //! speak in orders, tokens and events. Backends: `sqlite` (embedded, default); ScyllaDB later.
 //! A write is acknowledged (its future resolves `Ok`) only once it is durable.
 
+pub mod commands;
 pub mod notifications;
 pub mod sqlite;
 
+pub use commands::{CommandReply, CommandStore};
 pub use notifications::{MerchantRoom, NotificationStore};
 
 use crate::domain::{
@@ -45,6 +47,9 @@ pub enum CreateOutcome {
     TokenInvalid,
     /// The merchant already has an order with this number.
     Duplicate(OrderId),
+    /// A command create only: a reply is stored under the command's key already (a copy of
+    /// the command ran first); nothing was stored.
+    Answered,
 }
 
 /// A submit token as issued.
@@ -82,6 +87,18 @@ pub trait OrderStore: Send + Sync + 'static {
         events: Vec<Event>,
         timers: Vec<TimerOp>,
         now: OffsetDateTime,
+    ) -> Result<CreateOutcome, StoreError>;
+
+    /// Stores `order` with its events and timers and the command's `reply` (its 201 answer),
+    /// atomically: a create by Kafka command is admitted by its (merchant, request id) key
+    /// instead of a submit token, and its effect and its stored answer are one write. For any
+    /// outcome but `Created` nothing is stored (`Answered` when the key has a reply already).
+    async fn create_order_for_command(
+        &self,
+        reply: commands::CommandReply,
+        order: Order,
+        events: Vec<Event>,
+        timers: Vec<TimerOp>,
     ) -> Result<CreateOutcome, StoreError>;
 
     /// Stores the new state of an order, its events and its timer changes if the stored version

@@ -3,7 +3,7 @@
 //! broadcast is never the source of truth). A subscriber that falls more than `buffer` events
 //! behind is told how many it missed (`Lagged`) and re-reads them from the outbox by sequence.
 
-use super::{EventSink, StreamError};
+use super::{EventSink, Positioned, StreamError};
 use crate::domain::Event;
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -29,10 +29,10 @@ impl InProcessStream {
 
 #[async_trait]
 impl EventSink for InProcessStream {
-    async fn publish(&self, events: &[Arc<Event>]) -> Result<(), StreamError> {
+    async fn publish(&self, events: &[Positioned]) -> Result<(), StreamError> {
         for e in events {
             // No subscriber is not an error: the outbox keeps the event for the retention time.
-            let _ = self.tx.send(e.clone());
+            let _ = self.tx.send(e.event.clone());
         }
         Ok(())
     }

@@ -4,6 +4,7 @@
 //! at-least-once, and one order's events arrive in `version` order.
 
 pub mod in_process;
+pub mod kafka;
 pub mod relay;
 
 use crate::domain::Event;
@@ -15,11 +16,22 @@ use std::sync::Arc;
 #[error("stream error: {0}")]
 pub struct StreamError(pub String);
 
+/// An event with its position in the outbox.
+#[derive(Debug, Clone)]
+pub struct Positioned {
+    /// The outbox partition (one today; one per shard later).
+    pub partition: u32,
+    /// Position in that partition; strictly increasing in commit order.
+    pub seq: u64,
+    /// The event.
+    pub event: Arc<Event>,
+}
+
 /// Where events go. One implementation per transport.
 #[async_trait]
 pub trait EventSink: Send + Sync + 'static {
-    /// Publishes a batch in order; `Ok` means the transport holds them.
-    async fn publish(&self, events: &[Arc<Event>]) -> Result<(), StreamError>;
+    /// Publishes a batch in order; `Ok` means the transport holds every one of them.
+    async fn publish(&self, events: &[Positioned]) -> Result<(), StreamError>;
     /// Whether the transport is reachable.
     async fn ready(&self) -> bool;
 }

@@ -2,7 +2,7 @@
 //! stores the new cursor. Woken by the writer after commits that stored events, and by a timer
 //! as a backstop. A crash between publish and cursor write republishes: at-least-once.
 
-use super::EventSink;
+use super::{EventSink, Positioned};
 use crate::metrics::Metrics;
 use crate::storage::OrderStore;
 use std::sync::Arc;
@@ -11,6 +11,8 @@ use tokio::sync::{Notify, watch};
 
 /// Name of the relay's cursor in storage.
 pub const CURSOR: &str = "outbox-relay";
+/// The outbox has one partition until orders are sharded.
+const OUTBOX_PARTITION: u32 = 0;
 /// Backstop poll when no commit wakes the relay.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 /// Pause after a failure before trying again.
@@ -76,12 +78,19 @@ async fn pump(
         return Ok(0);
     };
     let n = events.len();
-    let events: Vec<_> = events.into_iter().map(|e| Arc::new(e.event)).collect();
+    let events: Vec<_> = events
+        .into_iter()
+        .map(|e| Positioned {
+            partition: OUTBOX_PARTITION,
+            seq: e.seq,
+            event: Arc::new(e.event),
+        })
+        .collect();
     sink.publish(&events).await.map_err(|e| e.to_string())?;
     for e in &events {
         metrics
             .stream_published
-            .with_label_values(&[e.event_type.as_str()])
+            .with_label_values(&[e.event.event_type.as_str()])
             .inc();
     }
     store

@@ -3,6 +3,7 @@
 //! answered only after its transaction's WAL frames are fsynced, so it survives kill -9 and
 //! power loss; `"normal"` survives kill -9 but not power loss.
 
+mod commands;
 mod notifications;
 mod schema;
 mod writer;
@@ -22,7 +23,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
-use writer::{BatchLimits, EventRow, OrderRow, TimerRow, WriteOk, WriteOp, WriteRequest};
+use writer::{
+    Admission, BatchLimits, EventRow, OrderRow, TimerRow, WriteOk, WriteOp, WriteRequest,
+};
 
 /// Size the WAL file is truncated to after a checkpoint resets it.
 const WAL_SIZE_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
@@ -189,6 +192,35 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    async fn create(
+        &self,
+        admission: Admission,
+        order: Order,
+        events: Vec<Event>,
+        timers: Vec<TimerOp>,
+        now: OffsetDateTime,
+    ) -> Result<CreateOutcome, StoreError> {
+        let (order, events) = (OrderRow::encode(&order)?, EventRow::encode_all(&events)?);
+        let timers = TimerRow::encode_all(&timers);
+        match self
+            .write(WriteOp::CreateOrder {
+                admission,
+                order,
+                events,
+                timers,
+                now,
+            })
+            .await?
+        {
+            WriteOk::Create(outcome) => Ok(outcome),
+            other => Err(StoreError::Backend(format!(
+                "unexpected writer answer {other:?}"
+            ))),
+        }
+    }
+}
+
 fn be(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
@@ -211,23 +243,20 @@ impl OrderStore for SqliteStore {
         timers: Vec<TimerOp>,
         now: OffsetDateTime,
     ) -> Result<CreateOutcome, StoreError> {
-        let (order, events) = (OrderRow::encode(&order)?, EventRow::encode_all(&events)?);
-        let timers = TimerRow::encode_all(&timers);
-        match self
-            .write(WriteOp::CreateOrder {
-                token,
-                order,
-                events,
-                timers,
-                now,
-            })
-            .await?
-        {
-            WriteOk::Create(outcome) => Ok(outcome),
-            other => Err(StoreError::Backend(format!(
-                "unexpected writer answer {other:?}"
-            ))),
-        }
+        self.create(Admission::Token(token), order, events, timers, now)
+            .await
+    }
+
+    async fn create_order_for_command(
+        &self,
+        reply: crate::storage::CommandReply,
+        order: Order,
+        events: Vec<Event>,
+        timers: Vec<TimerOp>,
+    ) -> Result<CreateOutcome, StoreError> {
+        let admission = Admission::Command(commands::ReplyRow::encode(&reply));
+        self.create(admission, order, events, timers, reply.created_at)
+            .await
     }
 
     async fn update_order(

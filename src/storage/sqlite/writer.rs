@@ -118,12 +118,20 @@ impl TimerRow {
     }
 }
 
+/// What admits a create: a submit token (HTTP), or a Kafka command's key with the reply stored
+/// in the same write.
+#[derive(Debug)]
+pub(crate) enum Admission {
+    Token(SubmitToken),
+    Command(super::commands::ReplyRow),
+}
+
 /// One write, as the writer applies it.
 #[derive(Debug)]
 pub(crate) enum WriteOp {
     IssueToken(TokenRecord),
     CreateOrder {
-        token: SubmitToken,
+        admission: Admission,
         order: OrderRow,
         events: Vec<EventRow>,
         timers: Vec<TimerRow>,
@@ -165,6 +173,7 @@ pub(crate) enum WriteOp {
         limit: usize,
     },
     Notifications(super::notifications::NotificationOp),
+    Commands(super::commands::CommandOp),
 }
 
 /// What a write answered.
@@ -175,6 +184,7 @@ pub(crate) enum WriteOk {
     Purged(u64),
     Claimed(Vec<Timer>),
     Notifications(super::notifications::NotificationOk),
+    Reply(Box<crate::storage::CommandReply>),
 }
 
 pub(crate) struct WriteRequest {
@@ -332,13 +342,23 @@ pub(crate) fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteOk, Refused>
             Ok(WriteOk::Done)
         }
         WriteOp::CreateOrder {
-            token,
+            admission,
             order,
             events,
             timers,
             now,
         } => {
-            let created = create_order(conn, token, order, events, *now)?;
+            match admission {
+                Admission::Token(token) => consume_token(conn, token, order, *now)?,
+                Admission::Command(reply) => {
+                    if !super::commands::insert_reply(conn, reply).map_err(backend)? {
+                        return Err(Refused::Answer(Ok(WriteOk::Create(
+                            CreateOutcome::Answered,
+                        ))));
+                    }
+                }
+            }
+            let created = create_order(conn, order, events)?;
             write_timers(conn, &order.order_id, timers)?;
             Ok(created)
         }
@@ -460,19 +480,22 @@ pub(crate) fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteOk, Refused>
                     params![to_ms(*events_before), *limit as i64],
                 )
                 .map_err(backend)?;
-            Ok(WriteOk::Purged((tokens + events) as u64))
+            let replies = super::commands::purge_replies(conn, to_ms(*events_before), *limit)
+                .map_err(backend)?;
+            Ok(WriteOk::Purged((tokens + events + replies) as u64))
         }
         WriteOp::Notifications(op) => super::notifications::apply(conn, op),
+        WriteOp::Commands(op) => super::commands::apply(conn, op),
     }
 }
 
-fn create_order(
+/// Consumes a submit token for `order`, or refuses the create (used, unknown, expired).
+fn consume_token(
     conn: &Connection,
     token: &SubmitToken,
     order: &OrderRow,
-    events: &[EventRow],
     now: OffsetDateTime,
-) -> Result<WriteOk, Refused> {
+) -> Result<(), Refused> {
     let now_ms = to_ms(now);
     let consumed = conn
         .prepare_cached(
@@ -504,6 +527,15 @@ fn create_order(
         };
         return Err(Refused::Answer(Ok(WriteOk::Create(outcome))));
     }
+    Ok(())
+}
+
+/// Inserts a new order with its events (the merchant's number must be new).
+fn create_order(
+    conn: &Connection,
+    order: &OrderRow,
+    events: &[EventRow],
+) -> Result<WriteOk, Refused> {
     let inserted = conn
         .prepare_cached(
             "INSERT INTO orders (order_id, merchant_id, merchant_order_no, status, version, body, created_at_ms, updated_at_ms, open_work)
