@@ -25,6 +25,10 @@ use tokio::task::{Id, JoinSet};
 
 /// Pause after a consume error before asking again (errors repeat while a broker is down).
 const ERROR_PAUSE: Duration = Duration::from_millis(200);
+/// Longest the consumer waits for its revocation when it leaves the group.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one wait for consumer events lasts while leaving.
+const LEAVE_POLL: Duration = Duration::from_millis(100);
 /// A session that ran this long before failing restarts after the shortest back-off again.
 const HEALTHY_SESSION: Duration = Duration::from_secs(60);
 
@@ -438,16 +442,35 @@ async fn session(
     deps.metrics.kafka.paused_partitions.set(0);
     let tpl = s.commit_list();
     drop(s);
-    // Committing and leaving the group block: off the async threads.
-    let left = tokio::task::spawn_blocking(move || {
+    // Committing blocks: off the async threads.
+    let committer = consumer.clone();
+    let committed = tokio::task::spawn_blocking(move || {
         if tpl.count() > 0
-            && let Err(e) = consumer.commit(&tpl, CommitMode::Sync)
+            && let Err(e) = committer.commit(&tpl, CommitMode::Sync)
         {
             tracing::warn!(error = %e, "final offset commit failed; the last commands will be redelivered");
         }
-        drop(consumer);
     })
     .await;
+    if let Err(e) = committed {
+        tracing::warn!(error = %e, "final offset commit failed");
+    }
+    // Leave the group while still serving the consumer's events, so the revocation is
+    // answered and the group rebalances at once, not after the session timeout.
+    consumer.unsubscribe();
+    let leave_by = tokio::time::Instant::now() + LEAVE_TIMEOUT;
+    while tokio::time::Instant::now() < leave_by {
+        if consumer
+            .context()
+            .take()
+            .iter()
+            .any(|n| matches!(n, Note::Revoked(_)))
+        {
+            break;
+        }
+        let _ = tokio::time::timeout(LEAVE_POLL, consumer.recv()).await;
+    }
+    let left = tokio::task::spawn_blocking(move || drop(consumer)).await;
     if let Err(e) = left {
         tracing::warn!(error = %e, "leaving the consumer group failed");
     }
