@@ -189,7 +189,12 @@ impl Session {
                 self.consumer.resume(&tpl)
             };
             match r {
-                Ok(()) => part.paused = want,
+                Ok(()) => {
+                    part.paused = want;
+                    if want {
+                        self.deps_metrics.kafka.pauses.inc();
+                    }
+                }
                 Err(e) => tracing::warn!(error = %e, partition = p, "pause/resume failed"),
             }
         }

@@ -14,6 +14,9 @@ pub struct KafkaMetrics {
     pub in_flight: IntGauge,
     /// `paycore_kafka_paused_partitions`: partitions paused for back-pressure.
     pub paused_partitions: IntGauge,
+    /// `paycore_kafka_partition_pauses_total`: times a partition was paused (at an in-flight
+    /// bound, or while storage refused one of its commands).
+    pub pauses: IntCounter,
     /// `paycore_kafka_replies_total{status}`: replies acknowledged by the broker, by class
     /// (`2xx`, `4xx`, `5xx`).
     pub replies: IntCounterVec,
@@ -48,6 +51,10 @@ impl KafkaMetrics {
                 "paycore_kafka_paused_partitions",
                 "Command partitions paused for back-pressure",
             )),
+            pauses: must(IntCounter::new(
+                "paycore_kafka_partition_pauses_total",
+                "Times a command partition was paused for back-pressure",
+            )),
             replies: vec(
                 "paycore_kafka_replies_total",
                 "Command replies acknowledged by the broker, by status class",
@@ -66,6 +73,7 @@ impl KafkaMetrics {
         must(registry.register(Box::new(m.commands.clone())));
         must(registry.register(Box::new(m.in_flight.clone())));
         must(registry.register(Box::new(m.paused_partitions.clone())));
+        must(registry.register(Box::new(m.pauses.clone())));
         must(registry.register(Box::new(m.replies.clone())));
         must(registry.register(Box::new(m.dead_letters.clone())));
         must(registry.register(Box::new(m.restarts.clone())));

@@ -636,3 +636,43 @@ async fn messages_that_cannot_be_answered_are_dead_letters_and_bad_commands_get_
     );
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn commands_beyond_the_in_flight_bound_wait_in_kafka_paused_and_are_all_answered_in_order() {
+    let mock = mock_cluster();
+    let servers = mock.bootstrap_servers();
+    let t = spawn_app(|s| {
+        kafka_settings(s, &servers, false, true);
+        s.stream.kafka.commands.max_in_flight_per_partition = 1;
+        s.stream.kafka.commands.max_in_flight = 1;
+    })
+    .await;
+    let gw = Gateway::new(&servers);
+    let mut replies = Reader::open(&servers, REPLIES, 1);
+    const N: usize = 12;
+    for i in 0..N {
+        gw.send(
+            "KP",
+            create_command(&format!("req-bp-{i}"), "demo", &format!("KP-{i}"), 100),
+        )
+        .await;
+    }
+    let seen = replies
+        .until("every command answered", GROUP_DEADLINE, |m| {
+            (0..N).all(|i| !replies_for(m, &format!("req-bp-{i}")).is_empty())
+        })
+        .await;
+    // One key, one partition, one at a time: answered in the order sent.
+    let order: Vec<String> = seen.iter().map(key).collect();
+    let expected: Vec<String> = (0..N).map(|i| format!("req-bp-{i}")).collect();
+    assert_eq!(order, expected);
+    assert!(seen.iter().all(|m| value(m)["status"] == 201));
+    let pauses = crate::common::metric(&t, "paycore_kafka_partition_pauses_total")
+        .await
+        .unwrap_or(0.0);
+    assert!(
+        pauses >= 1.0,
+        "the partition was paused at its bound, not buffered: {pauses}"
+    );
+    t.stop().await;
+}
