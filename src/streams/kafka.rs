@@ -89,7 +89,10 @@ pub fn producer_config(k: &KafkaSettings, client_id: &str) -> ClientConfig {
         )
         .set("queue.buffering.max.kbytes", k.queue_max_kbytes.to_string())
         .set("linger.ms", k.linger_ms.to_string())
-        .set("batch.num.messages", k.batch_max_messages.to_string());
+        .set("batch.num.messages", k.batch_max_messages.to_string())
+        // The Java client's partitioner for keyed messages: an order id lands on the same
+        // partition whichever client (or tool) computes it.
+        .set("partitioner", "murmur2_random");
     with_properties(c, k)
 }
 
