@@ -3,6 +3,7 @@
 //! stream and advances a durable cursor only after the stream accepted them. So the stream is
 //! at-least-once, and one order's events arrive in `version` order.
 
+pub mod codec;
 pub mod in_process;
 pub mod relay;
 

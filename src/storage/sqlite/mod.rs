@@ -394,8 +394,9 @@ impl OrderStore for SqliteStore {
             let mut out = Vec::new();
             for row in rows {
                 let (seq, body) = row.map_err(be)?;
-                let event: Event = serde_json::from_str(&body)
-                    .map_err(|e| StoreError::Corrupt(format!("event body: {e}")))?;
+                // Every outbox row so far is schema version 1 (see `streams::codec`).
+                let event = crate::streams::codec::decode(1, body.as_bytes())
+                    .map_err(|e| StoreError::Corrupt(format!("event {seq}: {e}")))?;
                 out.push(StoredEvent {
                     seq: seq as u64,
                     event,

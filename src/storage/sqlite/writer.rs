@@ -66,8 +66,7 @@ impl EventRow {
                     order_id: e.order_id.clone(),
                     version: e.version as i64,
                     event_type: e.event_type.clone(),
-                    body: serde_json::to_string(e)
-                        .map_err(|e| StoreError::Backend(e.to_string()))?,
+                    body: crate::streams::codec::encode_text(e),
                 })
             })
             .collect()
