@@ -292,13 +292,13 @@ impl NotificationSettings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StreamSettings {
-    /// `in_process` today.
+    /// `in_process` today: the outbox is the log, read by each consumer after its cursor.
     pub kind: String,
-    /// Events buffered per in-process subscriber; a slower subscriber misses the oldest and
-    /// re-reads them from the outbox.
-    pub buffer: usize,
-    /// Events the relay moves from the outbox per read.
+    /// Events the relay moves from the outbox per read (with an external transport).
     pub relay_batch: usize,
+    /// A registered consumer whose cursor is further than this many events behind the log's
+    /// head makes `/readyz` fail: it holds the purge, so the outbox grows while it lags.
+    pub max_consumer_lag: u64,
 }
 
 /// The in-process simulator.
@@ -565,8 +565,8 @@ impl Default for StreamSettings {
     fn default() -> Self {
         Self {
             kind: "in_process".into(),
-            buffer: 65_536,
             relay_batch: 1_024,
+            max_consumer_lag: 500_000,
         }
     }
 }
@@ -747,8 +747,11 @@ impl Settings {
                 "only \"in_process\" is available in this build",
             );
         }
-        if self.stream.buffer == 0 || self.stream.relay_batch == 0 {
-            return bad("stream", "buffer and relay_batch must be positive");
+        if !(1..=100_000).contains(&self.stream.relay_batch) {
+            return bad("stream.relay_batch", "must be within 1..=100000");
+        }
+        if self.stream.max_consumer_lag == 0 {
+            return bad("stream.max_consumer_lag", "must be positive");
         }
         let o = &self.orders;
         if !(1..=86_400).contains(&o.min_expire_seconds) {

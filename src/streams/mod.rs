@@ -1,15 +1,15 @@
-//! Event transport. Events are first committed to the storage outbox together with the order
-//! change that caused them; the relay then moves them, in commit order, to the configured
-//! stream and advances a durable cursor only after the stream accepted them. So the stream is
-//! at-least-once, and one order's events arrive in `version` order.
+//! The event log and its transports. Events are committed to the storage outbox together with
+//! the order change that caused them; the outbox is the log (`consumer`): every consumer reads
+//! it after its own durable cursor, at least once. With an external transport configured, the
+//! relay is one such consumer and moves events, in commit order, to it; its cursor advances
+//! only after the transport acknowledged them. One order's events arrive in `version` order.
 
 pub mod codec;
-pub mod in_process;
+pub mod consumer;
 pub mod relay;
 
-use crate::domain::Event;
+use crate::storage::StoredEvent;
 use async_trait::async_trait;
-use std::sync::Arc;
 
 /// A stream failure; the relay retries from its cursor.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -19,8 +19,8 @@ pub struct StreamError(pub String);
 /// Where events go. One implementation per transport.
 #[async_trait]
 pub trait EventSink: Send + Sync + 'static {
-    /// Publishes a batch in order; `Ok` means the transport holds them.
-    async fn publish(&self, events: &[Arc<Event>]) -> Result<(), StreamError>;
+    /// Publishes a batch in order; `Ok` means the transport acknowledged every event.
+    async fn publish(&self, events: &[StoredEvent]) -> Result<(), StreamError>;
     /// Whether the transport is reachable.
     async fn ready(&self) -> bool;
 }

@@ -4,6 +4,7 @@ mod common;
 mod errors;
 mod fulfillment;
 mod lifecycle;
+mod log;
 mod notifications;
 mod operations;
 mod settlement;
