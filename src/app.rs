@@ -16,7 +16,7 @@ use crate::kafka::CommandDeps;
 use crate::metrics::Metrics;
 use crate::storage::sqlite::SqliteStore;
 use crate::storage::{NotificationStore, OrderStore};
-use crate::streams::in_process::InProcessStream;
+use crate::streams::consumer::{self, Health, LogConsumer, RunSpec, supervise};
 use crate::streams::kafka::KafkaSink;
 use crate::streams::{EventSink, relay};
 use actix_web::{App, HttpServer, web};
@@ -54,7 +54,7 @@ pub struct Application {
     biller_sim: Option<paycore_biller_sim::BillerHandle>,
     tree: Tree,
     store: Arc<SqliteStore>,
-    stream: Arc<InProcessStream>,
+    health: Health,
     orders: Orders,
     shutdown: watch::Sender<bool>,
     background: Vec<JoinHandle<()>>,
@@ -99,26 +99,42 @@ impl Application {
             SqliteStore::open(&settings.storage.sqlite, metrics.clone())
                 .map_err(|e| err("storage")(e.to_string()))?,
         );
-        let stream = Arc::new(InProcessStream::new(settings.stream.buffer));
+        // The embedded log needs no relay: the outbox is the stream, read by each consumer.
+        // An external transport (Kafka, with stream.kind = "kafka") gets one; without it the relay's cursor
+        // must not hold the purge.
+        let sink: Option<Arc<dyn EventSink>> = match settings.stream.kind.as_str() {
+            "kafka" => Some(Arc::new(
+                KafkaSink::new(&settings.stream.kafka).map_err(|e| err("stream")(e.to_string()))?,
+            )),
+            _ => None,
+        };
+        if sink.is_none() {
+            store
+                .drop_cursor(relay::CURSOR)
+                .await
+                .map_err(|e| err("relay cursor")(e.to_string()))?;
+        } else {
+            store
+                .register_cursor(relay::CURSOR)
+                .await
+                .map_err(|e| err("relay cursor")(e.to_string()))?;
+        }
         // The notifier's cursor is registered before anything can commit an event (timers fire
         // as soon as the scheduler starts): a notifier switched on for the first time starts
         // at the end of the outbox as it is now, and from then on the purge waits for it.
         let notification_store: Arc<dyn NotificationStore> = store.clone();
-        let notifier_cursor = if settings.notifications.enabled {
-            Some(
-                notification_store
-                    .register_cursor(notifier::CURSOR)
-                    .await
-                    .map_err(|e| err("notifier cursor")(e.to_string()))?,
-            )
+        if settings.notifications.enabled {
+            store
+                .register_cursor(notifier::CURSOR)
+                .await
+                .map_err(|e| err("notifier cursor")(e.to_string()))?;
         } else {
             // Switched off, it must not hold the outbox purge.
-            notification_store
+            store
                 .drop_cursor(notifier::CURSOR)
                 .await
                 .map_err(|e| err("notifier cursor")(e.to_string()))?;
-            None
-        };
+        }
 
         let sim = if settings.simulator.in_process {
             let l = listen(
@@ -220,21 +236,34 @@ impl Application {
             stop_timers_rx,
         ));
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let sink: Arc<dyn EventSink> = match settings.stream.kind.as_str() {
-            "kafka" => Arc::new(
-                KafkaSink::new(&settings.stream.kafka).map_err(|e| err("stream")(e.to_string()))?,
-            ),
-            _ => stream.clone(),
-        };
-        let mut background = vec![tokio::spawn(relay::run(
-            order_store.clone(),
-            sink.clone(),
-            store.events_committed.clone(),
-            settings.stream.relay_batch,
-            metrics.clone(),
-            shutdown_rx.clone(),
-        ))];
-        if let Some(cursor) = notifier_cursor {
+        let health = Health::default();
+        let mut background = Vec::new();
+        if let Some(sink) = &sink {
+            let spec = RunSpec {
+                name: relay::CURSOR.to_string(),
+                store: order_store.clone(),
+                commits: store.watch_events_committed(),
+                batch: settings.stream.relay_batch,
+            };
+            let relay = Arc::new(relay::Relay {
+                store: order_store.clone(),
+                sink: sink.clone(),
+                metrics: metrics.clone(),
+            });
+            let (h, stop) = (health.clone(), shutdown_rx.clone());
+            background.push(supervise(
+                relay::CURSOR,
+                health.clone(),
+                metrics.clone(),
+                shutdown_rx.clone(),
+                move || {
+                    let (spec, relay, h, stop) =
+                        (spec.clone(), relay.clone(), h.clone(), stop.clone());
+                    async move { consumer::run(spec, relay.as_ref(), &h, stop).await }
+                },
+            ));
+        }
+        if settings.notifications.enabled {
             let deps = NotifierDeps {
                 events: order_store.clone(),
                 store: notification_store,
@@ -245,7 +274,8 @@ impl Application {
                 wake: notify_wake,
             };
             background.extend(
-                notifier::spawn(deps, cursor, shutdown_rx.clone()).map_err(err("notifier"))?,
+                notifier::spawn(deps, health.clone(), shutdown_rx.clone())
+                    .map_err(err("notifier"))?,
             );
         }
         background.push(tokio::spawn(purge_loop(
@@ -295,6 +325,8 @@ impl Application {
             channels: adapters,
             store: order_store,
             sink,
+            health: health.clone(),
+            max_consumer_lag: settings.stream.max_consumer_lag,
             metrics,
             body_limit: settings.server.body_limit_bytes,
             operations: operations.clone(),
@@ -332,7 +364,7 @@ impl Application {
             biller_sim,
             tree,
             store,
-            stream,
+            health,
             orders,
             shutdown,
             background,
@@ -368,9 +400,21 @@ impl Application {
         &self.orders
     }
 
-    /// Subscribes to the in-process event stream.
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<crate::domain::Event>> {
-        self.stream.subscribe()
+    /// Opens the durable log consumer `name` (registering its cursor when it is new: it then
+    /// sees what is committed from now on). Until [`LogConsumer::unregister`], the purge keeps
+    /// every event it has not committed.
+    pub async fn consumer(&self, name: &str) -> Result<LogConsumer, crate::storage::StoreError> {
+        LogConsumer::open(
+            self.store.clone(),
+            self.store.watch_events_committed(),
+            name,
+        )
+        .await
+    }
+
+    /// The supervised stream tasks' states.
+    pub fn stream_health(&self) -> Health {
+        self.health.clone()
     }
 
     /// Runs until SIGTERM or ctrl-c, then shuts down.

@@ -295,15 +295,15 @@ impl NotificationSettings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StreamSettings {
-    /// Where the relay publishes events: `in_process` (the default: nothing to install) or
-    /// `kafka` (the topic `kafka.events_topic`).
+    /// `in_process`: the outbox is the log, read by each consumer after its cursor; `kafka`:
+    /// the relay also moves it to `kafka.events_topic`.
     pub kind: String,
-    /// Events buffered per in-process subscriber; a slower subscriber misses the oldest and
-    /// re-reads them from the outbox.
-    pub buffer: usize,
-    /// Events the relay moves from the outbox per read (with Kafka: the most messages one
-    /// acknowledged publish carries).
+    /// Events the relay moves from the outbox per read (with an external transport; with
+    /// Kafka, the most messages one acknowledged publish carries).
     pub relay_batch: usize,
+    /// A registered consumer whose cursor is further than this many events behind the log's
+    /// head makes `/readyz` fail: it holds the purge, so the outbox grows while it lags.
+    pub max_consumer_lag: u64,
     /// The Kafka connection, topics and bounds (used with `kind = "kafka"` and by the command
     /// consumer).
     pub kafka: KafkaSettings,
@@ -573,8 +573,8 @@ impl Default for StreamSettings {
     fn default() -> Self {
         Self {
             kind: "in_process".into(),
-            buffer: 65_536,
             relay_batch: 1_024,
+            max_consumer_lag: 500_000,
             kafka: KafkaSettings::default(),
         }
     }
@@ -753,8 +753,11 @@ impl Settings {
         if !["in_process", "kafka"].contains(&self.stream.kind.as_str()) {
             return bad("stream.kind", "must be \"in_process\" or \"kafka\"");
         }
-        if self.stream.buffer == 0 || self.stream.relay_batch == 0 {
-            return bad("stream", "buffer and relay_batch must be positive");
+        if !(1..=100_000).contains(&self.stream.relay_batch) {
+            return bad("stream.relay_batch", "must be within 1..=100000");
+        }
+        if self.stream.max_consumer_lag == 0 {
+            return bad("stream.max_consumer_lag", "must be positive");
         }
         let k = &self.stream.kafka;
         if (self.stream.kind == "kafka" || k.commands.enabled)

@@ -29,6 +29,55 @@ enum Command {
     Serve,
     /// Run only the simulators (channel and business system), from the [simulator] settings.
     ChannelSim,
+    /// The event log's consumers (works beside a running `serve`, on the same database).
+    #[command(subcommand)]
+    Log(LogCommand),
+}
+
+#[derive(Subcommand)]
+enum LogCommand {
+    /// Every registered consumer cursor with its lag behind the log's head.
+    Consumers,
+    /// Removes a consumer's cursor, so it no longer holds the outbox purge (an external
+    /// consumer that is gone for good). A paycore consumer registers again at its next start.
+    Drop {
+        /// The consumer's name.
+        name: String,
+    },
+}
+
+async fn log_command(settings: &Settings, cmd: LogCommand) -> anyhow::Result<()> {
+    use paycore::storage::OrderStore;
+    let metrics = std::sync::Arc::new(paycore::metrics::Metrics::new());
+    let store = paycore::storage::sqlite::SqliteStore::open(&settings.storage.sqlite, metrics)
+        .context("opening storage")?;
+    let result = async {
+        match cmd {
+            LogCommand::Consumers => {
+                let (cursors, head) = store.cursors().await?;
+                println!("head {head}");
+                for (name, cursor) in cursors {
+                    println!(
+                        "{name}\tcursor {cursor}\tlag {}",
+                        head.saturating_sub(cursor)
+                    );
+                }
+            }
+            LogCommand::Drop { name } => {
+                let (cursors, _) = store.cursors().await?;
+                anyhow::ensure!(
+                    cursors.iter().any(|(n, _)| *n == name),
+                    "no consumer named {name:?} is registered"
+                );
+                store.drop_cursor(&name).await?;
+                println!("dropped {name}");
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    store.close().await;
+    result
 }
 
 fn init_logging(format: &str) {
@@ -66,6 +115,7 @@ async fn main() -> anyhow::Result<()> {
             }
             app.run_until_signalled().await;
         }
+        Command::Log(cmd) => log_command(&settings, cmd).await?,
         Command::ChannelSim => {
             let s = &settings.simulator;
             let listener = std::net::TcpListener::bind((s.bind.as_str(), s.port))

@@ -54,6 +54,12 @@ pub struct Metrics {
     pub channel_callbacks: IntCounterVec,
     /// `paycore_stream_events_published_total`.
     pub stream_published: IntCounterVec,
+    /// `paycore_stream_task_restarts_total{task}`: supervised stream tasks started again after
+    /// a failure.
+    pub stream_task_restarts: IntCounterVec,
+    /// `paycore_stream_consumer_lag_events{consumer}`: events committed that a registered
+    /// consumer's cursor has not passed (refreshed on `/metrics` and `/readyz`).
+    pub stream_consumer_lag: IntGaugeVec,
     /// `paycore_timers_pending`: durable timers waiting (counted periodically).
     pub timers_pending: IntGauge,
     /// `paycore_timers_overdue`: timers later than `timers.overdue_after_ms`.
@@ -186,6 +192,20 @@ impl Metrics {
             ),
             &["type"],
         ));
+        let stream_task_restarts = must(IntCounterVec::new(
+            Opts::new(
+                "paycore_stream_task_restarts_total",
+                "Supervised stream tasks started again after a failure",
+            ),
+            &["task"],
+        ));
+        let stream_consumer_lag = must(IntGaugeVec::new(
+            Opts::new(
+                "paycore_stream_consumer_lag_events",
+                "Committed events a registered log consumer has not passed",
+            ),
+            &["consumer"],
+        ));
         let counter_vec = |name: &str, help: &str, label: &str| {
             must(IntCounterVec::new(Opts::new(name, help), &[label]))
         };
@@ -272,6 +292,8 @@ impl Metrics {
         reg(Box::new(channel_queue_depth.clone()));
         reg(Box::new(channel_callbacks.clone()));
         reg(Box::new(stream_published.clone()));
+        reg(Box::new(stream_task_restarts.clone()));
+        reg(Box::new(stream_consumer_lag.clone()));
         let kafka = KafkaMetrics::new(&registry);
         Self {
             registry,
@@ -290,6 +312,8 @@ impl Metrics {
             channel_queue_depth,
             channel_callbacks,
             stream_published,
+            stream_task_restarts,
+            stream_consumer_lag,
             timers_pending,
             timers_overdue,
             timers_fired,

@@ -21,7 +21,8 @@ use super::notifier_delivery::Deliverer;
 use crate::config::{MerchantSettings, NotificationSettings};
 use crate::domain::notification::{self, Notification, Subscription};
 use crate::metrics::Metrics;
-use crate::storage::{MerchantRoom, NotificationStore, OrderStore};
+use crate::storage::{MerchantRoom, NotificationStore, OrderStore, StoredEvent};
+use crate::streams::consumer::{self, Consume, Health, RunSpec, supervise};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,8 +33,6 @@ use tracing::Instrument;
 
 /// Name of the notifier's outbox cursor in storage.
 pub const CURSOR: &str = "notifier";
-/// Backstop poll of the outbox when no commit wakes the consumer.
-const IDLE_POLL: Duration = Duration::from_secs(1);
 /// Pause after a storage failure before trying again.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// How often `paycore_notifications_pending` is counted.
@@ -65,12 +64,13 @@ pub struct NotifierDeps {
     pub wake: Arc<Notify>,
 }
 
-/// Starts the consumer at `cursor` and the delivery loop; both stop once `shutdown` turns
-/// true (the consumer after taking in what is committed, the delivery loop after its attempts
-/// in flight end).
+/// Starts the consumer (from its cursor, which must be registered) and the delivery loop, each
+/// supervised: started again after a failure, and stopped once `shutdown` turns true (the
+/// consumer after taking in what is committed, the delivery loop after its attempts in flight
+/// end).
 pub fn spawn(
     deps: NotifierDeps,
-    cursor: u64,
+    health: Health,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Vec<JoinHandle<()>>, String> {
     let s = &deps.settings;
@@ -92,81 +92,67 @@ pub fn spawn(
             })
             .collect(),
     );
-    let consumer = Consumer {
-        events: deps.events,
+    let consumer = Arc::new(Consumer {
         store: deps.store.clone(),
         merchants: merchants.clone(),
-        batch: s.batch,
         wake: deps.wake.clone(),
+    });
+    let spec = RunSpec {
+        name: CURSOR.to_string(),
+        store: deps.events,
+        commits: deps.commits,
+        batch: s.batch,
     };
-    let deliveries = Deliveries {
+    let deliveries = Arc::new(Deliveries {
         store: deps.store,
         deliverer: Arc::new(deliverer),
         merchants,
         slots: Arc::new(Semaphore::new(s.max_in_flight)),
         schedule: Arc::new(s.schedule()),
         settings: s.clone(),
-        metrics: deps.metrics,
+        metrics: deps.metrics.clone(),
         wake: deps.wake,
-    };
-    Ok(vec![
-        tokio::spawn(consumer.run(cursor, deps.commits, shutdown.clone())),
-        tokio::spawn(deliveries.run(shutdown)),
-    ])
+    });
+    let (h, stop) = (health.clone(), shutdown.clone());
+    let consumer_task = supervise(
+        CURSOR,
+        health.clone(),
+        deps.metrics.clone(),
+        shutdown.clone(),
+        move || {
+            let (spec, consumer, h, stop) =
+                (spec.clone(), consumer.clone(), h.clone(), stop.clone());
+            async move { consumer::run(spec, consumer.as_ref(), &h, stop).await }
+        },
+    );
+    let stop = shutdown.clone();
+    let delivery_task = supervise(
+        "notifier-delivery",
+        health,
+        deps.metrics,
+        shutdown,
+        move || {
+            let (deliveries, stop) = (deliveries.clone(), stop.clone());
+            async move {
+                deliveries.run(stop).await;
+                Ok(())
+            }
+        },
+    );
+    Ok(vec![consumer_task, delivery_task])
 }
 
 /// The outbox consumer.
 struct Consumer {
-    events: Arc<dyn OrderStore>,
     store: Arc<dyn NotificationStore>,
     merchants: Arc<HashMap<String, Merchant>>,
-    batch: usize,
     wake: Arc<Notify>,
 }
 
-impl Consumer {
-    async fn run(
-        self,
-        mut cursor: u64,
-        mut commits: watch::Receiver<u64>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
-        loop {
-            let stopping = *shutdown.borrow();
-            // Seen before reading: a commit after this point changes it again and wakes us.
-            commits.borrow_and_update();
-            match self.pump(&mut cursor).await {
-                Ok(moved) if moved == self.batch => continue,
-                Ok(_) if stopping => return,
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, cursor, "notifier cannot take in events; retrying");
-                    if stopping {
-                        return;
-                    }
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                    continue;
-                }
-            }
-            tokio::select! {
-                changed = commits.changed() => {
-                    if changed.is_err() {
-                        // The store is gone; the backstop keeps the loop from spinning.
-                        tokio::time::sleep(IDLE_POLL).await;
-                    }
-                }
-                _ = tokio::time::sleep(IDLE_POLL) => {}
-                _ = shutdown.changed() => {}
-            }
-        }
-    }
-
-    /// Takes in one batch of events; answers how many were read.
-    async fn pump(&self, cursor: &mut u64) -> Result<usize, crate::storage::StoreError> {
-        let events = self.events.events_after(*cursor, self.batch).await?;
-        let Some(last) = events.last().map(|e| e.seq) else {
-            return Ok(0);
-        };
+#[async_trait::async_trait]
+impl Consume for Consumer {
+    /// Turns a batch of events into notification rows, stored with the cursor in one write.
+    async fn take(&self, events: Vec<StoredEvent>, through: u64) -> Result<(), String> {
         let now = OffsetDateTime::now_utc();
         let rows: Vec<Notification> = events
             .iter()
@@ -176,12 +162,14 @@ impl Consumer {
             })
             .collect();
         let any = !rows.is_empty();
-        self.store.enqueue_notifications(rows, CURSOR, last).await?;
-        *cursor = last;
+        self.store
+            .enqueue_notifications(rows, CURSOR, through)
+            .await
+            .map_err(|e| e.to_string())?;
         if any {
             self.wake.notify_one();
         }
-        Ok(events.len())
+        Ok(())
     }
 }
 
@@ -199,7 +187,7 @@ struct Deliveries {
 }
 
 impl Deliveries {
-    async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    async fn run(&self, mut shutdown: watch::Receiver<bool>) {
         let tick = Duration::from_millis(self.settings.tick_ms);
         let mut last_stats: Option<Instant> = None;
         loop {

@@ -42,7 +42,11 @@ pub struct AppState {
     /// Storage (readiness, counts).
     pub store: Arc<dyn OrderStore>,
     /// The stream (readiness).
-    pub sink: Arc<dyn EventSink>,
+    pub sink: Option<Arc<dyn EventSink>>,
+    /// The supervised stream tasks (relay, notifier, ledger).
+    pub health: crate::streams::consumer::Health,
+    /// A registered log consumer further behind than this many events makes `/readyz` fail.
+    pub max_consumer_lag: u64,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Largest request body.

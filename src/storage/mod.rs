@@ -162,8 +162,20 @@ pub trait OrderStore: Send + Sync + 'static {
     /// Reads a named stream cursor (0 when unset).
     async fn cursor(&self, name: &str) -> Result<u64, StoreError>;
 
-    /// Durably stores a named stream cursor.
+    /// Durably stores a named stream cursor (it never moves back).
     async fn set_cursor(&self, name: &str, seq: u64) -> Result<(), StoreError>;
+
+    /// Makes sure the consumer cursor `name` exists, so the outbox purge waits for it, and
+    /// answers it. A cursor that did not exist starts at the end of the outbox: a consumer
+    /// switched on sees what is committed from now on, not the retained history.
+    async fn register_cursor(&self, name: &str) -> Result<u64, StoreError>;
+
+    /// Removes the consumer cursor `name` (a consumer switched off must not hold the purge).
+    async fn drop_cursor(&self, name: &str) -> Result<(), StoreError>;
+
+    /// Every registered cursor, by name, and the log's head (the largest position ever handed
+    /// out, purged or not), read together.
+    async fn cursors(&self) -> Result<(Vec<(String, u64)>, u64), StoreError>;
 
     /// Orders per status, kept exact in the same transactions that change statuses.
     async fn status_counts(&self) -> Result<Vec<(OrderStatus, i64)>, StoreError>;

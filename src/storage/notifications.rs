@@ -42,14 +42,6 @@ impl MerchantRoom {
 /// Everything paycore stores about merchant notifications.
 #[async_trait]
 pub trait NotificationStore: Send + Sync + 'static {
-    /// Makes sure the consumer cursor `name` exists, so the outbox purge waits for it, and
-    /// answers it. A cursor that did not exist starts at the end of the outbox: a consumer
-    /// switched on sees what is committed from now on, not the retained history.
-    async fn register_cursor(&self, name: &str) -> Result<u64, StoreError>;
-
-    /// Removes the consumer cursor `name` (a consumer switched off must not hold the purge).
-    async fn drop_cursor(&self, name: &str) -> Result<(), StoreError>;
-
     /// Stores the notifications (one already stored, by id, is left as it is) and moves the
     /// consumer's cursor to `seq`, in one transaction: a crash before it redoes both, after it
     /// neither.

@@ -3,20 +3,19 @@
 //! producer with `acks=all`. `publish` answers `Ok` only once the broker acknowledged every
 //! message of the batch; the relay moves its cursor only then, and retries from it otherwise.
 //! This module also builds the client configuration both Kafka clients share (connection,
-//! TLS, SASL, pass-through properties). It never decides what an event says: `encode_event`
-//! is the one place its bytes are made.
+//! TLS, SASL, pass-through properties). It never decides what an event says: the bytes are
+//! `streams::codec`'s, with the schema version in a header.
 
-use super::{EventSink, Positioned, StreamError};
+use super::{EventSink, StreamError, codec};
 use crate::config::KafkaSettings;
 use crate::domain::Event;
+use crate::storage::StoredEvent;
 use async_trait::async_trait;
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use std::time::Duration;
 
-/// The version of the event value's schema, sent in `paycore-schema-version`.
-pub const SCHEMA_VERSION: &str = "1";
 /// Header names of event messages (see docs/KAFKA.md).
 pub mod headers {
     /// The event's id (consumers deduplicate by it).
@@ -25,8 +24,8 @@ pub mod headers {
     pub const EVENT_TYPE: &str = "paycore-event-type";
     /// The order's version after the change, decimal.
     pub const ORDER_VERSION: &str = "paycore-order-version";
-    /// The value's schema version, decimal.
-    pub const SCHEMA_VERSION: &str = "paycore-schema-version";
+    /// The value's schema version (`streams::codec`), decimal.
+    pub const SCHEMA: &str = "paycore-schema";
     /// The outbox partition the event was read from, decimal.
     pub const OUTBOX_PARTITION: &str = "paycore-outbox-partition";
     /// The event's position in that outbox partition, decimal.
@@ -35,11 +34,9 @@ pub mod headers {
     pub const CONTENT_TYPE: &str = "content-type";
 }
 
-/// The value of an event message. The one place event bytes are made (a versioned codec
-/// replaces this body).
+/// The value of an event message: the event at the codec's schema version.
 pub fn encode_event(event: &Event) -> Vec<u8> {
-    // An `Event` is plain data (strings, numbers, a JSON value): serializing cannot fail.
-    serde_json::to_vec(event).unwrap_or_default()
+    codec::encode(event)
 }
 
 /// The connection part of a client configuration: brokers, TLS, SASL. Each role adds its own
@@ -139,12 +136,15 @@ impl KafkaSink {
     }
 }
 
-fn event_headers(p: &Positioned) -> OwnedHeaders {
+/// The outbox has one partition until orders are sharded.
+const OUTBOX_PARTITION: &str = "0";
+
+fn event_headers(p: &StoredEvent) -> OwnedHeaders {
     let e = &p.event;
-    let (version, partition, seq) = (
+    let (version, seq, schema) = (
         e.version.to_string(),
-        p.partition.to_string(),
         p.seq.to_string(),
+        codec::SCHEMA_VERSION.to_string(),
     );
     OwnedHeaders::new_with_capacity(7)
         .insert(Header {
@@ -160,12 +160,12 @@ fn event_headers(p: &Positioned) -> OwnedHeaders {
             value: Some(version.as_str()),
         })
         .insert(Header {
-            key: headers::SCHEMA_VERSION,
-            value: Some(SCHEMA_VERSION),
+            key: headers::SCHEMA,
+            value: Some(schema.as_str()),
         })
         .insert(Header {
             key: headers::OUTBOX_PARTITION,
-            value: Some(partition.as_str()),
+            value: Some(OUTBOX_PARTITION),
         })
         .insert(Header {
             key: headers::OUTBOX_SEQ,
@@ -173,13 +173,13 @@ fn event_headers(p: &Positioned) -> OwnedHeaders {
         })
         .insert(Header {
             key: headers::CONTENT_TYPE,
-            value: Some("application/json"),
+            value: Some(codec::CONTENT_TYPE),
         })
 }
 
 #[async_trait]
 impl EventSink for KafkaSink {
-    async fn publish(&self, events: &[Positioned]) -> Result<(), StreamError> {
+    async fn publish(&self, events: &[StoredEvent]) -> Result<(), StreamError> {
         // Enqueue the whole batch (the producer pipelines it, in order), then wait for every
         // acknowledgement. A failure is reported only after every message of the batch has an
         // outcome, so a retry never overlaps messages of this batch still in flight.

@@ -1,102 +1,44 @@
-//! The outbox relay: reads committed events after its durable cursor, publishes them, then
-//! stores the new cursor. Woken by the writer after commits that stored events, and by a timer
-//! as a backstop. A crash between publish and cursor write republishes: at-least-once.
+//! The outbox relay: a log consumer (cursor `outbox-relay`) that publishes committed events, in
+//! commit order, to an external transport ([`EventSink`]: Kafka), and moves its cursor only
+//! after the transport acknowledged the whole batch. A crash between the acknowledgement and
+//! the cursor write publishes the batch again: at-least-once, and one order's events stay in
+//! `version` order. With the embedded log alone there is no relay: the outbox is the stream.
 
-use super::{EventSink, Positioned};
+use super::EventSink;
+use super::consumer::Consume;
 use crate::metrics::Metrics;
-use crate::storage::OrderStore;
+use crate::storage::{OrderStore, StoredEvent};
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::{Notify, watch};
 
 /// Name of the relay's cursor in storage.
 pub const CURSOR: &str = "outbox-relay";
-/// The outbox has one partition until orders are sharded.
-const OUTBOX_PARTITION: u32 = 0;
-/// Backstop poll when no commit wakes the relay.
-const IDLE_POLL: Duration = Duration::from_secs(1);
-/// Pause after a failure before trying again.
-const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
-/// Runs the relay until `shutdown` turns true, then publishes what is committed and returns.
-pub async fn run(
-    store: Arc<dyn OrderStore>,
-    sink: Arc<dyn EventSink>,
-    wake: Arc<Notify>,
-    batch: usize,
-    metrics: Arc<Metrics>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut cursor = loop {
-        match store.cursor(CURSOR).await {
-            Ok(c) => break c,
-            Err(e) => {
-                tracing::warn!(error = %e, "relay cannot read its cursor; retrying");
-                tokio::time::sleep(RETRY_PAUSE).await;
-                if *shutdown.borrow() {
-                    return;
-                }
-            }
-        }
-    };
-    loop {
-        let stopping = *shutdown.borrow();
-        match pump(store.as_ref(), sink.as_ref(), &mut cursor, batch, &metrics).await {
-            Ok(moved) if moved == batch => continue, // more waiting
-            Ok(_) if stopping => return,
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "relay failed; retrying from cursor {cursor}");
-                if stopping {
-                    return;
-                }
-                tokio::time::sleep(RETRY_PAUSE).await;
-                continue;
-            }
-        }
-        tokio::select! {
-            _ = wake.notified() => {}
-            _ = tokio::time::sleep(IDLE_POLL) => {}
-            _ = shutdown.changed() => {}
-        }
-    }
+/// Publishes batches to `sink`.
+pub struct Relay {
+    /// Where the cursor is stored.
+    pub store: Arc<dyn OrderStore>,
+    /// The transport.
+    pub sink: Arc<dyn EventSink>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
 }
 
-/// Moves one batch; returns how many events moved.
-async fn pump(
-    store: &dyn OrderStore,
-    sink: &dyn EventSink,
-    cursor: &mut u64,
-    batch: usize,
-    metrics: &Metrics,
-) -> Result<usize, String> {
-    let events = store
-        .events_after(*cursor, batch)
-        .await
-        .map_err(|e| e.to_string())?;
-    let Some(last) = events.last().map(|e| e.seq) else {
-        return Ok(0);
-    };
-    let n = events.len();
-    let events: Vec<_> = events
-        .into_iter()
-        .map(|e| Positioned {
-            partition: OUTBOX_PARTITION,
-            seq: e.seq,
-            event: Arc::new(e.event),
-        })
-        .collect();
-    sink.publish(&events).await.map_err(|e| e.to_string())?;
-    for e in &events {
-        metrics
-            .stream_published
-            .with_label_values(&[e.event.event_type.as_str()])
-            .inc();
+#[async_trait::async_trait]
+impl Consume for Relay {
+    async fn take(&self, events: Vec<StoredEvent>, through: u64) -> Result<(), String> {
+        self.sink
+            .publish(&events)
+            .await
+            .map_err(|e| e.to_string())?;
+        for e in &events {
+            self.metrics
+                .stream_published
+                .with_label_values(&[e.event.event_type.as_str()])
+                .inc();
+        }
+        self.store
+            .set_cursor(CURSOR, through)
+            .await
+            .map_err(|e| e.to_string())
     }
-    store
-        .set_cursor(CURSOR, last)
-        .await
-        .map_err(|e| e.to_string())?;
-    *cursor = last;
-    Ok(n)
 }

@@ -334,3 +334,38 @@ pub async fn metric(t: &TestApp, sample: &str) -> Option<f64> {
         .lines()
         .find_map(|l| l.strip_prefix(sample).and_then(|v| v.trim().parse().ok()))
 }
+
+/// The events of order `order_id` a durable log consumer reads, in log order, until one of
+/// type `last` (or panics after 10 s without it). Commits what it read.
+pub async fn events_until(
+    log: &mut paycore::streams::consumer::LogConsumer,
+    order_id: &str,
+    last: &str,
+) -> Vec<paycore::domain::Event> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no {last} event for {order_id} in time; saw {:?}",
+            seen.iter()
+                .map(|e: &paycore::domain::Event| e.event_type.clone())
+                .collect::<Vec<_>>()
+        );
+        let batch = log.poll(256, Duration::from_millis(500)).await.unwrap();
+        let Some(through) = batch.last().map(|e| e.seq) else {
+            continue;
+        };
+        for e in batch {
+            if e.event.order_id == order_id {
+                let done = e.event.event_type == last;
+                seen.push(e.event);
+                if done {
+                    log.commit(through).await.unwrap();
+                    return seen;
+                }
+            }
+        }
+        log.commit(through).await.unwrap();
+    }
+}

@@ -83,7 +83,7 @@ async fn a_write_off_that_always_fails_is_given_up_and_refunded_exactly_once() {
         s.simulator.biller.permanent_failure = true;
     })
     .await;
-    let mut events = t.app().subscribe();
+    let mut log = t.app().consumer("test").await.unwrap();
     let id = paid_order(&t, "FUL-2", 900).await;
     let order = t.wait_status(&id, "REFUNDED").await;
     assert_eq!(order["fulfillment"]["status"], "FAILED");
@@ -100,16 +100,11 @@ async fn a_write_off_that_always_fails_is_given_up_and_refunded_exactly_once() {
     assert_eq!(biller["attempts"], 3);
     assert!(biller["write_offs"].as_array().unwrap().is_empty());
     // Events say so, in version order.
-    let mut types = Vec::new();
-    while !types.contains(&"refund.succeeded".to_string()) {
-        let e = tokio::time::timeout(Duration::from_secs(10), events.recv())
-            .await
-            .expect("events in time")
-            .unwrap();
-        if e.order_id == id {
-            types.push(e.event_type.clone());
-        }
-    }
+    let types: Vec<_> = events_until(&mut log, &id, "refund.succeeded")
+        .await
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect();
     assert_eq!(
         types,
         [

@@ -203,7 +203,13 @@ async fn events_reach_the_topic_keyed_by_order_in_version_order_with_their_heade
                 header(m, "paycore-order-version"),
                 Some(version.to_string())
             );
-            assert_eq!(header(m, "paycore-schema-version").as_deref(), Some("1"));
+            assert_eq!(header(m, "paycore-schema").as_deref(), Some("1"));
+            // The value is the codec's schema version 1, byte for byte.
+            let decoded = paycore::streams::codec::decode(1, m.payload().unwrap()).unwrap();
+            assert_eq!(
+                paycore::streams::codec::encode(&decoded),
+                m.payload().unwrap()
+            );
             assert_eq!(header(m, "paycore-outbox-partition").as_deref(), Some("0"));
             let seq: u64 = header(m, "paycore-outbox-seq").unwrap().parse().unwrap();
             assert!(seq > 0);

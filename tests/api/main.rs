@@ -5,6 +5,7 @@ mod errors;
 mod fulfillment;
 mod kafka;
 mod lifecycle;
+mod log;
 mod notifications;
 mod operations;
 mod settlement;

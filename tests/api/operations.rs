@@ -226,29 +226,25 @@ async fn a_payment_arriving_after_close_is_recorded_not_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_reach_the_stream_in_version_order() {
     let t = spawn_app(|_| {}).await;
-    let mut rx = t.app().subscribe();
+    let mut log = t.app().consumer("test").await.unwrap();
     let id = t.create("EV-1", 100).await["order_id"]
         .as_str()
         .unwrap()
         .to_string();
     t.pay(&id).await;
     t.wait_status(&id, "PAID").await;
-    let mut seen = Vec::new();
-    let mut last_data = serde_json::Value::Null;
-    while seen.len() < 3 {
-        let e = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-            .await
-            .expect("event in time")
-            .unwrap();
-        if e.order_id == id {
-            last_data = e.data.clone();
-            seen.push((
+    let events = events_until(&mut log, &id, "order.paid").await;
+    let last_data = events.last().unwrap().data.clone();
+    let seen: Vec<_> = events
+        .iter()
+        .map(|e| {
+            (
                 e.event_type.clone(),
                 e.version,
                 e.data["status"].as_str().unwrap().to_string(),
-            ));
-        }
-    }
+            )
+        })
+        .collect();
     assert_eq!(
         seen,
         vec![
@@ -369,7 +365,12 @@ async fn metrics_openapi_and_probes() {
         .unwrap();
     assert_eq!(ready.status(), 200);
     let ready: serde_json::Value = ready.json().await.unwrap();
-    assert_eq!(ready, serde_json::json!({"storage": "ok", "stream": "ok"}));
+    assert_eq!(
+        (&ready["storage"], &ready["stream"]),
+        (&"ok".into(), &"ok".into())
+    );
+    assert_eq!(ready["tasks"]["notifier"]["state"], "running", "{ready}");
+    assert!(ready["consumers"]["notifier"]["lag"].is_u64(), "{ready}");
     let unknown = t.raw("GET", "/nope", vec![], &[]).await;
     assert_eq!((unknown.status, unknown.code()), (404, "not_found"));
     let wrong = t.raw("DELETE", "/v1/orders", vec![], &[]).await;

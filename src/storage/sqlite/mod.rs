@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use time::OffsetDateTime;
-use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use writer::{
     Admission, BatchLimits, EventRow, OrderRow, TimerRow, WriteOk, WriteOp, WriteRequest,
 };
@@ -54,8 +54,6 @@ pub struct SqliteStore {
     readers: Mutex<Vec<Connection>>,
     reader_permits: Semaphore,
     enqueue_timeout: Duration,
-    /// Woken after a commit that stored events; the outbox relay waits on it.
-    pub events_committed: Arc<Notify>,
     /// Counts commits that stored events, for the outbox's other consumers.
     events_seen: watch::Sender<u64>,
     /// Whether the last group commit succeeded (a full disk makes it false).
@@ -101,13 +99,11 @@ impl SqliteStore {
         }
 
         let (tx, rx) = mpsc::channel(settings.queue_capacity);
-        let events_committed = Arc::new(Notify::new());
         let limits = BatchLimits {
             max_writes: settings.batch_max_writes,
             max_wait: Duration::from_micros(settings.batch_max_wait_us),
         };
         let runtime = tokio::runtime::Handle::current();
-        let notify = events_committed.clone();
         let (events_seen, _) = watch::channel(0u64);
         let seen = events_seen.clone();
         let write_healthy = Arc::new(AtomicBool::new(true));
@@ -115,10 +111,7 @@ impl SqliteStore {
         let handle = std::thread::Builder::new()
             .name("paycore-sqlite-writer".into())
             .spawn(move || {
-                let wakeups = writer::EventWakeups {
-                    relay: notify,
-                    consumers: seen,
-                };
+                let wakeups = writer::EventWakeups { consumers: seen };
                 writer::run(conn, rx, limits, runtime, wakeups, metrics, healthy)
             })
             .map_err(|e| StoreError::Backend(format!("spawn writer: {e}")))?;
@@ -128,15 +121,13 @@ impl SqliteStore {
             reader_permits: Semaphore::new(readers.len()),
             readers: Mutex::new(readers),
             enqueue_timeout: Duration::from_millis(settings.enqueue_timeout_ms),
-            events_committed,
             events_seen,
             write_healthy,
         })
     }
 
-    /// Changes after every commit that stored events: a consumer of the outbox (other than
-    /// the relay, which has `events_committed`) waits on its own receiver, so no commit is
-    /// missed whoever else is woken.
+    /// Changes after every commit that stored events: each consumer of the outbox waits on its
+    /// own receiver, so no commit is missed whoever else is woken.
     pub fn watch_events_committed(&self) -> watch::Receiver<u64> {
         self.events_seen.subscribe()
     }
@@ -423,8 +414,9 @@ impl OrderStore for SqliteStore {
             let mut out = Vec::new();
             for row in rows {
                 let (seq, body) = row.map_err(be)?;
-                let event: Event = serde_json::from_str(&body)
-                    .map_err(|e| StoreError::Corrupt(format!("event body: {e}")))?;
+                // Every outbox row so far is schema version 1 (see `streams::codec`).
+                let event = crate::streams::codec::decode(1, body.as_bytes())
+                    .map_err(|e| StoreError::Corrupt(format!("event {seq}: {e}")))?;
                 out.push(StoredEvent {
                     seq: seq as u64,
                     event,
@@ -458,6 +450,45 @@ impl OrderStore for SqliteStore {
         })
         .await
         .map(|_| ())
+    }
+
+    async fn register_cursor(&self, name: &str) -> Result<u64, StoreError> {
+        let name = name.to_string();
+        match self.write(WriteOp::RegisterCursor { name }).await? {
+            WriteOk::Cursor(seq) => Ok(seq),
+            other => Err(StoreError::Backend(format!(
+                "unexpected writer answer {other:?}"
+            ))),
+        }
+    }
+
+    async fn drop_cursor(&self, name: &str) -> Result<(), StoreError> {
+        let name = name.to_string();
+        self.write(WriteOp::DropCursor { name }).await.map(|_| ())
+    }
+
+    async fn cursors(&self) -> Result<(Vec<(String, u64)>, u64), StoreError> {
+        self.read(|c| {
+            let tx = c.unchecked_transaction().map_err(be)?;
+            let head: i64 = tx
+                .query_row(
+                    "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0),
+                                COALESCE((SELECT MAX(seq) FROM events), 0))",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(be)?;
+            let mut stmt = tx
+                .prepare_cached("SELECT name, seq FROM stream_cursors ORDER BY name")
+                .map_err(be)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))
+                .map_err(be)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(be)?;
+            Ok((rows, head as u64))
+        })
+        .await
     }
 
     async fn status_counts(&self) -> Result<Vec<(OrderStatus, i64)>, StoreError> {

@@ -24,12 +24,6 @@ const COLUMNS: &str = "notification_id, order_id, merchant_id, event_id, event_t
 /// A notification write, as the writer applies it.
 #[derive(Debug)]
 pub(crate) enum NotificationOp {
-    RegisterCursor {
-        name: String,
-    },
-    DropCursor {
-        name: String,
-    },
     Enqueue {
         rows: Vec<Notification>,
         cursor: String,
@@ -59,7 +53,6 @@ pub(crate) enum NotificationOp {
 #[derive(Debug)]
 pub(crate) enum NotificationOk {
     Done,
-    Cursor(u64),
     Notifications(Vec<Notification>),
     Redelivered(Option<Box<Notification>>),
 }
@@ -104,27 +97,6 @@ fn done(ok: NotificationOk) -> Result<WriteOk, Refused> {
 /// Applies one notification write inside the writer's transaction.
 pub(crate) fn apply(conn: &Connection, op: &NotificationOp) -> Result<WriteOk, Refused> {
     match op {
-        NotificationOp::RegisterCursor { name } => {
-            // The end of the outbox is the largest seq ever handed out, purged or not.
-            conn.prepare_cached(
-                "INSERT OR IGNORE INTO stream_cursors (name, seq)
-                 SELECT ?1, MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0),
-                                COALESCE((SELECT MAX(seq) FROM events), 0))",
-            )
-            .and_then(|mut s| s.execute([name]))
-            .map_err(backend)?;
-            let seq: i64 = conn
-                .prepare_cached("SELECT seq FROM stream_cursors WHERE name = ?1")
-                .and_then(|mut s| s.query_row([name], |r| r.get(0)))
-                .map_err(backend)?;
-            done(NotificationOk::Cursor(seq as u64))
-        }
-        NotificationOp::DropCursor { name } => {
-            conn.prepare_cached("DELETE FROM stream_cursors WHERE name = ?1")
-                .and_then(|mut s| s.execute([name]))
-                .map_err(backend)?;
-            done(NotificationOk::Done)
-        }
         NotificationOp::Enqueue { rows, cursor, seq } => {
             let mut insert = conn
                 .prepare_cached(
@@ -330,24 +302,6 @@ fn unexpected(ok: NotificationOk) -> StoreError {
 
 #[async_trait]
 impl NotificationStore for SqliteStore {
-    async fn register_cursor(&self, name: &str) -> Result<u64, StoreError> {
-        let name = name.to_string();
-        match self
-            .notification_write(NotificationOp::RegisterCursor { name })
-            .await?
-        {
-            NotificationOk::Cursor(seq) => Ok(seq),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    async fn drop_cursor(&self, name: &str) -> Result<(), StoreError> {
-        let name = name.to_string();
-        self.notification_write(NotificationOp::DropCursor { name })
-            .await
-            .map(|_| ())
-    }
-
     async fn enqueue_notifications(
         &self,
         rows: Vec<Notification>,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// An order encoded for storage. Encoding happens on the caller's thread, so the single writer
 /// thread spends its time in SQLite only.
@@ -66,8 +66,7 @@ impl EventRow {
                     order_id: e.order_id.clone(),
                     version: e.version as i64,
                     event_type: e.event_type.clone(),
-                    body: serde_json::to_string(e)
-                        .map_err(|e| StoreError::Backend(e.to_string()))?,
+                    body: crate::streams::codec::encode_text(e),
                 })
             })
             .collect()
@@ -172,6 +171,12 @@ pub(crate) enum WriteOp {
         events_before: OffsetDateTime,
         limit: usize,
     },
+    RegisterCursor {
+        name: String,
+    },
+    DropCursor {
+        name: String,
+    },
     Notifications(super::notifications::NotificationOp),
     Commands(super::commands::CommandOp),
 }
@@ -183,6 +188,7 @@ pub(crate) enum WriteOk {
     Create(CreateOutcome),
     Purged(u64),
     Claimed(Vec<Timer>),
+    Cursor(u64),
     Notifications(super::notifications::NotificationOk),
     Reply(Box<crate::storage::CommandReply>),
 }
@@ -210,12 +216,9 @@ pub(crate) enum Refused {
     Answer(Result<WriteOk, StoreError>),
 }
 
-/// Who is woken after a commit that stored events.
+/// Who is woken after a commit that stored events: every consumer of the outbox watches this
+/// count with its own receiver, so none misses a commit that woke another.
 pub(crate) struct EventWakeups {
-    /// The outbox relay.
-    pub relay: Arc<Notify>,
-    /// Every other consumer of the outbox: each watches this count with its own receiver, so
-    /// none misses a commit that woke another.
     pub consumers: watch::Sender<u64>,
 }
 
@@ -258,7 +261,6 @@ pub(crate) fn run(
         metrics.storage_batch_writes.observe(writes as f64);
         batch.clear();
         if had_events {
-            events_committed.relay.notify_one();
             events_committed
                 .consumers
                 .send_modify(|n| *n = n.wrapping_add(1));
@@ -453,6 +455,27 @@ pub(crate) fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteOk, Refused>
             )
             .and_then(|mut s| s.execute(params![name, *seq as i64]))
             .map_err(backend)?;
+            Ok(WriteOk::Done)
+        }
+        WriteOp::RegisterCursor { name } => {
+            // The end of the outbox is the largest seq ever handed out, purged or not.
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO stream_cursors (name, seq)
+                 SELECT ?1, MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0),
+                                COALESCE((SELECT MAX(seq) FROM events), 0))",
+            )
+            .and_then(|mut s| s.execute([name]))
+            .map_err(backend)?;
+            let seq: i64 = conn
+                .prepare_cached("SELECT seq FROM stream_cursors WHERE name = ?1")
+                .and_then(|mut s| s.query_row([name], |r| r.get(0)))
+                .map_err(backend)?;
+            Ok(WriteOk::Cursor(seq as u64))
+        }
+        WriteOp::DropCursor { name } => {
+            conn.prepare_cached("DELETE FROM stream_cursors WHERE name = ?1")
+                .and_then(|mut s| s.execute([name]))
+                .map_err(backend)?;
             Ok(WriteOk::Done)
         }
         WriteOp::Purge {
