@@ -313,6 +313,7 @@ impl Application {
             Some(crate::kafka::spawn(
                 deps,
                 settings.stream.kafka.clone(),
+                health.clone(),
                 stop_commands_rx,
             ))
         } else {

@@ -1119,7 +1119,7 @@ mod tests {
         );
         assert_eq!(
             key_of(Settings::from_toml_and_env(
-                "[stream]\nkind = \"kafka\"\nrelay_batch = 200000",
+                "[stream]\nkind = \"kafka\"\nrelay_batch = 5000\n[stream.kafka]\nqueue_max_messages = 1000",
                 []
             )),
             "stream.relay_batch"

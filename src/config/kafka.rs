@@ -105,11 +105,6 @@ pub struct KafkaCommandSettings {
     /// Pause before a command refused by saturated storage is tried again (its partition
     /// stays paused meanwhile).
     pub overload_retry_ms: u64,
-    /// First pause before the consumer is restarted after a failure; doubles up to
-    /// `restart_backoff_max_ms`.
-    pub restart_backoff_ms: u64,
-    /// Longest pause between restarts.
-    pub restart_backoff_max_ms: u64,
     /// At shutdown, how long commands in flight may take to finish (their replies included).
     pub drain_timeout_ms: u64,
 }
@@ -180,8 +175,6 @@ impl Default for KafkaCommandSettings {
             fetch_queue_kbytes: 16_384,
             commit_interval_ms: 1_000,
             overload_retry_ms: 200,
-            restart_backoff_ms: 500,
-            restart_backoff_max_ms: 30_000,
             drain_timeout_ms: 30_000,
         }
     }
@@ -278,16 +271,9 @@ impl KafkaSettings {
             || c.fetch_queue_kbytes == 0
             || c.commit_interval_ms == 0
             || c.overload_retry_ms == 0
-            || c.restart_backoff_ms == 0
             || c.drain_timeout_ms == 0
         {
             return bad("commands", "every bound must be positive");
-        }
-        if c.restart_backoff_max_ms < c.restart_backoff_ms {
-            return bad(
-                "commands.restart_backoff_max_ms",
-                "must be at least restart_backoff_ms",
-            );
         }
         if let Some(k) = self
             .properties

@@ -3,8 +3,9 @@
 //! lowest unfinished offset; `enable.auto.offset.store=false`, stored only once a command's
 //! reply is acknowledged), pauses a partition when its commands in flight reach the bound or
 //! storage refuses one (and every partition at the total bound) instead of buffering, and runs
-//! messages with the same key one after the other. Supervised: a failed session is restarted
-//! with a doubling back-off; at shutdown it stops fetching, lets commands in flight finish
+//! messages with the same key one after the other. One `session` is one group membership; the
+//! stream supervisor (`streams::consumer::supervise`, task `kafka-commands`) starts a new one
+//! after a failure. At shutdown a session stops fetching, lets commands in flight finish
 //! (within `drain_timeout_ms`), commits, and leaves the group.
 
 use super::CommandDeps;
@@ -19,7 +20,7 @@ use rdkafka::message::OwnedMessage;
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{Id, JoinSet};
 
@@ -29,8 +30,6 @@ const ERROR_PAUSE: Duration = Duration::from_millis(200);
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one wait for consumer events lasts while leaving.
 const LEAVE_POLL: Duration = Duration::from_millis(100);
-/// A session that ran this long before failing restarts after the shortest back-off again.
-const HEALTHY_SESSION: Duration = Duration::from_secs(60);
 
 /// The consumer's configuration: the group, manual offset storing, auto-commit of what is
 /// stored, reading only committed transactions, and the fetch queue's bound.
@@ -304,44 +303,13 @@ impl Session {
     }
 }
 
-/// Runs the command consumer until `shutdown` turns true, restarting a failed session after a
-/// doubling back-off.
-pub async fn supervise(deps: CommandDeps, k: KafkaSettings, mut shutdown: watch::Receiver<bool>) {
-    let c = &k.commands;
-    let (first, max) = (
-        Duration::from_millis(c.restart_backoff_ms),
-        Duration::from_millis(c.restart_backoff_max_ms),
-    );
-    let mut backoff = first;
-    loop {
-        let started = Instant::now();
-        match session(&deps, &k, shutdown.clone()).await {
-            Ok(()) => return,
-            Err(e) => {
-                deps.metrics.kafka.restarts.inc();
-                if started.elapsed() >= HEALTHY_SESSION {
-                    backoff = first;
-                }
-                tracing::error!(error = %e, backoff_ms = backoff.as_millis() as u64, "command consumer failed; restarting");
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = shutdown.changed() => {}
-        }
-        if *shutdown.borrow() {
-            return;
-        }
-        backoff = (backoff * 2).min(max);
-    }
-}
-
 /// One consumer-group membership, from subscribe to leaving the group.
-async fn session(
-    deps: &CommandDeps,
-    k: &KafkaSettings,
+pub(super) async fn session(
+    deps: CommandDeps,
+    k: KafkaSettings,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), String> {
+    let k = &k;
     let c = &k.commands;
     let ctx = Ctx {
         topic: c.topic.clone(),

@@ -18,6 +18,7 @@ use crate::http::auth::Authenticator;
 use crate::http::operations::Operations;
 use crate::metrics::Metrics;
 use crate::storage::CommandStore;
+use crate::streams::consumer::{Health, supervise};
 use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -35,12 +36,21 @@ pub struct CommandDeps {
     pub metrics: Arc<Metrics>,
 }
 
-/// Starts the supervised command consumer; it returns once `shutdown` turned true and its
-/// commands in flight finished and their offsets were committed.
+/// The supervised task's name (in `/readyz` and `paycore_stream_task_restarts_total`).
+pub const TASK: &str = "kafka-commands";
+
+/// Starts the command consumer under the stream supervisor (a failed session is started again
+/// with its back-off); it returns once `shutdown` turned true and its commands in flight
+/// finished and their offsets were committed.
 pub fn spawn(
     deps: CommandDeps,
     settings: KafkaSettings,
+    health: Health,
     shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    tokio::spawn(consumer::supervise(deps, settings, shutdown))
+    let metrics = deps.metrics.clone();
+    let stop = shutdown.clone();
+    supervise(TASK, health, metrics, shutdown, move || {
+        consumer::session(deps.clone(), settings.clone(), stop.clone())
+    })
 }

@@ -22,8 +22,6 @@ pub struct KafkaMetrics {
     pub replies: IntCounterVec,
     /// `paycore_kafka_dead_letters_total{reason}`.
     pub dead_letters: IntCounterVec,
-    /// `paycore_kafka_consumer_restarts_total`: consumer sessions restarted after a failure.
-    pub restarts: IntCounter,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -65,10 +63,6 @@ impl KafkaMetrics {
                 "Command messages sent to the dead-letter topic, by reason",
                 &["reason"],
             ),
-            restarts: must(IntCounter::new(
-                "paycore_kafka_consumer_restarts_total",
-                "Command consumer sessions restarted after a failure",
-            )),
         };
         must(registry.register(Box::new(m.commands.clone())));
         must(registry.register(Box::new(m.in_flight.clone())));
@@ -76,7 +70,6 @@ impl KafkaMetrics {
         must(registry.register(Box::new(m.pauses.clone())));
         must(registry.register(Box::new(m.replies.clone())));
         must(registry.register(Box::new(m.dead_letters.clone())));
-        must(registry.register(Box::new(m.restarts.clone())));
         m
     }
 }

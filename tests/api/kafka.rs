@@ -631,6 +631,9 @@ async fn messages_that_cannot_be_answered_are_dead_letters_and_bad_commands_get_
             .await;
         assert_eq!(r.status, 404, "{no} was not created");
     }
+    let ready = t.call("GET", "/readyz", None).await;
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    assert_eq!(ready.body["tasks"]["kafka-commands"]["state"], "running");
     let m = crate::common::metrics_text(&t).await;
     assert!(
         m.contains(r#"paycore_kafka_dead_letters_total{reason="malformed_json"} 1"#),
