@@ -154,3 +154,7 @@ impl CommandStore for SqliteStore {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "command_tests.rs"]
+mod tests;
