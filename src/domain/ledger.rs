@@ -40,6 +40,9 @@ pub const MAX_POSTINGS_PER_TXN: usize = 8;
 pub const MAX_OWNER_LEN: usize = 64;
 /// Longest reference (a channel trade number or a refund id), in bytes.
 pub const MAX_REFERENCE_LEN: usize = 128;
+/// Most ledger transactions one event books (an `order.extra_payment` books one per new extra
+/// payment, at most `MAX_PAYMENTS_PER_ORDER`); keeps the two-digit id suffix sortable.
+pub const MAX_TXNS_PER_EVENT: usize = 32;
 
 /// Why a ledger transaction could not be built or an event could not be booked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,6 +53,9 @@ pub enum LedgerError {
     /// More than [`MAX_POSTINGS_PER_TXN`] postings.
     #[error("a ledger transaction holds at most {MAX_POSTINGS_PER_TXN} postings")]
     TooManyPostings,
+    /// One event would book more than [`MAX_TXNS_PER_EVENT`] transactions.
+    #[error("one event books at most {MAX_TXNS_PER_EVENT} ledger transactions")]
+    TooManyTransactions,
     /// A posting of zero moves nothing and hides mistakes.
     #[error("posting {0} has amount zero")]
     ZeroPosting(usize),
@@ -304,14 +310,15 @@ impl TxnKind {
 }
 
 /// The id of a ledger transaction: `lt_` + the causing event's id without its `evt_` prefix,
-/// and `_<n>` for the n-th (n ≥ 2) transaction one event books. Derived, so a replay of the
-/// event names the same transactions.
+/// and `_<nn>` for the n-th (n ≥ 2) transaction one event books (two digits, so an order's
+/// transactions sort in the order booked: event ids are time-ordered). Derived, so a replay of
+/// the event names the same transactions.
 pub fn txn_id(event_id: &str, index: usize) -> String {
     let base = event_id.strip_prefix("evt_").unwrap_or(event_id);
     if index == 0 {
         format!("lt_{base}")
     } else {
-        format!("lt_{base}_{}", index + 1)
+        format!("lt_{base}_{:02}", index + 1)
     }
 }
 
@@ -448,6 +455,62 @@ impl LedgerTxn {
                 acc.checked_add(p.amount).ok_or(LedgerError::Overflow)
             })
     }
+}
+
+/// An account's balance snapshot: what flowed in, what flowed out, and the difference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountBalance {
+    /// The account.
+    pub account: Account,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// `inflow - outflow`.
+    pub balance: i64,
+    /// Sum of its positive postings.
+    pub inflow: i64,
+    /// Sum of its negative postings, as a positive number.
+    pub outflow: i64,
+}
+
+/// A merchant's totals in one currency, read off its accounts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MerchantTotals {
+    /// ISO 4217 code.
+    pub currency: String,
+    /// Payments posted: what flowed into `merchant_payable`.
+    pub paid: i64,
+    /// Refunds of them: what flowed out of `merchant_payable`.
+    pub refunded: i64,
+    /// What paycore owes the merchant: `merchant_payable`'s balance.
+    pub net_payable: i64,
+    /// Open holds: `merchant_pending`'s balance.
+    pub pending_holds: i64,
+    /// Extra payments not returned to payers yet: `refunds_payable`'s balance.
+    pub owed_to_payers: i64,
+}
+
+/// Per-currency totals of one merchant's account balances.
+pub fn merchant_totals(balances: &[AccountBalance]) -> Vec<MerchantTotals> {
+    let mut by: BTreeMap<&str, MerchantTotals> = BTreeMap::new();
+    for b in balances {
+        let t = by
+            .entry(b.currency.as_str())
+            .or_insert_with(|| MerchantTotals {
+                currency: b.currency.clone(),
+                ..MerchantTotals::default()
+            });
+        match b.account.kind() {
+            AccountKind::MerchantPayable => {
+                t.paid = b.inflow;
+                t.refunded = b.outflow;
+                t.net_payable = b.balance;
+            }
+            AccountKind::MerchantPending => t.pending_holds = b.balance,
+            AccountKind::RefundsPayable => t.owed_to_payers = b.balance,
+            AccountKind::ChannelPending | AccountKind::ChannelClearing => {}
+        }
+    }
+    by.into_values().collect()
 }
 
 #[cfg(test)]

@@ -21,7 +21,8 @@
 
 use super::event::Event;
 use super::ledger::{
-    Account, AccountKind, LedgerError, LedgerTxn, Posting, TxnKind, TxnParts, txn_id,
+    Account, AccountKind, LedgerError, LedgerTxn, MAX_TXNS_PER_EVENT, Posting, TxnKind, TxnParts,
+    txn_id,
 };
 use super::view::OrderView;
 use std::collections::BTreeSet;
@@ -35,7 +36,7 @@ pub struct OpenHold {
     pub postings: Vec<Posting>,
 }
 
-/// What one order's ledger holds so far, folded from its transactions in the order booked.
+/// What one order's ledger holds so far, folded from its transactions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OrderBook {
     /// The hold waiting for its post or void.
@@ -51,12 +52,17 @@ pub struct OrderBook {
 }
 
 impl OrderBook {
-    /// The book of an order from its transactions, in the order they were booked.
+    /// The book of an order from its transactions, in any order: holds are folded in before
+    /// the posts and voids that resolve them.
     pub fn from_transactions<'a>(
-        txns: impl IntoIterator<Item = &'a LedgerTxn>,
+        txns: impl IntoIterator<Item = &'a LedgerTxn> + Clone,
     ) -> Result<Self, LedgerError> {
         let mut book = Self::default();
-        for t in txns {
+        let is_hold = |t: &&LedgerTxn| t.kind() == TxnKind::Hold;
+        for t in txns.clone().into_iter().filter(is_hold) {
+            book.record(t)?;
+        }
+        for t in txns.into_iter().filter(|t| !is_hold(t)) {
             book.record(t)?;
         }
         Ok(book)
@@ -116,6 +122,9 @@ impl Builder<'_> {
         reference: Option<String>,
         postings: Vec<Posting>,
     ) -> Result<(), LedgerError> {
+        if self.out.len() >= MAX_TXNS_PER_EVENT {
+            return Err(LedgerError::TooManyTransactions);
+        }
         let txn = LedgerTxn::new(TxnParts {
             id: txn_id(self.event.event_id.as_str(), self.out.len()),
             order_id: self.event.order_id.clone(),

@@ -133,7 +133,8 @@ fn a_transaction_is_built_balanced_or_refused() {
 #[test]
 fn ids_derive_from_the_event() {
     assert_eq!(txn_id("evt_01ABC", 0), "lt_01ABC");
-    assert_eq!(txn_id("evt_01ABC", 1), "lt_01ABC_2");
+    assert_eq!(txn_id("evt_01ABC", 1), "lt_01ABC_02");
+    assert!(txn_id("evt_01ABC", 8) < txn_id("evt_01ABC", 9));
 }
 
 // ---- order histories from the real state machine ----

@@ -3,6 +3,7 @@
 //! answered only after its transaction's WAL frames are fsynced, so it survives kill -9 and
 //! power loss; `"normal"` survives kill -9 but not power loss.
 
+mod ledger;
 mod notifications;
 mod schema;
 mod writer;

@@ -165,6 +165,7 @@ pub(crate) enum WriteOp {
         limit: usize,
     },
     Notifications(super::notifications::NotificationOp),
+    Ledger(super::ledger::LedgerOp),
 }
 
 /// What a write answered.
@@ -175,6 +176,7 @@ pub(crate) enum WriteOk {
     Purged(u64),
     Claimed(Vec<Timer>),
     Notifications(super::notifications::NotificationOk),
+    Ledger(crate::storage::BatchOutcome),
 }
 
 pub(crate) struct WriteRequest {
@@ -463,6 +465,7 @@ pub(crate) fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteOk, Refused>
             Ok(WriteOk::Purged((tokens + events) as u64))
         }
         WriteOp::Notifications(op) => super::notifications::apply(conn, op),
+        WriteOp::Ledger(op) => super::ledger::apply(conn, op),
     }
 }
 
