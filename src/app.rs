@@ -1,19 +1,20 @@
 //! Start-up and shutdown of the whole service from one `Settings` value. `Application::build`
 //! binds the ports, opens storage, starts the simulator (when in-process), spawns the actor
-//! tree, the timer scheduler, the outbox relay, the merchant notifier and the purge task, and
-//! starts HTTP; tests use it exactly as
-//! `paycore serve` does, on port 0 against a temp directory.
+//! tree, the timer scheduler, the outbox relay, the merchant notifier, the ledger consumer and
+//! the purge task, and starts HTTP; tests use it exactly as `paycore serve` does, on port 0
+//! against a temp directory.
 
+use crate::actors::ledger::{self, LedgerDeps};
 use crate::actors::notifier::{self, NotifierDeps};
 use crate::actors::supervisor::{self, Tree};
-use crate::actors::{Notifications, Orders, order::OrderDeps};
+use crate::actors::{LedgerReads, Notifications, Orders, order::OrderDeps};
 use crate::billers;
 use crate::channels::{self, PaymentChannel};
 use crate::config::Settings;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::storage::sqlite::SqliteStore;
-use crate::storage::{NotificationStore, OrderStore};
+use crate::storage::{LedgerStore, NotificationStore, OrderStore};
 use crate::streams::in_process::InProcessStream;
 use crate::streams::{EventSink, relay};
 use actix_web::{App, HttpServer, web};
@@ -114,6 +115,22 @@ impl Application {
                 .map_err(|e| err("notifier cursor")(e.to_string()))?;
             None
         };
+        // The ledger's cursor likewise, so the purge never deletes an event before it is booked.
+        let ledger_cursor = if settings.ledger.enabled {
+            Some(
+                notification_store
+                    .register_cursor(ledger::CURSOR)
+                    .await
+                    .map_err(|e| err("ledger cursor")(e.to_string()))?,
+            )
+        } else {
+            notification_store
+                .drop_cursor(ledger::CURSOR)
+                .await
+                .map_err(|e| err("ledger cursor")(e.to_string()))?;
+            None
+        };
+        let ledger_store: Arc<dyn LedgerStore> = store.clone();
 
         let sim = if settings.simulator.in_process {
             let l = listen(
@@ -238,6 +255,16 @@ impl Application {
                 notifier::spawn(deps, cursor, shutdown_rx.clone()).map_err(err("notifier"))?,
             );
         }
+        if let Some(cursor) = ledger_cursor {
+            let deps = LedgerDeps {
+                events: order_store.clone(),
+                store: ledger_store.clone(),
+                batch: settings.ledger.batch,
+                metrics: metrics.clone(),
+                commits: store.watch_events_committed(),
+            };
+            background.push(ledger::spawn(deps, cursor, shutdown_rx.clone()));
+        }
         background.push(tokio::spawn(purge_loop(
             order_store.clone(),
             Duration::from_secs(settings.storage.purge_interval_secs.max(1)),
@@ -250,6 +277,7 @@ impl Application {
         let state = web::Data::new(AppState {
             orders: orders.clone(),
             notifications,
+            ledger: LedgerReads::new(ledger_store, orders.clone()),
             auth,
             channels: adapters,
             store: order_store,
@@ -327,6 +355,11 @@ impl Application {
         self.store.clone()
     }
 
+    /// The ledger store (for tests that reconcile it).
+    pub fn ledger(&self) -> Arc<dyn LedgerStore> {
+        self.store.clone()
+    }
+
     /// The order front door (for tests and embedding).
     pub fn orders(&self) -> &Orders {
         &self.orders
@@ -345,8 +378,8 @@ impl Application {
     }
 
     /// Stops in data-flow order: HTTP intake (in-flight requests finish), order and channel
-    /// actors drain their mailboxes, the relay publishes what is committed and the notifier
-    /// takes it in (its attempts in flight end and are recorded; the rest wait in storage), the
+    /// actors drain their mailboxes, the relay publishes what is committed, the ledger books it
+    /// and the notifier takes it in (its attempts in flight end and are recorded; the rest wait in storage), the
     /// writer commits what is queued and closes, and the simulator stops.
     pub async fn shutdown(self) {
         self.server.stop(true).await;

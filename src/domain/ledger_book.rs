@@ -27,6 +27,15 @@ use super::ledger::{
 use super::view::OrderView;
 use std::collections::BTreeSet;
 
+/// Event types that move no money and book nothing: a given-up fulfillment's refund is booked
+/// when it succeeds, a failed refund moved nothing. The consumer loads no book for them.
+pub const NO_MONEY_EVENTS: &[&str] = &[
+    "order.created",
+    "order.fulfilled",
+    "order.fulfillment_failed",
+    "refund.failed",
+];
+
 /// A hold not yet posted or voided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenHold {
@@ -183,7 +192,7 @@ pub fn book(event: &Event, prior: &OrderBook) -> Result<Vec<LedgerTxn>, LedgerEr
         out: Vec::new(),
     };
     match event.event_type.as_str() {
-        "order.created" | "order.fulfilled" | "order.fulfillment_failed" | "refund.failed" => {}
+        t if NO_MONEY_EVENTS.contains(&t) => {}
         "order.paying" => {
             if let Some(h) = &prior.open_hold {
                 return Err(missing(event, format!("hold {} is open already", h.txn_id)));

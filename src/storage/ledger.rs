@@ -5,6 +5,7 @@
 
 use super::StoreError;
 use crate::domain::ledger::{AccountBalance, LedgerTxn};
+pub use crate::domain::ledger_audit::StoredPosting as RawPosting;
 use crate::domain::{MerchantId, Order, OrderId};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
@@ -28,22 +29,6 @@ pub struct BatchOutcome {
     pub skipped: usize,
     /// Postings stored.
     pub postings: usize,
-}
-
-/// One posting of an order's ledger as stored, unchecked: what `ledger verify` reads, so a
-/// tampered row is reported rather than refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawPosting {
-    /// Its transaction.
-    pub txn_id: String,
-    /// The transaction's kind as stored.
-    pub kind: String,
-    /// Account as stored.
-    pub account: String,
-    /// Currency as stored.
-    pub currency: String,
-    /// Amount as stored.
-    pub amount: i64,
 }
 
 /// An order as `ledger verify` checks it: its state, and the outbox position of its last

@@ -3,6 +3,7 @@
 mod common;
 mod errors;
 mod fulfillment;
+mod ledger;
 mod lifecycle;
 mod notifications;
 mod operations;
