@@ -2,7 +2,7 @@
 //! shapes the consumer books for a paid and partly refunded order: hold, post, refund, 8
 //! postings per order) written with `LedgerStore::write_batch`, each batch with its cursor in
 //! one writer transaction, as the ledger consumer writes them. Criterion's throughput is in
-//! postings. Transactions are built outside the timed part.
+//! postings. Transactions are built outside the timed part; the allocator is the service's.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use paycore::config::{SqliteSettings, Synchronous};
@@ -19,6 +19,10 @@ use std::time::{Duration, Instant};
 const MERCHANTS: u64 = 16;
 /// Ledger transactions per booked order (hold, post, refund).
 const TXNS_PER_ORDER: usize = 3;
+
+/// As `paycore serve` runs (see src/main.rs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
