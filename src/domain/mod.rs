@@ -6,6 +6,7 @@ pub mod address;
 pub mod event;
 pub mod ids;
 pub mod ledger;
+pub mod ledger_account;
 pub mod ledger_audit;
 pub mod ledger_book;
 pub mod money;

@@ -4,6 +4,7 @@
 //! power loss; `"normal"` survives kill -9 but not power loss.
 
 mod ledger;
+mod ledger_scan;
 mod notifications;
 mod schema;
 mod writer;
