@@ -152,11 +152,29 @@ async fn the_consumer_books_what_is_committed_and_verify_judges_lag_by_its_curso
         "{report}"
     );
 
-    // Stopped by the signal, after taking in what is committed.
+    // Stopped by the signal.
     stop.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(5), task)
         .await
         .expect("the consumer stops")
         .unwrap();
+
+    // Told to stop before it even starts, a consumer still books what is committed first.
+    let third = paying_order(&store, "C3").await;
+    let (_, stopped) = watch::channel(true);
+    let deps = LedgerDeps {
+        events: store.clone(),
+        store: store.clone(),
+        batch: 1,
+        metrics: Arc::new(Metrics::new()),
+        commits: store.watch_events_committed(),
+    };
+    let from = store.cursor(CURSOR).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), spawn(deps, from, stopped))
+        .await
+        .expect("the consumer stops")
+        .unwrap();
+    assert_eq!(store.cursor(CURSOR).await.unwrap(), 7);
+    assert_eq!(store.order_ledger(&third.order_id).await.unwrap().len(), 1);
     store.close().await;
 }

@@ -358,3 +358,46 @@ async fn a_posting_edited_in_the_database_fails_verify() {
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_books_every_committed_event_before_storage_closes() {
+    let t = spawn_app(fast).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let id = t.create(&format!("LEDGER-SD-{i}"), 100 + i).await["order_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(t.pay(&id).await.status, 202);
+        ids.push(id);
+    }
+    for id in &ids {
+        t.wait_status(id, "PAID").await;
+    }
+    // Stopped at once: whatever the ledger had not booked yet, it books before storage closes.
+    let dir = t.stop().await;
+    let db = rusqlite::Connection::open(dir.path().join("paycore.db")).unwrap();
+    let (cursor, last): (i64, i64) = db
+        .query_row(
+            "SELECT (SELECT seq FROM stream_cursors WHERE name = 'ledger'), (SELECT MAX(seq) FROM events)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        cursor, last,
+        "the ledger's cursor is at the end of the outbox"
+    );
+    let posts: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM ledger_transactions WHERE kind = 'post'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(posts, 5);
+    drop(db);
+    let (code, out) = verify_command(dir.path());
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("not yet booked"), "{out}");
+}
