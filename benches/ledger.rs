@@ -3,14 +3,23 @@
 //! postings per order) written with `LedgerStore::write_batch`, each batch with its cursor in
 //! one writer transaction, as the ledger consumer writes them. Criterion's throughput is in
 //! postings. Transactions are built outside the timed part; the allocator is the service's.
+//!
+//! `ledger_consumer` measures the whole consumer instead: an outbox holding the events of paid
+//! orders (created, paying, paid: two transactions and six postings per order) is booked from
+//! cursor 0 by the real ledger consumer (read the events, load the orders' books, book, write
+//! each batch with its cursor); throughput in events.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use paycore::actors::ledger::{self as consumer, LedgerDeps};
 use paycore::config::{SqliteSettings, Synchronous};
-use paycore::domain::OrderId;
 use paycore::domain::ledger::{Account, LedgerTxn, Posting, TxnKind, TxnParts};
+use paycore::domain::{
+    Command, Event, MerchantId, NewOrder, Order, OrderId, PayMethod, PaySerialNo, ReportedPayment,
+    SubmitToken,
+};
 use paycore::metrics::Metrics;
 use paycore::storage::sqlite::SqliteStore;
-use paycore::storage::{LedgerStore, OrderStore};
+use paycore::storage::{LedgerStore, OrderStore, TokenRecord};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -150,5 +159,131 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// Stores `n` orders of 500 paid through PAYING, with their events, as order actors would.
+async fn paid_orders(store: &Arc<SqliteStore>, n: usize) {
+    let demo = MerchantId::parse("demo").expect("valid id");
+    let writes = (0..n).map(|i| {
+        let (store, demo) = (store.clone(), demo.clone());
+        tokio::spawn(async move {
+            let now = time::OffsetDateTime::now_utc();
+            let token = SubmitToken::generate();
+            store
+                .issue_token(TokenRecord {
+                    token: token.clone(),
+                    merchant_id: demo.clone(),
+                    expires_at: now + time::Duration::minutes(30),
+                })
+                .await
+                .expect("token stored");
+            let new = NewOrder {
+                merchant_id: demo,
+                merchant_order_no: paycore::domain::MerchantOrderNo::parse(&format!("L-{i}"))
+                    .expect("valid number"),
+                amount: paycore::domain::Amount::new(500).expect("valid amount"),
+                currency: paycore::domain::Currency::Cny,
+                business_type: paycore::domain::BusinessType::BillBuy,
+                channel: "sim".into(),
+                subject: None,
+                notify_url: None,
+                expire_seconds: 900,
+                fulfillment_required: false,
+            };
+            let (mut o, created) = Order::create(OrderId::generate(), new, now);
+            let events = Event::for_change(&o, &created).into_iter().collect();
+            store
+                .create_order(token, o.clone(), events, vec![], now)
+                .await
+                .expect("created");
+            for cmd in [
+                Command::MarkPaying {
+                    pay_serial_no: PaySerialNo::generate(),
+                    pay_method: PayMethod::Native,
+                    channel_payload: serde_json::json!({}),
+                    channel_trade_no: Some(format!("T-{i}")),
+                },
+                Command::MarkPaid(ReportedPayment {
+                    channel_trade_no: format!("T-{i}"),
+                    amount: 500,
+                    currency: "CNY".into(),
+                    paid_at: now,
+                }),
+            ] {
+                let prev = o.clone();
+                let mut events = Vec::new();
+                for c in o.apply(&cmd, now).expect("applies") {
+                    o.on(&c);
+                    events.extend(Event::for_change(&o, &c));
+                }
+                store
+                    .update_order(o.clone(), prev.version, prev.status, events, vec![])
+                    .await
+                    .expect("updated");
+            }
+        })
+    });
+    for w in futures::future::join_all(writes).await {
+        w.expect("task");
+    }
+}
+
+fn bench_consumer(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut g = c.benchmark_group("ledger_consumer");
+    // Each iteration fills a fresh outbox first (untimed, seconds): few of them.
+    g.sample_size(10);
+    g.warm_up_time(Duration::from_secs(1));
+    g.measurement_time(Duration::from_secs(2));
+    const ORDERS: usize = 2_000;
+    g.throughput(Throughput::Elements(ORDERS as u64 * 3));
+    g.bench_function(BenchmarkId::new("events_full", ORDERS * 3), |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let dir = tempfile::tempdir().expect("temp dir");
+                    let settings = SqliteSettings {
+                        path: dir.path().join("bench.db").to_string_lossy().into_owned(),
+                        ..SqliteSettings::default()
+                    };
+                    let open = || {
+                        Arc::new(
+                            SqliteStore::open(&settings, Arc::new(Metrics::new())).expect("opens"),
+                        )
+                    };
+                    let store = open();
+                    paid_orders(&store, ORDERS).await;
+                    // Closed and opened again: the WAL the orders left is checkpointed, so the
+                    // consumer's first commit does not pay for it.
+                    store.close().await;
+                    let store = open();
+                    let deps = LedgerDeps {
+                        events: store.clone(),
+                        store: store.clone(),
+                        batch: paycore::config::LedgerSettings::default().batch,
+                        metrics: Arc::new(Metrics::new()),
+                        commits: store.watch_events_committed(),
+                    };
+                    // Told to stop from the start: it books everything committed, then ends.
+                    let (_stop, stopped) = tokio::sync::watch::channel(true);
+                    let started = Instant::now();
+                    consumer::spawn(deps, 0, stopped).await.expect("consumer");
+                    total += started.elapsed();
+                    assert_eq!(
+                        store.cursor(consumer::CURSOR).await.expect("cursor"),
+                        ORDERS as u64 * 3
+                    );
+                    store.close().await;
+                }
+                total
+            })
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_consumer);
 criterion_main!(benches);

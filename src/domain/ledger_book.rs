@@ -25,6 +25,7 @@ use super::ledger::{
     txn_id,
 };
 use super::view::OrderView;
+use serde::Deserialize;
 use std::collections::BTreeSet;
 
 /// Event types that move no money and book nothing: a given-up fulfillment's refund is booked
@@ -168,8 +169,8 @@ fn positive(event: &Event, amount: i64, what: &str) -> Result<i64, LedgerError> 
 /// transactions, with ids derived from the event; an event that lacks what its booking needs is
 /// an error. Fold the result into the book (`OrderBook::record`) before the order's next event.
 pub fn book(event: &Event, prior: &OrderBook) -> Result<Vec<LedgerTxn>, LedgerError> {
-    let v: OrderView = serde_json::from_value(event.data.clone())
-        .map_err(|e| LedgerError::BadData(e.to_string()))?;
+    // Read in place: `&Value` is a deserializer, no copy of the view is made.
+    let v = OrderView::deserialize(&event.data).map_err(|e| LedgerError::BadData(e.to_string()))?;
     if v.order_id != event.order_id || v.merchant_id != event.merchant_id {
         return Err(LedgerError::BadData(
             "the view's order or merchant differs from the envelope's".into(),
