@@ -1,8 +1,9 @@
 //! Start-up and shutdown of the whole service from one `Settings` value. `Application::build`
 //! binds the ports, opens storage, starts the simulator (when in-process), spawns the actor
-//! tree, the timer scheduler, the outbox relay, the merchant notifier, the ledger consumer and
-//! the purge task, and starts HTTP; tests use it exactly as `paycore serve` does, on port 0
-//! against a temp directory.
+//! tree, the timer scheduler, the outbox relay, the merchant notifier and the purge task, and
+//! starts HTTP; tests use it exactly as
+//! `paycore serve` does, on port 0 against a temp directory. The ledger consumer runs beside
+//! the notifier, on its own outbox cursor.
 
 use crate::actors::ledger::{self, LedgerDeps};
 use crate::actors::notifier::{self, NotifierDeps};
@@ -378,8 +379,9 @@ impl Application {
     }
 
     /// Stops in data-flow order: HTTP intake (in-flight requests finish), order and channel
-    /// actors drain their mailboxes, the relay publishes what is committed, the ledger books it
-    /// and the notifier takes it in (its attempts in flight end and are recorded; the rest wait in storage), the
+    /// actors drain their mailboxes, the relay publishes what is committed and the notifier
+    /// takes it in (its attempts in flight end and are recorded; the rest wait in storage), the
+    /// ledger books it, the
     /// writer commits what is queued and closes, and the simulator stops.
     pub async fn shutdown(self) {
         self.server.stop(true).await;
