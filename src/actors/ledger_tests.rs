@@ -178,3 +178,58 @@ async fn the_consumer_books_what_is_committed_and_verify_judges_lag_by_its_curso
     assert_eq!(store.order_ledger(&third.order_id).await.unwrap().len(), 1);
     store.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_id_stored_with_other_content_stops_the_ledger_there() {
+    use crate::domain::ledger::{Account, AccountKind, Posting, TxnKind, TxnParts, txn_id};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let cursor = NotificationStore::register_cursor(&*store, CURSOR)
+        .await
+        .unwrap();
+    paying_order(&store, "X1").await;
+    // The id the consumer derives for the order's hold, stored already with other content
+    // (under another order, so the order's own book does not see it).
+    let paying = store.events_after(0, 10).await.unwrap()[1].event.clone();
+    assert_eq!(paying.event_type, "order.paying");
+    let leg =
+        |kind, owner: &str, amount| Posting::new(Account::new(kind, owner).unwrap(), "CNY", amount);
+    let squatter = LedgerTxn::new(TxnParts {
+        id: txn_id(paying.event_id.as_str(), 0),
+        order_id: OrderId::generate().to_string(),
+        merchant_id: "demo".into(),
+        event_id: paying.event_id.to_string(),
+        kind: TxnKind::Hold,
+        resolves: None,
+        reference: None,
+        postings: vec![
+            leg(AccountKind::ChannelPending, "sim", -1),
+            leg(AccountKind::MerchantPending, "demo", 1),
+        ],
+    })
+    .unwrap();
+    store.write_batch(vec![squatter], "other", 0).await.unwrap();
+
+    let metrics = Arc::new(Metrics::new());
+    let (stop, stopped) = watch::channel(false);
+    let deps = LedgerDeps {
+        events: store.clone(),
+        store: store.clone(),
+        batch: 10,
+        metrics: metrics.clone(),
+        commits: store.watch_events_committed(),
+    };
+    let task = spawn(deps, cursor, stopped);
+    // It retries (every RETRY_PAUSE) and never passes the conflict over.
+    tokio::time::sleep(RETRY_PAUSE * 3).await;
+    assert_eq!(store.cursor(CURSOR).await.unwrap(), 0);
+    assert_eq!(metrics.ledger_batches.get(), 0);
+    assert_eq!(metrics.ledger_rejected.get(), 0);
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the consumer stops")
+        .unwrap();
+    assert_eq!(store.cursor(CURSOR).await.unwrap(), 0);
+    store.close().await;
+}
