@@ -381,4 +381,4 @@ pub fn merchant_totals(balances: &[AccountBalance]) -> Vec<MerchantTotals> {
 
 #[cfg(test)]
 #[path = "ledger_tests.rs"]
-mod tests;
+pub(crate) mod tests;

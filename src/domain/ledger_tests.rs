@@ -142,7 +142,7 @@ fn ids_derive_from_the_event() {
 /// One step a test history may take; impossible ones are refused by the state machine and
 /// leave the order as it is.
 #[derive(Debug, Clone)]
-enum Step {
+pub(crate) enum Step {
     Intent,
     Paying,
     /// A charge: trade number index, whether the amount is right, whether in CNY.
@@ -158,7 +158,7 @@ enum Step {
     Fulfil(bool, bool),
 }
 
-fn step() -> impl Strategy<Value = Step> {
+pub(crate) fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         1 => Just(Step::Intent),
         2 => Just(Step::Paying),
@@ -225,7 +225,7 @@ fn command(o: &Order, s: &Step, n: usize) -> Option<Command> {
 }
 
 /// Runs the steps through the state machine; answers the final order and its events.
-fn history(amount: i64, fulfil: bool, steps: &[Step]) -> (Order, Vec<Event>) {
+pub(crate) fn history(amount: i64, fulfil: bool, steps: &[Step]) -> (Order, Vec<Event>) {
     let mut new = NewOrder::for_test("demo", "M1", amount);
     new.fulfillment_required = fulfil;
     let (mut order, created) = Order::create(OrderId::generate(), new, T0);
@@ -247,7 +247,7 @@ fn history(amount: i64, fulfil: bool, steps: &[Step]) -> (Order, Vec<Event>) {
 }
 
 /// Books every event in turn on a fresh book.
-fn book_all(events: &[Event]) -> Result<Vec<LedgerTxn>, LedgerError> {
+pub(crate) fn book_all(events: &[Event]) -> Result<Vec<LedgerTxn>, LedgerError> {
     let mut b = OrderBook::default();
     let mut out = Vec::new();
     for e in events {

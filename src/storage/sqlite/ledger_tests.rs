@@ -329,3 +329,84 @@ async fn the_scan_finds_rows_edited_behind_the_stores_back() {
     assert!(raw_rows[order.as_str()].iter().any(|r| r.amount == -301));
     store.close().await;
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+    /// Real histories of a few orders, booked, written in arbitrary batches, with an arbitrary
+    /// batch written again: the store holds each transaction once, every balance snapshot is
+    /// the sum of its postings, and the scan finds nothing.
+    #[test]
+    fn any_split_and_replay_of_real_histories_stores_each_transaction_once(
+        orders in proptest::collection::vec(
+            (1i64..=5_000, proptest::prelude::any::<bool>(),
+             proptest::collection::vec(crate::domain::ledger::tests::step(), 0..16)),
+            1..4,
+        ),
+        cuts in proptest::collection::vec(0usize..64, 0..6),
+        replay in proptest::prelude::any::<proptest::sample::Index>(),
+    ) {
+        use crate::domain::ledger::tests::{book_all, history};
+        let mut all: Vec<LedgerTxn> = Vec::new();
+        let mut ids = Vec::new();
+        for (amount, fulfil, steps) in &orders {
+            let (order, events) = history(*amount, *fulfil, steps);
+            ids.push(order.order_id.clone());
+            all.extend(book_all(&events).unwrap());
+        }
+        // Interleave the orders' transactions as a batch of events would, keeping each
+        // order's own order.
+        all.sort_by(|a, b| a.event_id().cmp(b.event_id()).then(a.id().cmp(b.id())));
+        let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (all.len() + 1)).collect();
+        bounds.extend([0, all.len()]);
+        bounds.sort_unstable();
+        bounds.dedup();
+        let batches: Vec<Vec<LedgerTxn>> =
+            bounds.windows(2).map(|w| all[w[0]..w[1]].to_vec()).collect();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let store = open(&dir);
+            let mut written = 0;
+            for (i, b) in batches.iter().enumerate() {
+                written += store.write_batch(b.clone(), "ledger", i as u64 + 1).await.unwrap().written;
+            }
+            assert_eq!(written, all.len());
+            if !batches.is_empty() {
+                let again = replay.get(&batches);
+                let out = store.write_batch(again.clone(), "ledger", 1).await.unwrap();
+                assert_eq!((out.written, out.skipped), (0, again.len()));
+            }
+            assert_eq!(store.cursor("ledger").await.unwrap(), batches.len() as u64);
+            for id in &ids {
+                let mine: Vec<LedgerTxn> =
+                    all.iter().filter(|t| t.order_id() == id.as_str()).cloned().collect();
+                let stored: Vec<LedgerTxn> =
+                    store.order_ledger(id).await.unwrap().into_iter().map(|b| b.txn).collect();
+                assert_eq!(stored, mine);
+            }
+            let mut expected: BTreeMap<(String, String), i64> = BTreeMap::new();
+            for t in &all {
+                for p in t.postings().iter().filter(|p| p.account.merchant().is_some()) {
+                    *expected.entry((p.account.to_string(), p.currency.clone())).or_insert(0) += p.amount;
+                }
+            }
+            let got: BTreeMap<(String, String), i64> = store
+                .merchant_balances(&MerchantId::parse("demo").unwrap())
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|b| ((b.account.to_string(), b.currency), b.balance))
+                .collect();
+            assert_eq!(got, expected);
+            let scan = store.scan_ledger(10).await.unwrap();
+            assert_eq!(scan.findings, vec![]);
+            assert_eq!(scan.transactions, all.len() as u64);
+            store.close().await;
+        });
+    }
+}
