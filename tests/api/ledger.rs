@@ -401,3 +401,36 @@ async fn shutdown_books_every_committed_event_before_storage_closes() {
     assert_eq!(code, 0, "{out}");
     assert!(!out.contains("not yet booked"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switched_off_the_ledger_books_nothing_and_holds_no_cursor() {
+    let t = spawn_app(|s| {
+        fast(s);
+        s.ledger.enabled = false;
+    })
+    .await;
+    let id = t.create("LEDGER-OFF", 100).await["order_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(t.pay(&id).await.status, 202);
+    t.wait_status(&id, "PAID").await;
+    let r = t
+        .call("GET", &format!("/v1/ledger/orders/{id}"), None)
+        .await;
+    assert_eq!((r.status, r.body), (200, json!([])));
+    assert_eq!(metric(&t, "paycore_ledger_batches_total").await, Some(0.0));
+    let dir = t.stop().await;
+    let db = rusqlite::Connection::open(dir.path().join("paycore.db")).unwrap();
+    let cursors: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM stream_cursors WHERE name = 'ledger'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        cursors, 0,
+        "a switched-off ledger must not hold the outbox purge"
+    );
+}
