@@ -1,13 +1,14 @@
 //! Start-up and shutdown of the whole service from one `Settings` value. `Application::build`
 //! binds the ports, opens storage, starts the simulator (when in-process), spawns the actor
-//! tree, the timer scheduler, the outbox relay (to the in-process stream or Kafka), the merchant
-//! notifier, the purge task and (when configured) the Kafka command consumer, and starts HTTP;
-//! tests use it exactly as
-//! `paycore serve` does, on port 0 against a temp directory.
+//! tree, the timer scheduler, the outbox relay (to Kafka, when configured), the merchant
+//! notifier, the ledger, the purge task and (when configured) the Kafka command consumer, and
+//! starts HTTP; tests use it exactly as `paycore serve` does, on port 0 against a temp
+//! directory. The notifier and the ledger are consumers of the log, each on its own cursor.
 
+use crate::actors::ledger::{self, LedgerDeps};
 use crate::actors::notifier::{self, NotifierDeps};
 use crate::actors::supervisor::{self, Tree};
-use crate::actors::{Notifications, Orders, order::OrderDeps};
+use crate::actors::{LedgerReads, Notifications, Orders, order::OrderDeps};
 use crate::billers;
 use crate::channels::{self, PaymentChannel};
 use crate::config::Settings;
@@ -15,7 +16,7 @@ use crate::http::{self, AppState};
 use crate::kafka::CommandDeps;
 use crate::metrics::Metrics;
 use crate::storage::sqlite::SqliteStore;
-use crate::storage::{NotificationStore, OrderStore};
+use crate::storage::{LedgerStore, NotificationStore, OrderStore};
 use crate::streams::consumer::{self, Health, LogConsumer, RunSpec, supervise};
 use crate::streams::kafka::KafkaSink;
 use crate::streams::{EventSink, relay};
@@ -135,6 +136,19 @@ impl Application {
                 .await
                 .map_err(|e| err("notifier cursor")(e.to_string()))?;
         }
+        // The ledger's cursor likewise, so the purge never deletes an event before it is booked.
+        if settings.ledger.enabled {
+            store
+                .register_cursor(ledger::CURSOR)
+                .await
+                .map_err(|e| err("ledger cursor")(e.to_string()))?;
+        } else {
+            store
+                .drop_cursor(ledger::CURSOR)
+                .await
+                .map_err(|e| err("ledger cursor")(e.to_string()))?;
+        }
+        let ledger_store: Arc<dyn LedgerStore> = store.clone();
 
         let sim = if settings.simulator.in_process {
             let l = listen(
@@ -278,6 +292,16 @@ impl Application {
                     .map_err(err("notifier"))?,
             );
         }
+        if settings.ledger.enabled {
+            let deps = LedgerDeps {
+                events: order_store.clone(),
+                store: ledger_store.clone(),
+                batch: settings.ledger.batch,
+                metrics: metrics.clone(),
+                commits: store.watch_events_committed(),
+            };
+            background.push(ledger::spawn(deps, health.clone(), shutdown_rx.clone()));
+        }
         background.push(tokio::spawn(purge_loop(
             order_store.clone(),
             Duration::from_secs(settings.storage.purge_interval_secs.max(1)),
@@ -322,6 +346,7 @@ impl Application {
         let state = web::Data::new(AppState {
             orders: orders.clone(),
             notifications,
+            ledger: LedgerReads::new(ledger_store, orders.clone()),
             auth,
             channels: adapters,
             store: order_store,
@@ -396,6 +421,11 @@ impl Application {
         self.store.clone()
     }
 
+    /// The ledger store (for tests that reconcile it).
+    pub fn ledger(&self) -> Arc<dyn LedgerStore> {
+        self.store.clone()
+    }
+
     /// The order front door (for tests and embedding).
     pub fn orders(&self) -> &Orders {
         &self.orders
@@ -429,6 +459,7 @@ impl Application {
     /// acknowledged, offsets committed), HTTP intake (in-flight requests finish), order and channel
     /// actors drain their mailboxes, the relay publishes what is committed and the notifier
     /// takes it in (its attempts in flight end and are recorded; the rest wait in storage), the
+    /// ledger books it, the
     /// writer commits what is queued and closes, and the simulator stops.
     pub async fn shutdown(self) {
         // Kafka commands are intake too: stop fetching, let those in flight finish (their

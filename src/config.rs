@@ -58,6 +58,8 @@ pub struct Settings {
     pub timers: TimerSettings,
     /// Signed merchant notifications: retries, bounds, and the addresses they may go to.
     pub notifications: NotificationSettings,
+    /// The double-entry ledger the outbox is booked into.
+    pub ledger: LedgerSettings,
     /// The in-process channel simulator.
     pub simulator: SimulatorSettings,
     /// Payment channels by name.
@@ -288,6 +290,29 @@ impl NotificationSettings {
             .iter()
             .map(|&ms| std::time::Duration::from_millis(ms))
             .collect()
+    }
+}
+
+/// Most events the ledger may book in one batch (one SQLite transaction).
+pub const MAX_LEDGER_BATCH: usize = 10_000;
+
+/// Ledger settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerSettings {
+    /// Book the outbox into the ledger. Switched off, its cursor is dropped (it must not hold
+    /// the outbox purge); switched on again, it books from the end of the outbox as it is then.
+    pub enabled: bool,
+    /// Most events booked per batch; each batch and the cursor commit in one transaction.
+    pub batch: usize,
+}
+
+impl Default for LedgerSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            batch: 1_000,
+        }
     }
 }
 
@@ -622,6 +647,7 @@ impl Default for Settings {
             stream: StreamSettings::default(),
             timers: TimerSettings::default(),
             notifications: NotificationSettings::default(),
+            ledger: LedgerSettings::default(),
             simulator: SimulatorSettings::default(),
             channels,
             merchants: vec![MerchantSettings {
@@ -836,6 +862,9 @@ impl Settings {
                 "notifications.lease_ms",
                 "must be longer than request_timeout_ms",
             );
+        }
+        if !(1..=MAX_LEDGER_BATCH).contains(&self.ledger.batch) {
+            return bad("ledger.batch", "must be within 1..=10000");
         }
         let policy = n.address_policy();
         self.simulator
@@ -1082,6 +1111,15 @@ mod tests {
         );
         assert!(Settings::from_toml_and_env("[notifications]\nlease_ms = 10", []).is_err());
         assert!(Settings::from_toml_and_env("[notifications]\nretries = 3", []).is_err());
+        assert!(Settings::from_toml_and_env("[ledger]\nbatch = 0", []).is_err());
+        assert!(Settings::from_toml_and_env("[ledger]\nbatch = 10001", []).is_err());
+        assert!(Settings::from_toml_and_env("[ledger]\nbatches = 5", []).is_err());
+        let ledger = Settings::from_toml_and_env("[ledger]\nenabled = false\nbatch = 50", [])
+            .unwrap()
+            .ledger;
+        assert_eq!((ledger.enabled, ledger.batch), (false, 50));
+        let defaults = Settings::default().ledger;
+        assert_eq!((defaults.enabled, defaults.batch), (true, 1_000));
     }
 
     #[test]

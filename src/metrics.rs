@@ -91,6 +91,18 @@ pub struct Metrics {
     pub notification_delivery_seconds: Histogram,
     /// The Kafka command consumer's.
     pub kafka: KafkaMetrics,
+    /// `paycore_ledger_transactions_total`: ledger transactions stored (replays skipped are not
+    /// counted).
+    pub ledger_transactions: IntCounter,
+    /// `paycore_ledger_postings_total`: postings stored.
+    pub ledger_postings: IntCounter,
+    /// `paycore_ledger_batches_total`: batches of events booked (each one transaction).
+    pub ledger_batches: IntCounter,
+    /// `paycore_ledger_rejected_events_total`: events whose booking failed and were passed over
+    /// (each logged; `paycore ledger verify` names the order).
+    pub ledger_rejected: IntCounter,
+    /// `paycore_ledger_cursor`: outbox position the ledger has booked up to.
+    pub ledger_cursor: IntGauge,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -250,6 +262,29 @@ impl Metrics {
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
         ));
+        let counter = |name: &str, help: &str| {
+            let c = must(IntCounter::new(name, help));
+            reg(Box::new(c.clone()));
+            c
+        };
+        let ledger_transactions = counter(
+            "paycore_ledger_transactions_total",
+            "Ledger transactions stored",
+        );
+        let ledger_postings = counter("paycore_ledger_postings_total", "Ledger postings stored");
+        let ledger_batches = counter(
+            "paycore_ledger_batches_total",
+            "Batches of events booked in the ledger",
+        );
+        let ledger_rejected = counter(
+            "paycore_ledger_rejected_events_total",
+            "Events the ledger could not book and passed over",
+        );
+        let ledger_cursor = must(IntGauge::new(
+            "paycore_ledger_cursor",
+            "Outbox position the ledger has booked up to",
+        ));
+        reg(Box::new(ledger_cursor.clone()));
         reg(Box::new(notifications.clone()));
         reg(Box::new(notifications_pending.clone()));
         reg(Box::new(notification_delivery_seconds.clone()));
@@ -328,6 +363,11 @@ impl Metrics {
             notifications_pending,
             notification_delivery_seconds,
             kafka,
+            ledger_transactions,
+            ledger_postings,
+            ledger_batches,
+            ledger_rejected,
+            ledger_cursor,
         }
     }
 

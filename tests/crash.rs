@@ -2,7 +2,9 @@
 //! with SIGKILL mid-load, and after a restart every order that got a 201 (and every pay that got
 //! a 202) is there with its acknowledged status. And timers survive it: polls, refund retries
 //! and expiry closes pending at the kill all complete after the restart, and so do write-off
-//! retries and merchant notifications waiting for their retry.
+//! retries and merchant notifications waiting for their retry. After each, `paycore ledger
+//! verify` passes: the ledger's batches and cursor commit together, so a kill in the middle of
+//! booking leaves nothing half-booked.
 
 use serde_json::{Value, json};
 use std::process::{Child, Command, Stdio};
@@ -41,6 +43,30 @@ fn start_with(db: &str, port: u16, sim_port: u16, cmd: &str, env: &[(&str, &str)
         c.env(k, v);
     }
     c.spawn().expect("start paycore")
+}
+
+/// Runs `paycore ledger verify` on the database of a stopped paycore: it must pass (orders the
+/// ledger had not booked at the kill are counted as not yet booked, never as failures).
+fn ledger_verifies(db: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_paycore"))
+        .args([
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"),
+            "ledger",
+            "verify",
+        ])
+        .env("PAYCORE_STORAGE__SQLITE__PATH", db)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("paycore ledger verify runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "ledger verify failed:\n{stdout}"
+    );
+    assert!(stdout.contains("PASSED"), "{stdout}");
+    eprintln!("{stdout}");
 }
 
 async fn wait_healthy(http: &reqwest::Client, base: &str) {
@@ -169,6 +195,7 @@ async fn every_acknowledged_write_survives_sigkill() {
     child.kill().unwrap();
     child.wait().unwrap();
     eprintln!("checked {} acknowledged orders after SIGKILL", last.len());
+    ledger_verifies(&db);
 }
 
 async fn wait_order(
@@ -515,4 +542,5 @@ async fn timers_pending_at_sigkill_all_complete_after_restart() {
     child.wait().unwrap();
     simulator.kill().unwrap();
     simulator.wait().unwrap();
+    ledger_verifies(&db);
 }

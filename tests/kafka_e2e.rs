@@ -144,7 +144,7 @@ async fn readyz(port: u16) -> Value {
 }
 
 /// A consumer that keeps every message of `topic` from the beginning.
-fn collect(topic: &str, group: &str) -> (Arc<Mutex<Vec<(i32, Vec<u8>, Value)>>>, StreamConsumer) {
+fn collect(topic: &str, group: &str) -> (Arc<Seen>, StreamConsumer) {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
         .set("group.id", group)
@@ -156,7 +156,7 @@ fn collect(topic: &str, group: &str) -> (Arc<Mutex<Vec<(i32, Vec<u8>, Value)>>>,
     (Arc::new(Mutex::new(Vec::new())), consumer)
 }
 
-fn drain(sink: Arc<Mutex<Vec<(i32, Vec<u8>, Value)>>>, consumer: StreamConsumer) {
+fn drain(sink: Arc<Seen>, consumer: StreamConsumer) {
     tokio::spawn(async move {
         loop {
             match consumer.recv().await {
@@ -222,7 +222,7 @@ async fn wait_for(replies: &Seen, what: &str, pred: impl Fn(&HashMap<String, Vec
 }
 
 /// The replies so far, by request id.
-fn replies_by_id(replies: &Mutex<Vec<(i32, Vec<u8>, Value)>>) -> HashMap<String, Vec<Value>> {
+fn replies_by_id(replies: &Seen) -> HashMap<String, Vec<Value>> {
     let mut out: HashMap<String, Vec<Value>> = HashMap::new();
     for (_, _, v) in replies.lock().unwrap().iter() {
         if let Some(id) = v["request_id"].as_str() {

@@ -1,10 +1,14 @@
 //! Pure types and rules: money, ids, the order and its state machine, events, merchant
-//! notifications, request signing, the address rule for notify URLs. No I/O, no async, no actor
+//! notifications, ledger postings, request signing, the address rule for notify URLs. No I/O, no async, no actor
 //! types; nothing here depends on another module of paycore.
 
 pub mod address;
 pub mod event;
 pub mod ids;
+pub mod ledger;
+pub mod ledger_account;
+pub mod ledger_audit;
+pub mod ledger_book;
 pub mod money;
 pub mod notification;
 pub mod order;

@@ -209,7 +209,7 @@ impl From<StoreError> for ApiError {
                 "the service is shutting down",
             )
             .retry_after(5),
-            StoreError::Backend(m) | StoreError::Corrupt(m) => {
+            StoreError::Backend(m) | StoreError::Corrupt(m) | StoreError::IdConflict(m) => {
                 tracing::error!(error = %m, "storage failure");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -1,12 +1,13 @@
 //! Ingress: the `/v1` contract over actix-web. Routes, merchant authentication, body limits,
 //! request/response types, and the mapping of every error to the contract's form. Handlers hold
 //! no business rules: they parse, authenticate, call `actors::Orders` (or
-//! `actors::Notifications`), and answer.
+//! `actors::Notifications`, `actors::LedgerReads`), and answer.
 
 pub mod auth;
 pub mod body;
 pub mod callbacks;
 pub mod error;
+pub mod ledger;
 pub mod nonces;
 pub mod notifications;
 pub mod operations;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub orders: Orders,
     /// Notification operations.
     pub notifications: crate::actors::Notifications,
+    /// Ledger reads.
+    pub ledger: crate::actors::LedgerReads,
     /// Merchant authentication (shared with the Kafka command consumer).
     pub auth: Arc<auth::Authenticator>,
     /// Channel adapters by name (for callback verification).
@@ -77,6 +80,9 @@ pub struct AppState {
         refunds::get_refund,
         notifications::list_notifications,
         notifications::redeliver_notification,
+        ledger::order_ledger,
+        ledger::balances,
+        ledger::totals,
         callbacks::channel_callback,
         ops::healthz,
         ops::readyz,
@@ -93,6 +99,10 @@ pub struct AppState {
         types::CreateRefundRequest,
         types::RefundView,
         notifications::NotificationView,
+        ledger::LedgerTxnView,
+        ledger::PostingView,
+        ledger::BalanceView,
+        ledger::LedgerTotalsView,
         error::ErrorBody,
         error::ErrorDetail
     ))
@@ -163,7 +173,8 @@ fn resource(path: &str, allow: error::Methods) -> actix_web::Resource {
     }))
 }
 
-/// Routes under `/v1/orders/`, `/v1/refunds/`, `/v1/notifications/` and `/v1/callbacks/` are
+/// Routes under `/v1/orders/`, `/v1/refunds/`, `/v1/notifications/`, `/v1/ledger/orders/` and
+/// `/v1/callbacks/` are
 /// dispatched here by hand: actix-router matches `{param}` patterns with a regex, which took
 /// 19% of paycore's CPU on the hot path (`perf record` during the `hot` load test); these paths
 /// split on '/' instead.
@@ -217,6 +228,15 @@ async fn dynamic_routes(
             _ => not_found().await,
         };
     }
+    if let Some(id) = path
+        .strip_prefix("/v1/ledger/orders/")
+        .filter(|c| !c.is_empty() && !c.contains('/'))
+    {
+        return match *req.method() {
+            Method::GET => ledger::order_ledger(req.clone(), payload, id, state).await,
+            _ => Err(error::ApiError::method_not_allowed(error::Methods::Get)),
+        };
+    }
     if let Some(channel) = path
         .strip_prefix("/v1/callbacks/")
         .filter(|c| !c.is_empty() && !c.contains('/'))
@@ -254,6 +274,9 @@ fn route_label(path: &str) -> &'static str {
             "/v1/notifications/{notification_id}/redeliver"
         }
         p if p.starts_with("/v1/orders/") => "/v1/orders/{order_id}",
+        "/v1/ledger/balances" => "/v1/ledger/balances",
+        "/v1/ledger/totals" => "/v1/ledger/totals",
+        p if p.starts_with("/v1/ledger/orders/") => "/v1/ledger/orders/{order_id}",
         p if p.starts_with("/v1/callbacks/") => "/v1/callbacks/{channel}",
         _ => "unmatched",
     }
@@ -276,6 +299,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(
                 resource("/v1/notifications", Methods::Get)
                     .route(web::get().to(notifications::list_notifications)),
+            )
+            .service(
+                resource("/v1/ledger/balances", Methods::Get)
+                    .route(web::get().to(ledger::balances)),
+            )
+            .service(
+                resource("/v1/ledger/totals", Methods::Get).route(web::get().to(ledger::totals)),
             )
             .service(
                 resource("/v1/orders", Methods::GetPost)

@@ -3,10 +3,14 @@
 //! A write is acknowledged (its future resolves `Ok`) only once it is durable.
 
 pub mod commands;
+pub mod ledger;
 pub mod notifications;
 pub mod sqlite;
 
 pub use commands::{CommandReply, CommandStore};
+pub use ledger::{
+    AuditOrder, BatchOutcome, BookedTxn, Finding, LedgerScan, LedgerStore, RawPosting,
+};
 pub use notifications::{MerchantRoom, NotificationStore};
 
 use crate::domain::{
@@ -34,6 +38,10 @@ pub enum StoreError {
     /// Stored data could not be decoded.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A write reused an id that is stored with other content (a ledger transaction id): a
+    /// replay must be identical. Nothing of the write happened.
+    #[error("id {0} is stored with other content")]
+    IdConflict(String),
 }
 
 /// How a create ended, when storage worked.

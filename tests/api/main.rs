@@ -4,6 +4,7 @@ mod common;
 mod errors;
 mod fulfillment;
 mod kafka;
+mod ledger;
 mod lifecycle;
 mod log;
 mod notifications;

@@ -4,6 +4,8 @@
 //! power loss; `"normal"` survives kill -9 but not power loss.
 
 mod commands;
+mod ledger;
+mod ledger_scan;
 mod notifications;
 mod schema;
 mod writer;

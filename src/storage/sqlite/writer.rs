@@ -179,6 +179,7 @@ pub(crate) enum WriteOp {
     },
     Notifications(super::notifications::NotificationOp),
     Commands(super::commands::CommandOp),
+    Ledger(super::ledger::LedgerOp),
 }
 
 /// What a write answered.
@@ -191,6 +192,7 @@ pub(crate) enum WriteOk {
     Cursor(u64),
     Notifications(super::notifications::NotificationOk),
     Reply(Box<crate::storage::CommandReply>),
+    Ledger(crate::storage::BatchOutcome),
 }
 
 pub(crate) struct WriteRequest {
@@ -509,6 +511,7 @@ pub(crate) fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteOk, Refused>
         }
         WriteOp::Notifications(op) => super::notifications::apply(conn, op),
         WriteOp::Commands(op) => super::commands::apply(conn, op),
+        WriteOp::Ledger(op) => super::ledger::apply(conn, op),
     }
 }
 
