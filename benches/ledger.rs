@@ -270,7 +270,9 @@ fn bench_consumer(c: &mut Criterion) {
                     // Told to stop from the start: it books everything committed, then ends.
                     let (_stop, stopped) = tokio::sync::watch::channel(true);
                     let started = Instant::now();
-                    consumer::spawn(deps, 0, stopped).await.expect("consumer");
+                    consumer::spawn(deps, paycore::streams::consumer::Health::default(), stopped)
+                        .await
+                        .expect("consumer");
                     total += started.elapsed();
                     assert_eq!(
                         store.cursor(consumer::CURSOR).await.expect("cursor"),
