@@ -196,6 +196,26 @@ run_section("hot, saturation", "hot-saturation", lines)
 run_section("hot, open loop at half of saturation", "hot-half", lines)
 run_section("mixed (create=40, lifecycle=10, pay=25, read=25), open loop", "mixed", lines)
 
+k = load("kafka-ingest")
+lines.append("### Kafka: create commands in, replies and events out
+")
+if k:
+    http_create = (load("create-saturation") or {}).get("ok_rate")
+    cmp = (f" against **{http_create:.0f}/s for HTTP create** (token + create, `create-saturation`, same machine): "
+           f"**{k['created_per_sec'] / http_create:.2f}x**" if http_create else "")
+    rl, el = k["reply_latency_ms"], k["event_lag_ms"]
+    lines.append(f"`kafka-ingest`: {k['sent']} create commands produced to `paycore.commands` as fast as the producer "
+                 f"takes them; {k['replies']} replies ({', '.join(f'{s} x{n}' for s, n in k['by_status'].items())}) in "
+                 f"{k['seconds']:.1f} s: **{k['created_per_sec']:.0f} durable orders with replies per second**{cmp}. "
+                 f"Reply latency from the command's send: p50 {rl['p50']:.0f} ms, p99 {rl['p99']:.0f} ms (a backlog, "
+                 f"since commands are sent faster than they are taken). **Commit to event on the topic**: "
+                 f"p50 {el['p50']:.1f} ms, p99 {el['p99']:.1f} ms, max {el['max']:.1f} ms over {k['created_events']} "
+                 "`order.created` events (from `occurred_at`, stamped just before the commit, to arrival at a consumer "
+                 "of `paycore.order-events`). Broker: Apache Kafka 4.3.1 single node on loopback (`scripts/kafka.sh`), "
+                 "sharing the 2 cores.\n")
+else:
+    lines.append("(not run)\n")
+
 fm = load("findmax-create")
 lines.append("### find-max: create, highest open-loop rate with p99 <= 5 ms\n")
 if fm:

@@ -9,7 +9,8 @@
 #   MEMORY_ORDERS=10000000 MEMORY_RATE=3000 loadtest/run.sh   # the 10-million-order memory run (~56 min more)
 #
 # Knobs (environment): DUR (seconds per scenario, default 10, at most 20), CLIENTS (closed-loop
-# concurrency, 64), LIFECYCLE_CLIENTS (1024), MEMORY_ORDERS (1000000), MEMORY_RATE (2500/s: below saturation, so RSS is measured, not a backlog), MAX_LIVE (live-actor cap for
+# concurrency, 64), KAFKA (1: the Kafka section with a real broker; 0 skips it), KAFKA_COUNT
+# (create commands through Kafka, 300000), LIFECYCLE_CLIENTS (1024), MEMORY_ORDERS (1000000), MEMORY_RATE (2500/s: below saturation, so RSS is measured, not a backlog), MAX_LIVE (live-actor cap for
 # the memory run, 10000), BENCH=1 (also run `cargo bench`), OUT (loadtest/out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +27,9 @@ MEMORY_ORDERS=${MEMORY_ORDERS:-$DEFAULT_MEM}
 MEMORY_RATE=${MEMORY_RATE:-2500}
 MAX_LIVE=${MAX_LIVE:-10000}
 BENCH=${BENCH:-0}
+KAFKA=${KAFKA:-1}
+KAFKA_COUNT=${KAFKA_COUNT:-$([ "$QUICK" = 1 ] && echo 20000 || echo 300000)}
+KAFKA_UP=0
 MEM_SECS=$(python3 -c "import math; print(math.ceil($MEMORY_ORDERS / $MEMORY_RATE) + 1)")
 if [ "$MEM_SECS" -gt 3600 ]; then
   echo "MEMORY_ORDERS / MEMORY_RATE must fit in an hour (the generator's bound): raise MEMORY_RATE" >&2
@@ -59,6 +63,7 @@ cleanup() {
   for pid in "${PIDS[@]:-}"; do
     [ -n "$pid" ] && wait "$pid" 2>/dev/null || true
   done
+  [ "$KAFKA_UP" = 1 ] && bash "$ROOT/scripts/kafka.sh" stop >/dev/null 2>&1 || true
   rm -rf "$TMP"
 }
 trap cleanup EXIT INT TERM
@@ -203,6 +208,23 @@ wait "$SINK_PID" || true
 curl -s "$URL/metrics" | grep -E '^paycore_(notifications_total|fulfillments_total)' >"$OUT/merchant-side-metrics.txt" || true
 stop_paycore
 
+# --- Kafka: create commands in, replies and events out ----------------------------------------
+if [ "$KAFKA" = 1 ]; then
+  log "Kafka: a real Apache Kafka broker (scripts/kafka.sh), $KAFKA_COUNT create commands through it"
+  export KAFKA_PORT=$(free_port) KAFKA_CONTROLLER_PORT=$(free_port) KAFKA_HOME=${KAFKA_HOME:-$HOME/.cache/paycore-kafka}
+  bash "$ROOT/scripts/kafka.sh" start
+  KAFKA_UP=1
+  start_paycore "$TMP/paycore-kafka" PAYCORE_STREAM__KIND=kafka \
+    PAYCORE_STREAM__KAFKA__BOOTSTRAP_SERVERS="127.0.0.1:$KAFKA_PORT" \
+    PAYCORE_STREAM__KAFKA__COMMANDS__ENABLED=true
+  # A warm-up: the consumer group is assigned and the connections are open before the count.
+  "$LT" kafka-ingest --bootstrap "127.0.0.1:$KAFKA_PORT" --count 2000 --duration 60 --out "$TMP/kafka-warmup.json" >/dev/null
+  run kafka-ingest --bootstrap "127.0.0.1:$KAFKA_PORT" --count "$KAFKA_COUNT" --duration 300 --out "$OUT/kafka-ingest.json" >/dev/null
+  stop_paycore
+  bash "$ROOT/scripts/kafka.sh" stop
+  KAFKA_UP=0
+fi
+
 # --- memory: many orders through a small live-actor cap --------------------------------------
 log "memory: $MEMORY_ORDERS orders at $MEMORY_RATE/s (about $MEM_SECS s) with max_live_orders=$MAX_LIVE"
 # The simulator runs as its own process here, so paycore's RSS is paycore's alone (the simulator
@@ -232,7 +254,7 @@ wait "$SIM_PID" 2>/dev/null || true
 
 if [ "$BENCH" = 1 ]; then
   log "criterion benches"
-  cargo bench --bench state_machine --bench signing --bench sqlite_writer -- \
+  cargo bench --bench state_machine --bench signing --bench sqlite_writer --bench ledger -- \
     --warm-up-time 1 --measurement-time 3 2>&1 | tee "$OUT/bench.txt" | grep -E "^[a-z_]+/|time:|thrpt:" || true
 fi
 

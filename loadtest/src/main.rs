@@ -8,6 +8,7 @@ mod baseline_server;
 mod engine;
 mod findmax;
 mod h1;
+mod kafka;
 mod paycore_http;
 mod plot;
 mod report;
@@ -69,6 +70,41 @@ enum Command {
     /// A merchant's notification endpoint: answers 200, verifies signatures, and reports how far
     /// `order.paid` notifications lag behind PAID (p50/p99) as JSON.
     Sink(SinkArgs),
+    /// Create commands through Kafka: produces them to paycore's command topic, reads the replies
+    /// and the event topic, and reports durable orders with replies per second, reply latency,
+    /// and how far `order.created` reached the event topic after its commit.
+    KafkaIngest(KafkaIngestArgs),
+}
+
+#[derive(Args)]
+struct KafkaIngestArgs {
+    /// Broker list.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    bootstrap: String,
+    /// paycore's command topic.
+    #[arg(long, default_value = "paycore.commands")]
+    commands_topic: String,
+    /// paycore's reply topic.
+    #[arg(long, default_value = "paycore.replies")]
+    replies_topic: String,
+    /// paycore's event topic.
+    #[arg(long, default_value = "paycore.order-events")]
+    events_topic: String,
+    /// The merchant the commands name.
+    #[arg(long, default_value = "demo")]
+    merchant: String,
+    /// Create commands to send (at most 10,000,000).
+    #[arg(long, default_value_t = 100_000)]
+    count: usize,
+    /// Commands per second; 0 sends as fast as the producer takes them.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Seconds to run at most.
+    #[arg(long, default_value_t = 300)]
+    duration: u64,
+    /// Where the JSON report goes.
+    #[arg(long, default_value = "loadtest/out/kafka-ingest.json")]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -340,6 +376,25 @@ fn main() -> anyhow::Result<()> {
                     duration: Duration::from_secs(a.duration.min(MAX_DURATION_SECS)),
                     expect: a.expect,
                     max_ids: a.max_ids,
+                    out: a.out,
+                })
+                .await?;
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                Ok(())
+            }
+            Command::KafkaIngest(a) => {
+                if a.count > 10_000_000 {
+                    bail!("--count is capped at 10,000,000");
+                }
+                let report = kafka::run(kafka::IngestConfig {
+                    bootstrap: a.bootstrap,
+                    commands: a.commands_topic,
+                    replies: a.replies_topic,
+                    events: a.events_topic,
+                    merchant: a.merchant,
+                    count: a.count,
+                    rate: a.rate,
+                    duration: Duration::from_secs(a.duration.min(MAX_DURATION_SECS)),
                     out: a.out,
                 })
                 .await?;
