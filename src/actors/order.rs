@@ -86,8 +86,11 @@ pub struct CommandAnswer {
     /// The command's key.
     pub key: super::orders::CommandKey,
     /// Renders the answer from the changed order.
-    pub render: Box<dyn Fn(&Order) -> (u16, Vec<u8>) + Send + Sync>,
+    pub render: RenderAnswer,
 }
+
+/// Renders a command's answer (status, JSON body) from the order its change produced.
+pub type RenderAnswer = Box<dyn Fn(&Order) -> (u16, Vec<u8>) + Send + Sync>;
 
 /// Messages of an order actor.
 pub enum Msg {
