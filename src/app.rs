@@ -57,6 +57,7 @@ pub struct Application {
     store: Arc<SqliteStore>,
     health: Health,
     orders: Orders,
+    operations: http::operations::Operations,
     shutdown: watch::Sender<bool>,
     background: Vec<JoinHandle<()>>,
     stop_timers: watch::Sender<bool>,
@@ -392,6 +393,7 @@ impl Application {
             store,
             health,
             orders,
+            operations,
             shutdown,
             background,
             stop_timers,
@@ -429,6 +431,16 @@ impl Application {
     /// The order front door (for tests and embedding).
     pub fn orders(&self) -> &Orders {
         &self.orders
+    }
+
+    /// The stored replies of Kafka commands (for tests and embedding).
+    pub fn command_store(&self) -> Arc<dyn crate::storage::CommandStore> {
+        self.store.clone()
+    }
+
+    /// The order operations HTTP and Kafka commands share (for tests and embedding).
+    pub fn operations(&self) -> &http::operations::Operations {
+        &self.operations
     }
 
     /// Opens the durable log consumer `name` (registering its cursor when it is new: it then

@@ -25,5 +25,5 @@ mod supervision_tests;
 
 pub use ledger_reads::LedgerReads;
 pub use notifications::Notifications;
-pub use order::{OrderError, PayRequest};
+pub use order::{CommandAnswer, OrderError, PayRequest};
 pub use orders::{CommandKey, Orders};

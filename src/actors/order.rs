@@ -13,7 +13,7 @@ use crate::domain::{
     PayStep, RefundId, RefundRequest, Rejection, ReportedPayment, TimerKind, TimerOp,
 };
 use crate::metrics::Metrics;
-use crate::storage::{OrderStore, StoreError};
+use crate::storage::{CommandReply, OrderStore, StoreError};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -77,6 +77,21 @@ pub struct PayRequest {
 /// Reply to order operations.
 pub type OrderReply = RpcReplyPort<Result<Order, OrderError>>;
 
+/// A Kafka command's pay, close or refund: its key, and how its answer (status, JSON body) is
+/// rendered from the order its change produced. When the message changes the order, that
+/// answer is stored in the same write as the change (`OrderStore::update_order_for_command`),
+/// so a crash cannot keep the effect and lose the answer. A message that changes nothing
+/// stores nothing here (the command consumer stores its answer).
+pub struct CommandAnswer {
+    /// The command's key.
+    pub key: super::orders::CommandKey,
+    /// Renders the answer from the changed order.
+    pub render: RenderAnswer,
+}
+
+/// Renders a command's answer (status, JSON body) from the order its change produced.
+pub type RenderAnswer = Box<dyn Fn(&Order) -> (u16, Vec<u8>) + Send + Sync>;
+
 /// Messages of an order actor.
 pub enum Msg {
     /// Start (or repeat) payment.
@@ -85,6 +100,8 @@ pub enum Msg {
         merchant: MerchantId,
         /// What to pay with.
         request: PayRequest,
+        /// A Kafka command's key and answer, stored with the change.
+        command: Option<CommandAnswer>,
         /// Answer.
         reply: OrderReply,
     },
@@ -92,6 +109,8 @@ pub enum Msg {
     Close {
         /// Who asks.
         merchant: MerchantId,
+        /// A Kafka command's key and answer, stored with the change.
+        command: Option<CommandAnswer>,
         /// Answer.
         reply: OrderReply,
     },
@@ -110,6 +129,8 @@ pub enum Msg {
         merchant: MerchantId,
         /// What.
         request: RefundRequest,
+        /// A Kafka command's key and answer, stored with the change.
+        command: Option<CommandAnswer>,
         /// Answer: the order and the refund's id.
         reply: RpcReplyPort<Result<(Order, RefundId), OrderError>>,
     },
@@ -229,13 +250,18 @@ impl OrderActor {
             Msg::Pay {
                 merchant,
                 request,
+                command,
                 reply,
             } => {
-                let r = self.pay(state, &merchant, request).await;
+                let r = self.pay(state, &merchant, request, command.as_ref()).await;
                 let _ = reply.send(r);
             }
-            Msg::Close { merchant, reply } => {
-                let r = self.close(state, &merchant).await;
+            Msg::Close {
+                merchant,
+                command,
+                reply,
+            } => {
+                let r = self.close(state, &merchant, command.as_ref()).await;
                 let _ = reply.send(r);
             }
             Msg::ChannelResult {
@@ -249,9 +275,12 @@ impl OrderActor {
             Msg::Refund {
                 merchant,
                 request,
+                command,
                 reply,
             } => {
-                let r = self.request_refund(state, &merchant, request).await;
+                let r = self
+                    .request_refund(state, &merchant, request, command.as_ref())
+                    .await;
                 let _ = reply.send(r);
             }
             Msg::Timer {
@@ -320,6 +349,20 @@ impl OrderActor {
         cmd: Command,
         extra_timers: Vec<TimerOp>,
     ) -> Result<Order, OrderError> {
+        self.persist_answering(state, order, cmd, extra_timers, None)
+            .await
+    }
+
+    /// `persist`, and when `command` is given and the order changes, the command's answer
+    /// rendered from the new state is stored in the same write.
+    pub(super) async fn persist_answering(
+        &self,
+        state: &mut State,
+        order: Order,
+        cmd: Command,
+        extra_timers: Vec<TimerOp>,
+        command: Option<&CommandAnswer>,
+    ) -> Result<Order, OrderError> {
         let now = OffsetDateTime::now_utc();
         let changes = order.apply(&cmd, now)?;
         if changes.is_empty() {
@@ -338,12 +381,37 @@ impl OrderActor {
             self.deps.schedule_for(&order.merchant_id),
         );
         timers.extend(extra_timers);
-        match self
-            .deps
-            .store
-            .update_order(next.clone(), order.version, order.status, events, timers)
-            .await
-        {
+        let store = &self.deps.store;
+        let written = match command {
+            None => {
+                store
+                    .update_order(next.clone(), order.version, order.status, events, timers)
+                    .await
+            }
+            Some(c) => {
+                let (status, body) = (c.render)(&next);
+                let reply = CommandReply {
+                    merchant_id: next.merchant_id.clone(),
+                    request_id: c.key.request_id.clone(),
+                    command_hash: c.key.command_hash.clone(),
+                    status,
+                    body,
+                    order_id: Some(next.order_id.clone()),
+                    created_at: now,
+                };
+                store
+                    .update_order_for_command(
+                        reply,
+                        next.clone(),
+                        order.version,
+                        order.status,
+                        events,
+                        timers,
+                    )
+                    .await
+            }
+        };
+        match written {
             Ok(()) => {
                 self.count(&order, &next, &changes);
                 for change in &changes {
@@ -421,6 +489,7 @@ impl OrderActor {
         state: &mut State,
         merchant: &MerchantId,
         req: PayRequest,
+        command: Option<&CommandAnswer>,
     ) -> Result<Order, OrderError> {
         let order = self.load_for(state, merchant).await?;
         match order.pay_step(OffsetDateTime::now_utc())? {
@@ -464,18 +533,25 @@ impl OrderActor {
                     channel_payload: opened.payload,
                     channel_trade_no: opened.channel_trade_no,
                 };
-                self.persist(state, order, cmd, Vec::new()).await
+                // The answered write: the command's reply goes with it.
+                self.persist_answering(state, order, cmd, Vec::new(), command)
+                    .await
             }
         }
     }
 
-    async fn close(&self, state: &mut State, merchant: &MerchantId) -> Result<Order, OrderError> {
+    async fn close(
+        &self,
+        state: &mut State,
+        merchant: &MerchantId,
+        command: Option<&CommandAnswer>,
+    ) -> Result<Order, OrderError> {
         let order = self.load_for(state, merchant).await?;
         match order.close_step()? {
             CloseStep::AlreadyClosed => Ok(order),
             CloseStep::Local => {
                 let closed = self
-                    .persist(state, order, Command::Close, Vec::new())
+                    .persist_answering(state, order, Command::Close, Vec::new(), command)
                     .await?;
                 self.deps
                     .metrics
@@ -496,7 +572,13 @@ impl OrderActor {
                 match outcome {
                     CloseOutcome::Closed => {
                         let closed = self
-                            .persist(state, order, Command::MarkChannelClosed, Vec::new())
+                            .persist_answering(
+                                state,
+                                order,
+                                Command::MarkChannelClosed,
+                                Vec::new(),
+                                command,
+                            )
                             .await?;
                         self.deps
                             .metrics
@@ -559,12 +641,19 @@ impl OrderActor {
         state: &mut State,
         merchant: &MerchantId,
         request: RefundRequest,
+        command: Option<&CommandAnswer>,
     ) -> Result<(Order, RefundId), OrderError> {
         let order = self.load_for(state, merchant).await?;
         self.reverse_before_refund(&order, &request).await?;
         let no = request.refund_no.clone();
         let order = self
-            .persist(state, order, Command::RequestRefund(request), Vec::new())
+            .persist_answering(
+                state,
+                order,
+                Command::RequestRefund(request),
+                Vec::new(),
+                command,
+            )
             .await?;
         let id = order
             .refunds

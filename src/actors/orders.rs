@@ -3,7 +3,7 @@
 //! on an existing order goes through the registry to that order's actor; reads come from
 //! storage, which holds exactly what was acknowledged.
 
-use super::order::{self, OrderError, PayRequest};
+use super::order::{self, CommandAnswer, OrderError, PayRequest};
 use super::registry::{self, RegistryRef};
 use crate::channels::CallbackEvent;
 use crate::domain::{
@@ -177,10 +177,24 @@ impl Orders {
         order_id: OrderId,
         request: RefundRequest,
     ) -> Result<(Order, Refund), OrderError> {
+        self.request_refund_answering(merchant, order_id, request, None)
+            .await
+    }
+
+    /// `request_refund` for a Kafka command: when the refund is opened, `command`'s answer is
+    /// stored in the same write.
+    pub async fn request_refund_answering(
+        &self,
+        merchant: MerchantId,
+        order_id: OrderId,
+        request: RefundRequest,
+        command: Option<CommandAnswer>,
+    ) -> Result<(Order, Refund), OrderError> {
         let (order, id) = self
             .call(order_id, |reply| order::Msg::Refund {
                 merchant,
                 request,
+                command,
                 reply,
             })
             .await??;
@@ -230,6 +244,18 @@ impl Orders {
         order_id: OrderId,
         request: PayRequest,
     ) -> Result<Order, OrderError> {
+        self.pay_answering(merchant, order_id, request, None).await
+    }
+
+    /// `pay` for a Kafka command: when the payment is opened, `command`'s answer is stored in
+    /// the same write as the PAYING state.
+    pub async fn pay_answering(
+        &self,
+        merchant: MerchantId,
+        order_id: OrderId,
+        request: PayRequest,
+        command: Option<CommandAnswer>,
+    ) -> Result<Order, OrderError> {
         if let Some(answer) = self.settled_pay_answer(&merchant, &order_id) {
             self.metrics.pay_answered_from_cache.inc();
             return answer;
@@ -237,6 +263,7 @@ impl Orders {
         self.ask(order_id, |reply| order::Msg::Pay {
             merchant,
             request,
+            command,
             reply,
         })
         .await
@@ -269,8 +296,23 @@ impl Orders {
         merchant: MerchantId,
         order_id: OrderId,
     ) -> Result<Order, OrderError> {
-        self.ask(order_id, |reply| order::Msg::Close { merchant, reply })
-            .await
+        self.close_answering(merchant, order_id, None).await
+    }
+
+    /// `close` for a Kafka command: when the order closes, `command`'s answer is stored in the
+    /// same write.
+    pub async fn close_answering(
+        &self,
+        merchant: MerchantId,
+        order_id: OrderId,
+        command: Option<CommandAnswer>,
+    ) -> Result<Order, OrderError> {
+        self.ask(order_id, |reply| order::Msg::Close {
+            merchant,
+            command,
+            reply,
+        })
+        .await
     }
 
     /// Applies a result verified with `channel`'s key (the order must be that channel's).

@@ -11,7 +11,7 @@ use super::types::{
     CreateOrderRequest, CreateRefundRequest, OrderFields, OrderView, PayOrderRequest, PayView,
     RefundView,
 };
-use crate::actors::{CommandKey, OrderError, Orders};
+use crate::actors::{CommandAnswer, CommandKey, OrderError, Orders};
 use crate::domain::{NewOrder, Order, OrderId, OrderStatus, SubmitToken};
 use actix_web::http::StatusCode;
 use std::collections::HashMap;
@@ -117,23 +117,36 @@ impl Operations {
         order_id: &str,
         body: &[u8],
     ) -> Result<Answer, ApiError> {
+        self.pay_keyed(merchant, order_id, body, None).await
+    }
+
+    /// A Kafka pay: the HTTP pay, with the 202 answer stored in the same write as the PAYING
+    /// state it answers.
+    pub async fn pay_for_command(
+        &self,
+        merchant: &AuthedMerchant,
+        order_id: &str,
+        body: &[u8],
+        key: CommandKey,
+    ) -> Result<Answer, ApiError> {
+        self.pay_keyed(merchant, order_id, body, Some(key)).await
+    }
+
+    async fn pay_keyed(
+        &self,
+        merchant: &AuthedMerchant,
+        order_id: &str,
+        body: &[u8],
+        key: Option<CommandKey>,
+    ) -> Result<Answer, ApiError> {
         let id = parse_order_id(order_id)?;
         let pay = body::json::<PayOrderRequest>(body)?.parse()?;
-        let order = self.orders.pay(merchant.id.clone(), id, pay).await?;
-        match (order.status, order.pay_serial_no) {
-            (OrderStatus::Paying, Some(serial)) => Ok(Answer::json(
-                StatusCode::ACCEPTED,
-                &PayView {
-                    order_id: order.order_id.to_string(),
-                    status: "PAYING".into(),
-                    pay_serial_no: serial.to_string(),
-                    channel_payload: order.channel_payload.unwrap_or_default(),
-                },
-            )),
-            _ => Err(
-                OrderError::Rejected(crate::domain::Rejection::WrongStatus(order.status)).into(),
-            ),
-        }
+        let command = key.map(|key| answering(key, paid_answer));
+        let order = self
+            .orders
+            .pay_answering(merchant.id.clone(), id, pay, command)
+            .await?;
+        paid_answer(&order)
     }
 
     /// `POST /v1/orders/{order_id}/close`: 200 with the closed order (the body is not read).
@@ -142,9 +155,33 @@ impl Operations {
         merchant: &AuthedMerchant,
         order_id: &str,
     ) -> Result<Answer, ApiError> {
+        self.close_keyed(merchant, order_id, None).await
+    }
+
+    /// A Kafka close: the HTTP close, with the 200 answer stored in the same write as the
+    /// closed state.
+    pub async fn close_for_command(
+        &self,
+        merchant: &AuthedMerchant,
+        order_id: &str,
+        key: CommandKey,
+    ) -> Result<Answer, ApiError> {
+        self.close_keyed(merchant, order_id, Some(key)).await
+    }
+
+    async fn close_keyed(
+        &self,
+        merchant: &AuthedMerchant,
+        order_id: &str,
+        key: Option<CommandKey>,
+    ) -> Result<Answer, ApiError> {
         let id = parse_order_id(order_id)?;
-        let order = self.orders.close(merchant.id.clone(), id).await?;
-        Ok(Answer::json(StatusCode::OK, &OrderView::from(&order)))
+        let command = key.map(|key| answering(key, |o| Ok(closed_answer(o))));
+        let order = self
+            .orders
+            .close_answering(merchant.id.clone(), id, command)
+            .await?;
+        Ok(closed_answer(&order))
     }
 
     /// `POST /v1/orders/{order_id}/refunds`: 202 with the refund (the same refund to a repeat
@@ -155,15 +192,88 @@ impl Operations {
         order_id: &str,
         body: &[u8],
     ) -> Result<Answer, ApiError> {
+        self.refund_keyed(merchant, order_id, body, None).await
+    }
+
+    /// A Kafka refund: the HTTP refund, with the 202 answer stored in the same write as the
+    /// refund it opens.
+    pub async fn refund_for_command(
+        &self,
+        merchant: &AuthedMerchant,
+        order_id: &str,
+        body: &[u8],
+        key: CommandKey,
+    ) -> Result<Answer, ApiError> {
+        self.refund_keyed(merchant, order_id, body, Some(key)).await
+    }
+
+    async fn refund_keyed(
+        &self,
+        merchant: &AuthedMerchant,
+        order_id: &str,
+        body: &[u8],
+        key: Option<CommandKey>,
+    ) -> Result<Answer, ApiError> {
         let id = parse_order_id(order_id)?;
         let request = body::json::<CreateRefundRequest>(body)?.parse()?;
+        let command = key.map(|key| {
+            let no = request.refund_no.clone();
+            answering(key, move |o: &Order| {
+                let refund = o
+                    .refunds
+                    .iter()
+                    .find(|r| r.refund_no.as_ref() == Some(&no))
+                    .ok_or(OrderError::Rejected(
+                        crate::domain::Rejection::UnknownRefund,
+                    ))?;
+                Ok(refund_answer(o, refund))
+            })
+        });
         let (order, refund) = self
             .orders
-            .request_refund(merchant.id.clone(), id, request)
+            .request_refund_answering(merchant.id.clone(), id, request, command)
             .await?;
-        Ok(Answer::json(
-            StatusCode::ACCEPTED,
-            &RefundView::of(&order, &refund),
-        ))
+        Ok(refund_answer(&order, &refund))
     }
+}
+
+/// A command's key with the rendering of its answer, for the order's actor to store with the
+/// change (an error renders as the contract's error body).
+fn answering(
+    key: CommandKey,
+    render: impl Fn(&Order) -> Result<Answer, ApiError> + Send + Sync + 'static,
+) -> CommandAnswer {
+    CommandAnswer {
+        key,
+        render: Box::new(move |o| match render(o) {
+            Ok(a) => (a.status.as_u16(), a.body),
+            Err(e) => (e.status().as_u16(), e.body_bytes()),
+        }),
+    }
+}
+
+/// The answer to a pay: 202 with the attempt while PAYING; otherwise the status refuses.
+fn paid_answer(order: &Order) -> Result<Answer, ApiError> {
+    match (order.status, &order.pay_serial_no) {
+        (OrderStatus::Paying, Some(serial)) => Ok(Answer::json(
+            StatusCode::ACCEPTED,
+            &PayView {
+                order_id: order.order_id.to_string(),
+                status: "PAYING".into(),
+                pay_serial_no: serial.to_string(),
+                channel_payload: order.channel_payload.clone().unwrap_or_default(),
+            },
+        )),
+        _ => Err(OrderError::Rejected(crate::domain::Rejection::WrongStatus(order.status)).into()),
+    }
+}
+
+/// The answer to a close: 200 with the order.
+fn closed_answer(order: &Order) -> Answer {
+    Answer::json(StatusCode::OK, &OrderView::from(order))
+}
+
+/// The answer to a refund: 202 with the refund.
+fn refund_answer(order: &Order, refund: &crate::domain::Refund) -> Answer {
+    Answer::json(StatusCode::ACCEPTED, &RefundView::of(order, refund))
 }

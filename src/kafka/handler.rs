@@ -185,7 +185,25 @@ impl Handler {
                     .send(&self.reply(&c, a.status.as_u16(), a.body, None), false)
                     .await;
             }
-            Ok(Answer { status, body }) => (status.as_u16(), body, None),
+            // A pay, close or refund that changed its order stored its reply with the change:
+            // that stored reply is the answer, byte for byte. One that changed nothing (a
+            // repeat while PAYING, a close of a closed order) stores its answer below.
+            Ok(Answer { status, body }) => {
+                let stored = self
+                    .storage(pressure, || {
+                        self.replies.command_reply(&merchant.id, &c.request_id)
+                    })
+                    .await;
+                match stored {
+                    Some(s) if s.command_hash == c.hash => {
+                        return self
+                            .send(&self.reply(&c, s.status, s.body, None), false)
+                            .await;
+                    }
+                    Some(s) => return self.answer_stored(&c, &s).await,
+                    None => (status.as_u16(), body, None),
+                }
+            }
             // A copy of this create ran first and stored its reply: that is the answer.
             Err(e) if e.code() == "already_answered" => {
                 let stored = self
@@ -236,19 +254,19 @@ impl Handler {
 
     async fn execute(&self, merchant: &AuthedMerchant, c: &Command) -> Result<Answer, ApiError> {
         let order_id = c.order_id.as_deref().unwrap_or_default();
+        let key = CommandKey {
+            request_id: c.request_id.clone(),
+            command_hash: c.hash.clone(),
+        };
+        let ops = &self.operations;
         match c.kind {
-            CommandKind::Create => {
-                let key = CommandKey {
-                    request_id: c.request_id.clone(),
-                    command_hash: c.hash.clone(),
-                };
-                self.operations
-                    .create_for_command(merchant, &c.body, key)
+            CommandKind::Create => ops.create_for_command(merchant, &c.body, key).await,
+            CommandKind::Pay => ops.pay_for_command(merchant, order_id, &c.body, key).await,
+            CommandKind::Close => ops.close_for_command(merchant, order_id, key).await,
+            CommandKind::Refund => {
+                ops.refund_for_command(merchant, order_id, &c.body, key)
                     .await
             }
-            CommandKind::Pay => self.operations.pay(merchant, order_id, &c.body).await,
-            CommandKind::Close => self.operations.close(merchant, order_id).await,
-            CommandKind::Refund => self.operations.refund(merchant, order_id, &c.body).await,
         }
     }
 

@@ -120,6 +120,21 @@ pub trait OrderStore: Send + Sync + 'static {
         timers: Vec<TimerOp>,
     ) -> Result<(), StoreError>;
 
+    /// `update_order` for a Kafka command's pay, close or refund: the change and the command's
+    /// `reply` (the answer rendered from the changed order) are one write, so a crash cannot
+    /// keep the effect and lose its answer. On `VersionConflict` (or any error) neither is
+    /// stored. A reply stored under the key already wins (first stored wins, as in
+    /// `CommandStore::store_command_reply`); the change is still stored.
+    async fn update_order_for_command(
+        &self,
+        reply: commands::CommandReply,
+        order: Order,
+        expected_version: u64,
+        previous_status: OrderStatus,
+        events: Vec<Event>,
+        timers: Vec<TimerOp>,
+    ) -> Result<(), StoreError>;
+
     /// Changes an order's timers without changing the order (the stuck-order sweep).
     async fn write_timers(&self, order_id: &OrderId, ops: Vec<TimerOp>) -> Result<(), StoreError>;
 

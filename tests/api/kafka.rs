@@ -685,3 +685,106 @@ async fn commands_beyond_the_in_flight_bound_wait_in_kafka_paused_and_are_all_an
     );
     t.stop().await;
 }
+
+/// A pay command applied, and the process gone before its reply was produced (simulated: the
+/// operation runs with the command's key and nothing is sent), then the order moves on to
+/// PAID. The redelivered command answers the original 202, byte for byte, with no second
+/// effect: the reply was stored with the PAYING state it answers. Likewise a refund.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pay_applied_before_a_crash_answers_its_original_reply_when_redelivered() {
+    use paycore::actors::CommandKey;
+    use paycore::kafka::command::{Decoded, decode};
+    let mock = mock_cluster();
+    let servers = mock.bootstrap_servers();
+    let t = spawn_app(|s| kafka_settings(s, &servers, false, true)).await;
+    let gw = Gateway::new(&servers);
+    let mut replies = Reader::open(&servers, REPLIES, 1);
+    let merchant = paycore::http::auth::AuthedMerchant {
+        id: paycore::domain::MerchantId::parse("demo").unwrap(),
+        channels: vec!["sim".into()],
+        fulfills: false,
+    };
+    let keyed = |v: &Value| match decode(&serde_json::to_vec(v).unwrap(), 1 << 20) {
+        Decoded::Command(c) => (
+            CommandKey {
+                request_id: c.request_id.clone(),
+                command_hash: c.hash.clone(),
+            },
+            c,
+        ),
+        _ => panic!("not a command: {v}"),
+    };
+
+    let created = t.create("KCRASH-1", 600).await;
+    let id = created["order_id"].as_str().unwrap().to_string();
+    let pay = json!({"request_id": "req-crash-pay", "merchant_id": "demo", "command": "pay",
+                     "order_id": id, "pay_method": "native"});
+    let (key, c) = keyed(&pay);
+    // The first delivery: applied, its reply never produced.
+    let first = t
+        .app()
+        .operations()
+        .pay_for_command(&merchant, &id, &c.body, key)
+        .await
+        .expect("pay applied");
+    assert_eq!(first.status.as_u16(), 202);
+    t.wait_status(&id, "PAID").await;
+
+    // Redelivered: the original answer, not `already_paid`.
+    gw.send(&id, pay).await;
+    let (reply, msg) = nth_reply(&mut replies, "req-crash-pay", 1).await;
+    assert_eq!(reply["status"], 202, "{reply}");
+    let original: Value = serde_json::from_slice(&first.body).unwrap();
+    assert_eq!(reply["body"], original);
+    assert_eq!(header(&msg, "paycore-replayed").as_deref(), Some("true"));
+    let stored = t
+        .app()
+        .command_store()
+        .command_reply(&merchant.id, &c.request_id)
+        .await
+        .unwrap()
+        .expect("stored with the effect");
+    assert_eq!(stored.body, first.body, "byte for byte");
+    let audit = t.sim_audit(&id).await;
+    assert_eq!(
+        (
+            audit["payments"].as_array().map(Vec::len),
+            audit["charges"].as_array().map(Vec::len)
+        ),
+        (Some(1), Some(1)),
+        "one payment, charged once: {audit}"
+    );
+
+    // A refund applied before a crash, then the order changes again (a second refund).
+    let refund = json!({"request_id": "req-crash-refund", "merchant_id": "demo",
+                        "command": "refund", "order_id": id, "refund_no": "KCR-1", "amount": 100});
+    let (key, c) = keyed(&refund);
+    let first = t
+        .app()
+        .operations()
+        .refund_for_command(&merchant, &id, &c.body, key)
+        .await
+        .expect("refund applied");
+    assert_eq!(first.status.as_u16(), 202);
+    let other = t
+        .call(
+            "POST",
+            &format!("/v1/orders/{id}/refunds"),
+            Some(json!({"refund_no": "KCR-2", "amount": 100})),
+        )
+        .await;
+    assert_eq!(other.status, 202, "{:?}", other.body);
+    gw.send(&id, refund).await;
+    let (reply, _) = nth_reply(&mut replies, "req-crash-refund", 1).await;
+    assert_eq!(reply["status"], 202, "{reply}");
+    assert_eq!(
+        reply["body"],
+        serde_json::from_slice::<Value>(&first.body).unwrap()
+    );
+    let order = t.order(&id).await.body;
+    assert_eq!(
+        order["refunded_amount"], 200,
+        "one refund per refund_no, none again: {order}"
+    );
+    t.stop().await;
+}

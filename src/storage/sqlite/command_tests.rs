@@ -125,3 +125,102 @@ async fn the_first_reply_stored_under_a_key_wins_and_old_replies_are_purged() {
         "a reply inside the retention stays"
     );
 }
+
+/// A command's pay: the order change and its reply are one write. A stale version stores
+/// neither; a reply stored under the key first wins, and the change still happens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_update_stores_its_change_and_its_reply_together_or_neither() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    let now = OffsetDateTime::now_utc();
+    let (a, ea) = new_order("m1", "U");
+    let mut created = reply("m1", "r-create", "hc", 201, now);
+    created.order_id = Some(a.order_id.clone());
+    s.create_order_for_command(created, a.clone(), ea, vec![])
+        .await
+        .unwrap();
+
+    let cmd = Command::MarkPaying {
+        pay_serial_no: PaySerialNo::generate(),
+        pay_method: PayMethod::Native,
+        channel_payload: serde_json::json!({"code_url": "sim://u"}),
+        channel_trade_no: None,
+    };
+    let mut paying = a.clone();
+    let mut events = Vec::new();
+    for c in a.apply(&cmd, now).unwrap() {
+        paying.on(&c);
+        events.extend(Event::for_change(&paying, &c));
+    }
+    let mut pay_reply = reply("m1", "r-pay", "hp", 202, now);
+    pay_reply.order_id = Some(a.order_id.clone());
+
+    // A stale expected version: nothing of it is stored, not the reply either.
+    let stale = s
+        .update_order_for_command(
+            pay_reply.clone(),
+            paying.clone(),
+            a.version + 7,
+            a.status,
+            events.clone(),
+            vec![],
+        )
+        .await;
+    assert!(
+        matches!(stale, Err(crate::storage::StoreError::VersionConflict(_))),
+        "{stale:?}"
+    );
+    assert_eq!(
+        s.command_reply(&pay_reply.merchant_id, &pay_reply.request_id)
+            .await
+            .unwrap(),
+        None,
+        "no reply without its effect"
+    );
+    assert_eq!(
+        s.load_order(&a.order_id).await.unwrap().unwrap().status,
+        OrderStatus::Created
+    );
+
+    // The right version: both.
+    s.update_order_for_command(
+        pay_reply.clone(),
+        paying.clone(),
+        a.version,
+        a.status,
+        events,
+        vec![],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.load_order(&a.order_id).await.unwrap().unwrap().status,
+        OrderStatus::Paying
+    );
+    let stored = s
+        .command_reply(&pay_reply.merchant_id, &pay_reply.request_id)
+        .await
+        .unwrap()
+        .expect("the reply is stored with its effect");
+    assert_eq!(
+        (
+            stored.status,
+            &stored.body,
+            &stored.command_hash,
+            &stored.order_id
+        ),
+        (
+            202,
+            &pay_reply.body,
+            &pay_reply.command_hash,
+            &pay_reply.order_id
+        ),
+        "the reply, byte for byte"
+    );
+    let counts = s.status_counts().await.unwrap();
+    assert!(counts.contains(&(OrderStatus::Paying, 1)), "{counts:?}");
+
+    // Later puts under the same key answer the first.
+    let later = reply("m1", "r-pay", "hp", 409, now);
+    assert_eq!(s.store_command_reply(later).await.unwrap(), stored);
+}

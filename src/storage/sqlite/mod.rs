@@ -212,6 +212,30 @@ impl SqliteStore {
             ))),
         }
     }
+
+    /// An order update, with a command's reply in the same transaction when one is given.
+    async fn update(
+        &self,
+        reply: Option<commands::ReplyRow>,
+        order: Order,
+        expected_version: u64,
+        previous_status: OrderStatus,
+        events: Vec<Event>,
+        timers: Vec<TimerOp>,
+    ) -> Result<(), StoreError> {
+        let (order, events) = (OrderRow::encode(&order)?, EventRow::encode_all(&events)?);
+        let timers = TimerRow::encode_all(&timers);
+        self.write(WriteOp::UpdateOrder {
+            order,
+            expected_version,
+            previous_status,
+            events,
+            timers,
+            reply,
+        })
+        .await
+        .map(|_| ())
+    }
 }
 
 fn be(e: rusqlite::Error) -> StoreError {
@@ -260,17 +284,36 @@ impl OrderStore for SqliteStore {
         events: Vec<Event>,
         timers: Vec<TimerOp>,
     ) -> Result<(), StoreError> {
-        let (order, events) = (OrderRow::encode(&order)?, EventRow::encode_all(&events)?);
-        let timers = TimerRow::encode_all(&timers);
-        self.write(WriteOp::UpdateOrder {
+        self.update(
+            None,
             order,
             expected_version,
             previous_status,
             events,
             timers,
-        })
+        )
         .await
-        .map(|_| ())
+    }
+
+    async fn update_order_for_command(
+        &self,
+        reply: crate::storage::CommandReply,
+        order: Order,
+        expected_version: u64,
+        previous_status: OrderStatus,
+        events: Vec<Event>,
+        timers: Vec<TimerOp>,
+    ) -> Result<(), StoreError> {
+        let reply = Some(commands::ReplyRow::encode(&reply));
+        self.update(
+            reply,
+            order,
+            expected_version,
+            previous_status,
+            events,
+            timers,
+        )
+        .await
     }
 
     async fn write_timers(&self, order_id: &OrderId, ops: Vec<TimerOp>) -> Result<(), StoreError> {

@@ -142,6 +142,8 @@ pub(crate) enum WriteOp {
         previous_status: OrderStatus,
         events: Vec<EventRow>,
         timers: Vec<TimerRow>,
+        /// A Kafka command's answer, stored in the same transaction (first stored wins).
+        reply: Option<super::commands::ReplyRow>,
     },
     Timers {
         order_id: String,
@@ -372,6 +374,7 @@ pub(crate) fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteOk, Refused>
             previous_status,
             events,
             timers,
+            reply,
         } => {
             let changed = conn
                 .prepare_cached(
@@ -401,6 +404,9 @@ pub(crate) fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteOk, Refused>
             if *previous_status != order.status {
                 bump_count(conn, *previous_status, -1)?;
                 bump_count(conn, order.status, 1)?;
+            }
+            if let Some(reply) = reply {
+                super::commands::insert_reply(conn, reply).map_err(backend)?;
             }
             Ok(WriteOk::Done)
         }
