@@ -490,7 +490,17 @@ async fn commands_through_a_crash_have_one_effect_one_reply_and_a_balanced_ledge
             "{id}: replies differ: {copies:?}"
         );
         let status = copies[0]["status"].as_u64().unwrap();
-        assert!((200..300).contains(&status), "{id}: {}", copies[0]);
+        // A pay the crash cut off after the channel opened the payment and before PAYING was
+        // stored has no reply yet; the channel's callback may pay the order before the pay is
+        // redelivered, which then answers what HTTP would: 409 already_paid (its first and only
+        // reply; the order was charged once, checked below).
+        let paid_meanwhile =
+            id.starts_with("p-") && copies[0]["body"]["error"]["code"] == "already_paid";
+        assert!(
+            (200..300).contains(&status) || paid_meanwhile,
+            "{id}: {}",
+            copies[0]
+        );
     }
     assert_eq!(r.len(), CREATES + PAID + CLOSED + refunded);
 
