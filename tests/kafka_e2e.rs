@@ -7,7 +7,7 @@
 //! The channel simulator runs as its own process (`paycore channel-sim`), so the payments it
 //! holds survive paycore's crash as a real channel's would.
 //!
-//! Broker: `PAYCORE_E2E_KAFKA` (default 127.0.0.1:9092). Topics are made per run.
+//! Broker: `E2E_KAFKA_BOOTSTRAP` (default 127.0.0.1:9092). Topics are made per run.
 
 use rdkafka::ClientConfig;
 use rdkafka::Message;
@@ -32,7 +32,7 @@ const MERCHANT: &str = "e2e";
 const PARTITIONS: i32 = 3;
 
 fn bootstrap() -> String {
-    std::env::var("PAYCORE_E2E_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into())
+    std::env::var("E2E_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
 
 fn free_port() -> u16 {
@@ -104,6 +104,12 @@ biller = {{ url = "http://127.0.0.1:{biller}", secret = "biller-secret-change-me
 fn paycore(config: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_paycore"));
     c.arg("--config").arg(config).args(args);
+    // The config file alone decides: PAYCORE_* variables of this process would override it.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PAYCORE_") {
+            c.env_remove(k);
+        }
+    }
     c.env("RUST_LOG", "warn");
     c
 }
@@ -117,7 +123,7 @@ fn spawn(config: &Path, args: &[&str], log: &Path) -> Child {
         .expect("start paycore")
 }
 
-async fn wait_ready(port: u16, within: Duration) {
+async fn wait_ready(port: u16, within: Duration, log: &Path) {
     let http = reqwest::Client::new();
     let deadline = Instant::now() + within;
     loop {
@@ -129,7 +135,12 @@ async fn wait_ready(port: u16, within: Duration) {
         {
             return;
         }
-        assert!(Instant::now() < deadline, "paycore not ready on :{port}");
+        if Instant::now() >= deadline {
+            panic!(
+                "paycore not ready on :{port}; its log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -276,7 +287,12 @@ async fn commands_through_a_crash_have_one_effect_one_reply_and_a_balanced_ledge
     std::fs::write(&cfg, config(dir.path(), port, sim, biller, &topics)).unwrap();
     let mut channel = spawn(&cfg, &["channel-sim"], &dir.path().join("sim.log"));
     let mut core = spawn(&cfg, &["serve"], &dir.path().join("paycore-1.log"));
-    wait_ready(port, Duration::from_secs(60)).await;
+    wait_ready(
+        port,
+        Duration::from_secs(60),
+        &dir.path().join("paycore-1.log"),
+    )
+    .await;
 
     let (replies, c) = collect(&topics.replies, &format!("{run}.test-replies"));
     drain(replies.clone(), c);
@@ -330,7 +346,12 @@ async fn commands_through_a_crash_have_one_effect_one_reply_and_a_balanced_ledge
     core.wait().unwrap();
     let seen_at_crash = replies_by_id(&replies).len();
     core = spawn(&cfg, &["serve"], &dir.path().join("paycore-2.log"));
-    wait_ready(port, Duration::from_secs(60)).await;
+    wait_ready(
+        port,
+        Duration::from_secs(60),
+        &dir.path().join("paycore-2.log"),
+    )
+    .await;
     sending.await.unwrap();
     wait_for(&replies, "every create reply", |r| {
         (0..CREATES).all(|i| r.contains_key(&format!("c-{i}")))
@@ -373,7 +394,12 @@ async fn commands_through_a_crash_have_one_effect_one_reply_and_a_balanced_ledge
     core.wait().unwrap();
     let pays_at_crash = pays(&replies_by_id(&replies));
     core = spawn(&cfg, &["serve"], &dir.path().join("paycore-3.log"));
-    wait_ready(port, Duration::from_secs(60)).await;
+    wait_ready(
+        port,
+        Duration::from_secs(60),
+        &dir.path().join("paycore-3.log"),
+    )
+    .await;
     sending.await.unwrap();
     wait_for(&replies, "every pay and close reply", |r| {
         (0..PAID).all(|i| r.contains_key(&format!("p-{i}")))
