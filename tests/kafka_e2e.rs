@@ -72,6 +72,10 @@ dlq_topic = "{dlq}"
 group_id = "{group}"
 [stream.kafka.properties]
 "session.timeout.ms" = "6000"
+[orders]
+# A write-off that fails under the test's burst (no business-system slot within its timeout) is
+# retried within seconds, not the default 15 minutes.
+fulfillment_retry_ms = [1000, 2000, 5000, 10000, 20000, 30000, 60000, 60000]
 [notifications]
 enabled = false
 [simulator]
