@@ -90,10 +90,13 @@ pub struct KafkaCommandSettings {
     /// Consumer group.
     pub group_id: String,
     /// Most commands of one partition being handled at once; at the bound the partition is
-    /// paused.
+    /// paused until half of them finished (each pause drops the partition's fetched messages,
+    /// fetched again on resume). The default is `max_in_flight`: one partition may take every
+    /// slot; lower it to keep slots for the others.
     pub max_in_flight_per_partition: usize,
-    /// Most commands being handled at once over all partitions; at the bound every partition
-    /// is paused.
+    /// Most commands being handled at once over all partitions; at the bound no message is
+    /// taken (they wait in the fetch queue) until one finishes, and every partition is paused
+    /// when none finished for 500 ms.
     pub max_in_flight: usize,
     /// Largest command message; a larger one is answered `body_too_large`.
     pub max_message_bytes: usize,
@@ -169,7 +172,7 @@ impl Default for KafkaCommandSettings {
             replies_topic: "paycore.replies".into(),
             dlq_topic: "paycore.commands.dlq".into(),
             group_id: "paycore".into(),
-            max_in_flight_per_partition: 256,
+            max_in_flight_per_partition: 1_024,
             max_in_flight: 1_024,
             max_message_bytes: 64 * 1024,
             fetch_queue_kbytes: 16_384,

@@ -1,9 +1,11 @@
 //! The command consumer: a consumer-group member on `stream.kafka.commands.topic` that runs
 //! each message as its own task (`handler`), commits offsets in offset order per partition (the
 //! lowest unfinished offset; `enable.auto.offset.store=false`, stored only once a command's
-//! reply is acknowledged), pauses a partition when its commands in flight reach the bound or
-//! storage refuses one (and every partition at the total bound) instead of buffering, and runs
-//! messages with the same key one after the other. One `session` is one group membership; the
+//! reply is acknowledged), stops taking messages while every command slot is taken (they wait
+//! in librdkafka's fetch queue, bounded by `fetch_queue_kbytes`), pauses a partition when its
+//! own commands in flight reach their bound or storage refuses one (and every partition when
+//! the slots stay taken past `FULL_HOLD`) instead of buffering, and runs messages with the
+//! same key one after the other. One `session` is one group membership; the
 //! stream supervisor (`streams::consumer::supervise`, task `kafka-commands`) starts a new one
 //! after a failure. At shutdown a session stops fetching, lets commands in flight finish
 //! (within `drain_timeout_ms`), commits, and leaves the group.
@@ -28,6 +30,9 @@ use tokio::task::{Id, JoinSet};
 const ERROR_PAUSE: Duration = Duration::from_millis(200);
 /// Longest the consumer waits for its revocation when it leaves the group.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest the loop stops taking messages because every command slot is taken; past it every
+/// partition is paused and the consumer is polled again (rebalances are served in the poll).
+const FULL_HOLD: Duration = Duration::from_millis(500);
 /// How long one wait for consumer events lasts while leaving.
 const LEAVE_POLL: Duration = Duration::from_millis(100);
 
@@ -171,12 +176,26 @@ impl Session {
         }
     }
 
-    /// Pauses what is at a bound, resumes what is below every bound.
-    fn apply_pauses(&mut self) {
-        let full = self.tasks.len() >= self.total;
+    /// Whether every command slot is taken: the loop stops taking messages (they wait in the
+    /// consumer's bounded fetch queue) until one finishes.
+    fn full(&self) -> bool {
+        self.tasks.len() >= self.total
+    }
+
+    /// Pauses what is at a bound, resumes what is well below every bound. A partition at its
+    /// own bound resumes once half of its commands finished, so that it is not paused again
+    /// by the next message (each resume costs a new fetch). Every partition is paused when
+    /// the loop was full for longer than `FULL_HOLD` (commands stalled on storage): from then
+    /// on it polls again, so that rebalances are served while nothing is taken.
+    fn apply_pauses(&mut self, held_too_long: bool) {
         let topic = self.ctx_topic.clone();
         for (p, part) in self.parts.iter_mut() {
-            let want = full || part.overloaded > 0 || part.offsets.len() >= self.per_partition;
+            let own = if part.paused {
+                part.offsets.len() > self.per_partition / 2
+            } else {
+                part.offsets.len() >= self.per_partition
+            };
+            let want = held_too_long || part.overloaded > 0 || own;
             if want == part.paused {
                 continue;
             }
@@ -354,15 +373,27 @@ pub(super) async fn session(
         deps_metrics: deps.metrics.clone(),
     };
     let mut failure = None;
+    // Since when every slot has been taken (messages are not taken meanwhile).
+    let mut full_since: Option<tokio::time::Instant> = None;
     loop {
         s.apply_notes(consumer.context().take());
-        s.apply_pauses();
+        let now = tokio::time::Instant::now();
+        full_since = if s.full() {
+            Some(full_since.unwrap_or(now))
+        } else {
+            None
+        };
+        let held_too_long = full_since.is_some_and(|t| now.duration_since(t) >= FULL_HOLD);
+        s.apply_pauses(held_too_long);
         if *shutdown.borrow() {
             break;
         }
+        // Full and not yet paused: wait for a slot, or for the hold to run out.
+        let hold = full_since.filter(|_| !held_too_long);
         tokio::select! {
             biased;
             _ = shutdown.changed() => {}
+            _ = tokio::time::sleep_until(hold.map_or(now, |t| t + FULL_HOLD)), if hold.is_some() => {}
             Some(p) = pressure_rx.recv() => s.pressure(p),
             Some(joined) = s.tasks.join_next_with_id(), if !s.tasks.is_empty() => match joined {
                 Ok((id, ())) => s.finished(id),
@@ -373,7 +404,7 @@ pub(super) async fn session(
                     break;
                 }
             },
-            m = consumer.recv() => match m {
+            m = consumer.recv(), if hold.is_none() => match m {
                 Ok(m) => {
                     let m = m.detach();
                     s.apply_notes(consumer.context().take());
