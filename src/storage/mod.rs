@@ -18,6 +18,7 @@ use crate::domain::{
     TimerOp,
 };
 use async_trait::async_trait;
+use std::sync::Arc;
 use time::OffsetDateTime;
 
 /// A storage failure that is not a business answer.
@@ -71,13 +72,17 @@ pub struct TokenRecord {
     pub expires_at: OffsetDateTime,
 }
 
-/// An event read back from the outbox, with its position.
+/// An event read back from the outbox, with its position. The event and its bytes are shared:
+/// every consumer reading the same position gets the same decoded event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredEvent {
     /// Position in the outbox; strictly increasing in commit order.
     pub seq: u64,
     /// The event.
-    pub event: Event,
+    pub event: Arc<Event>,
+    /// Its bytes as stored: the event at `streams::codec::SCHEMA_VERSION` (what a transport
+    /// sends, without encoding it again).
+    pub encoded: Arc<[u8]>,
 }
 
 /// Everything paycore stores about orders. One implementation per backend.

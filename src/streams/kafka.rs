@@ -8,7 +8,6 @@
 
 use super::{EventSink, StreamError, codec};
 use crate::config::KafkaSettings;
-use crate::domain::Event;
 use crate::storage::StoredEvent;
 use async_trait::async_trait;
 use rdkafka::ClientConfig;
@@ -32,11 +31,6 @@ pub mod headers {
     pub const OUTBOX_SEQ: &str = "paycore-outbox-seq";
     /// `application/json`.
     pub const CONTENT_TYPE: &str = "content-type";
-}
-
-/// The value of an event message: the event at the codec's schema version.
-pub fn encode_event(event: &Event) -> Vec<u8> {
-    codec::encode(event)
 }
 
 /// The connection part of a client configuration: brokers, TLS, SASL. Each role adds its own
@@ -186,10 +180,10 @@ impl EventSink for KafkaSink {
         let mut deliveries = Vec::with_capacity(events.len());
         let mut failure = None;
         for p in events {
-            let payload = encode_event(&p.event);
+            // The value is the event at the codec's schema version: the outbox row as stored.
             let record = FutureRecord::to(&self.topic)
                 .key(p.event.order_id.as_str())
-                .payload(&payload)
+                .payload(&p.encoded[..])
                 .headers(event_headers(p));
             match self.producer.send_result(record) {
                 Ok(delivery) => deliveries.push(delivery),

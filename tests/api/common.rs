@@ -359,7 +359,7 @@ pub async fn events_until(
         for e in batch {
             if e.event.order_id == order_id {
                 let done = e.event.event_type == last;
-                seen.push(e.event);
+                seen.push((*e.event).clone());
                 if done {
                     log.commit(through).await.unwrap();
                     return seen;

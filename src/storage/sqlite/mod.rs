@@ -4,6 +4,7 @@
 //! power loss; `"normal"` survives kill -9 but not power loss.
 
 mod commands;
+mod events;
 mod ledger;
 mod ledger_scan;
 mod notifications;
@@ -29,6 +30,11 @@ use writer::{
     Admission, BatchLimits, EventRow, OrderRow, TimerRow, WriteOk, WriteOp, WriteRequest,
 };
 
+/// Events kept decoded: the log's consumers (relay, ledger, notifier) each read every event,
+/// mostly right after its commit, and decode it once between them.
+const DECODED_EVENTS: usize = 16_384;
+/// The writer connection's page cache, in KiB.
+const WRITER_CACHE_KIB: i64 = 32 * 1024;
 /// Size the WAL file is truncated to after a checkpoint resets it.
 const WAL_SIZE_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
 
@@ -60,6 +66,8 @@ pub struct SqliteStore {
     events_seen: watch::Sender<u64>,
     /// Whether the last group commit succeeded (a full disk makes it false).
     write_healthy: Arc<AtomicBool>,
+    /// Events decoded lately, shared by the consumers that read them.
+    decoded: events::Decoded,
 }
 
 fn open_conn(path: &Path, flags: OpenFlags, busy_ms: u64) -> rusqlite::Result<Connection> {
@@ -83,6 +91,13 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(be)?;
         conn.pragma_update(None, "synchronous", settings.synchronous.pragma())
+            .map_err(be)?;
+        // Each write runs in its own savepoint, whose statement journal would otherwise be a
+        // temporary file written (pwrite) page by page; in memory it holds one write's pages.
+        conn.pragma_update(None, "temp_store", "MEMORY")
+            .map_err(be)?;
+        // The writer's page cache (negative: KiB), so that hot index pages are not read again.
+        conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
             .map_err(be)?;
         schema::migrate(&mut conn).map_err(be)?;
         // Bounds the WAL file left behind after a checkpoint resets it.
@@ -125,6 +140,7 @@ impl SqliteStore {
             enqueue_timeout: Duration::from_millis(settings.enqueue_timeout_ms),
             events_seen,
             write_healthy,
+            decoded: events::Decoded::new(DECODED_EVENTS),
         })
     }
 
@@ -447,29 +463,22 @@ impl OrderStore for SqliteStore {
     }
 
     async fn events_after(&self, seq: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
-        self.read(move |c| {
-            let mut stmt = c
-                .prepare_cached("SELECT seq, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")
-                .map_err(be)?;
-            let rows = stmt
-                .query_map([seq as i64, limit as i64], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-                })
-                .map_err(be)?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (seq, body) = row.map_err(be)?;
-                // Every outbox row so far is schema version 1 (see `streams::codec`).
-                let event = crate::streams::codec::decode(1, body.as_bytes())
-                    .map_err(|e| StoreError::Corrupt(format!("event {seq}: {e}")))?;
-                out.push(StoredEvent {
-                    seq: seq as u64,
-                    event,
-                });
-            }
-            Ok(out)
-        })
-        .await
+        let rows = self
+            .read(move |c| {
+                let mut stmt = c
+                    .prepare_cached(
+                        "SELECT seq, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                    )
+                    .map_err(be)?;
+                let rows = stmt
+                    .query_map([seq as i64, limit as i64], |r| {
+                        Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?.into_bytes()))
+                    })
+                    .map_err(be)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(be)
+            })
+            .await?;
+        self.decoded.resolve(rows)
     }
 
     async fn cursor(&self, name: &str) -> Result<u64, StoreError> {
