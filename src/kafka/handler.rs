@@ -147,15 +147,17 @@ impl Handler {
                 return self.send(&refuse(&e), false).await;
             }
         };
-        let stored = self
-            .storage(pressure, || {
-                self.replies.command_reply(&merchant.id, &c.request_id)
-            })
-            .await;
-        if let Some(stored) = stored {
+        // A create's stored reply is checked in the same write as its order (a copy is refused
+        // there, `already_answered`), so the lookup waits until a create has an answer other
+        // than its order; every other command looks first.
+        let is_create = c.kind == CommandKind::Create;
+        if !is_create && let Some(stored) = self.stored(pressure, &merchant, &c).await {
             return self.answer_stored(&c, &stored).await;
         }
         if let Err(e) = self.auth.admit(&merchant) {
+            if is_create && let Some(stored) = self.stored(pressure, &merchant, &c).await {
+                return self.answer_stored(&c, &stored).await;
+            }
             self.count(Some(c.kind), "refused");
             return self.send(&refuse(&e), false).await;
         }
@@ -188,30 +190,18 @@ impl Handler {
             // A pay, close or refund that changed its order stored its reply with the change:
             // that stored reply is the answer, byte for byte. One that changed nothing (a
             // repeat while PAYING, a close of a closed order) stores its answer below.
-            Ok(Answer { status, body }) => {
-                let stored = self
-                    .storage(pressure, || {
-                        self.replies.command_reply(&merchant.id, &c.request_id)
-                    })
-                    .await;
-                match stored {
-                    Some(s) if s.command_hash == c.hash => {
-                        return self
-                            .send(&self.reply(&c, s.status, s.body, None), false)
-                            .await;
-                    }
-                    Some(s) => return self.answer_stored(&c, &s).await,
-                    None => (status.as_u16(), body, None),
+            Ok(Answer { status, body }) => match self.stored(pressure, &merchant, &c).await {
+                Some(s) if s.command_hash == c.hash => {
+                    return self
+                        .send(&self.reply(&c, s.status, s.body, None), false)
+                        .await;
                 }
-            }
+                Some(s) => return self.answer_stored(&c, &s).await,
+                None => (status.as_u16(), body, None),
+            },
             // A copy of this create ran first and stored its reply: that is the answer.
             Err(e) if e.code() == "already_answered" => {
-                let stored = self
-                    .storage(pressure, || {
-                        self.replies.command_reply(&merchant.id, &c.request_id)
-                    })
-                    .await;
-                return match stored {
+                return match self.stored(pressure, &merchant, &c).await {
                     Some(s) => self.answer_stored(&c, &s).await,
                     None => {
                         tracing::error!(request_id = %c.request_id, "answered command has no stored reply");
@@ -219,7 +209,13 @@ impl Handler {
                     }
                 };
             }
-            Err(e) => (e.status().as_u16(), e.body_bytes(), e.retry_after_secs()),
+            Err(e) => {
+                // A copy of a create answered with an error has that error as its reply.
+                if is_create && let Some(stored) = self.stored(pressure, &merchant, &c).await {
+                    return self.answer_stored(&c, &stored).await;
+                }
+                (e.status().as_u16(), e.body_bytes(), e.retry_after_secs())
+            }
         };
         let code = error_code(&body);
         if !is_final(status, code.as_deref()) {
@@ -268,6 +264,19 @@ impl Handler {
                     .await
             }
         }
+    }
+
+    /// The reply stored for this command's request id, if any.
+    async fn stored(
+        &self,
+        pressure: &PressureTx,
+        merchant: &AuthedMerchant,
+        c: &Command,
+    ) -> Option<CommandReply> {
+        self.storage(pressure, || {
+            self.replies.command_reply(&merchant.id, &c.request_id)
+        })
+        .await
     }
 
     /// Sends the stored reply again for a copy of its command; a different command under the

@@ -507,6 +507,17 @@ async fn a_repeated_command_gets_the_same_reply_and_has_one_effect() {
         .await;
     assert_eq!(none.status, 404, "the reused request id created nothing");
 
+    // A create refused (no amount): a copy gets the stored refusal, marked replayed.
+    let bad = create_command("req-dup-bad", "demo", "KD-BAD", 0);
+    gw.send("KD-BAD", bad.clone()).await;
+    let (refused, msg) = nth_reply(&mut replies, "req-dup-bad", 1).await;
+    assert_eq!(refused["status"], 422, "{refused}");
+    assert_eq!(header(&msg, "paycore-replayed").as_deref(), Some("false"));
+    gw.send("KD-BAD", bad).await;
+    let (again, msg) = nth_reply(&mut replies, "req-dup-bad", 2).await;
+    assert_eq!(again, refused);
+    assert_eq!(header(&msg, "paycore-replayed").as_deref(), Some("true"));
+
     // A pay repeated: the same reply, one payment at the channel.
     let id = first["body"]["order_id"].as_str().unwrap().to_string();
     let pay = json!({"request_id": "req-dup-pay", "merchant_id": "demo", "command": "pay",

@@ -472,7 +472,10 @@ impl OrderStore for SqliteStore {
                     .map_err(be)?;
                 let rows = stmt
                     .query_map([seq as i64, limit as i64], |r| {
-                        Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?.into_bytes()))
+                        Ok((
+                            r.get::<_, i64>(0)? as u64,
+                            r.get::<_, String>(1)?.into_bytes(),
+                        ))
                     })
                     .map_err(be)?;
                 rows.collect::<Result<Vec<_>, _>>().map_err(be)
