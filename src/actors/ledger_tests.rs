@@ -125,7 +125,7 @@ async fn the_consumer_books_what_is_committed_and_verify_judges_lag_by_its_curso
     )
     .unwrap();
     bad.event_id = EventId::generate();
-    bad.data = serde_json::json!({"not": "a view"});
+    bad.data = serde_json::json!({"not": "a view"}).into();
     let mut closed = order.clone();
     closed.status = OrderStatus::Closed;
     closed.version += 1;

@@ -211,7 +211,7 @@ mod tests {
             merchant_id: "demo".into(),
             version: 3,
             occurred_at: OffsetDateTime::now_utc(),
-            data: serde_json::json!({ "notify_url": url }),
+            data: serde_json::json!({ "notify_url": url }).into(),
         };
         let sub = Subscription {
             events: DEFAULT_NOTIFY_EVENTS

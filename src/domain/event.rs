@@ -160,7 +160,46 @@ pub struct Event {
     #[serde(with = "time::serde::rfc3339")]
     pub occurred_at: OffsetDateTime,
     /// The order as it is after the change, in the contract's view (`GET /v1/orders/{id}`).
-    pub data: serde_json::Value,
+    pub data: EventData,
+}
+
+/// An event's `data`: its JSON kept as text (canonical: keys sorted, no whitespace, when made
+/// from a value), so reading an event back from the outbox does not build a tree of it; a
+/// consumer parses what it needs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EventData(Box<serde_json::value::RawValue>);
+
+impl EventData {
+    /// The JSON text.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// Parses it as `T`.
+    pub fn parse<'a, T: Deserialize<'a>>(&'a self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self.0.get())
+    }
+
+    /// Parses it as a JSON value.
+    pub fn to_value(&self) -> serde_json::Value {
+        self.parse().unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl From<serde_json::Value> for EventData {
+    /// A value's canonical text (its maps are ordered by key).
+    fn from(v: serde_json::Value) -> Self {
+        let raw = serde_json::value::to_raw_value(&v)
+            .unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned());
+        Self(raw)
+    }
+}
+
+impl PartialEq for EventData {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
 }
 
 impl Event {
@@ -176,7 +215,8 @@ impl Event {
             version: change.version,
             occurred_at: change.at,
             data: serde_json::to_value(OrderView::from(order_after))
-                .unwrap_or(serde_json::Value::Null),
+                .unwrap_or(serde_json::Value::Null)
+                .into(),
         })
     }
 }

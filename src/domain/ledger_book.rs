@@ -25,7 +25,6 @@ use super::ledger::{
     txn_id,
 };
 use super::view::OrderView;
-use serde::Deserialize;
 use std::collections::BTreeSet;
 
 /// Event types that move no money and book nothing: a given-up fulfillment's refund is booked
@@ -170,7 +169,10 @@ fn positive(event: &Event, amount: i64, what: &str) -> Result<i64, LedgerError> 
 /// an error. Fold the result into the book (`OrderBook::record`) before the order's next event.
 pub fn book(event: &Event, prior: &OrderBook) -> Result<Vec<LedgerTxn>, LedgerError> {
     // Read in place: `&Value` is a deserializer, no copy of the view is made.
-    let v = OrderView::deserialize(&event.data).map_err(|e| LedgerError::BadData(e.to_string()))?;
+    let v = event
+        .data
+        .parse::<OrderView>()
+        .map_err(|e| LedgerError::BadData(e.to_string()))?;
     if v.order_id != event.order_id || v.merchant_id != event.merchant_id {
         return Err(LedgerError::BadData(
             "the view's order or merchant differs from the envelope's".into(),

@@ -380,14 +380,16 @@ fn events_lacking_what_they_book_are_errors() {
     let paid = events.last().unwrap().clone();
     // order.paid without its payment.
     let mut stripped = paid.clone();
-    stripped.data["payments"] = serde_json::json!([]);
+    let mut v = stripped.data.to_value();
+    v["payments"] = serde_json::json!([]);
+    stripped.data = v.into();
     assert!(matches!(
         book(&stripped, &OrderBook::default()),
         Err(LedgerError::Missing { .. })
     ));
     // Data that is not an order view, or another order's.
     let mut junk = paid.clone();
-    junk.data = serde_json::json!({"amount": 5});
+    junk.data = serde_json::json!({"amount": 5}).into();
     assert!(matches!(
         book(&junk, &OrderBook::default()),
         Err(LedgerError::BadData(_))

@@ -110,11 +110,13 @@ impl Notification {
         if !subscription.events.contains(&event.event_type) {
             return None;
         }
-        let url = event
-            .data
-            .get("notify_url")
-            .and_then(|u| u.as_str())
-            .or(subscription.default_url.as_deref())?;
+        /// The one field of the order's view a notification needs.
+        #[derive(serde::Deserialize)]
+        struct Target {
+            notify_url: Option<String>,
+        }
+        let own = event.data.parse::<Target>().ok().and_then(|t| t.notify_url);
+        let url = own.as_deref().or(subscription.default_url.as_deref())?;
         Some(Self {
             notification_id: NotificationId::for_event(&event.event_id),
             order_id: OrderId::parse(&event.order_id).ok()?,
@@ -235,7 +237,7 @@ mod tests {
             merchant_id: "demo".into(),
             version: 3,
             occurred_at: datetime!(2026-01-02 03:04:05 UTC),
-            data: serde_json::json!({"status": "PAID", "notify_url": notify_url}),
+            data: serde_json::json!({"status": "PAID", "notify_url": notify_url}).into(),
         }
     }
 

@@ -129,7 +129,7 @@ mod tests {
             merchant_id: "m_demo".to_string(),
             version,
             occurred_at: at,
-            data,
+            data: data.into(),
         };
         let mut refunded = data.clone();
         refunded["status"] = "REFUNDED".into();

@@ -234,14 +234,14 @@ async fn events_reach_the_stream_in_version_order() {
     t.pay(&id).await;
     t.wait_status(&id, "PAID").await;
     let events = events_until(&mut log, &id, "order.paid").await;
-    let last_data = events.last().unwrap().data.clone();
+    let last_data = events.last().unwrap().data.to_value();
     let seen: Vec<_> = events
         .iter()
         .map(|e| {
             (
                 e.event_type.clone(),
                 e.version,
-                e.data["status"].as_str().unwrap().to_string(),
+                e.data.to_value()["status"].as_str().unwrap().to_string(),
             )
         })
         .collect();

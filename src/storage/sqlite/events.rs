@@ -86,7 +86,7 @@ mod tests {
             merchant_id: "m1".into(),
             version: seq,
             occurred_at: time::OffsetDateTime::UNIX_EPOCH,
-            data: serde_json::json!({"status": "CREATED"}),
+            data: serde_json::json!({"status": "CREATED"}).into(),
         };
         (seq, crate::streams::codec::encode(&e))
     }

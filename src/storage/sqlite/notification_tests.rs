@@ -29,7 +29,7 @@ fn row(merchant: &str, order: &OrderId, version: u64, due_ms: i64) -> Notificati
         merchant_id: merchant.into(),
         version,
         occurred_at: at(0),
-        data: serde_json::json!({"notify_url": "https://m.example/n"}),
+        data: serde_json::json!({"notify_url": "https://m.example/n"}).into(),
     };
     let sub = Subscription {
         events: DEFAULT_NOTIFY_EVENTS
