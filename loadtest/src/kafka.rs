@@ -8,6 +8,7 @@
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde::Serialize;
@@ -234,8 +235,10 @@ pub async fn run(cfg: IngestConfig) -> anyhow::Result<IngestReport> {
             break;
         }
         while pending.len() >= MAX_UNACKED {
-            if let Some(Err(e)) = pending.next().await {
-                bail!("a command was not produced: {e}");
+            match pending.next().await {
+                Some(Ok(Err((e, _)))) => bail!("a command was not produced: {e}"),
+                Some(Err(_)) => bail!("the producer went away"),
+                _ => {}
             }
         }
         let cmd = serde_json::json!({
@@ -246,21 +249,29 @@ pub async fn run(cfg: IngestConfig) -> anyhow::Result<IngestReport> {
         let payload = serde_json::to_vec(&cmd)?;
         let key = format!("{prefix}{i}");
         *sent_at[i].lock().unwrap() = Some(Instant::now());
-        let (producer, topic) = (producer.clone(), cfg.commands.clone());
-        pending.push(async move {
-            producer
-                .send(
-                    FutureRecord::to(&topic).key(&key).payload(&payload),
-                    Duration::from_secs(30),
-                )
-                .await
-                .map(|_| ())
-                .map_err(|(e, _)| e)
-        });
+        // Enqueued now (an unpolled `send` future would enqueue nothing until polled, which
+        // turned a paced run into bursts); a full queue waits for deliveries.
+        let delivery = loop {
+            match producer.send_result(FutureRecord::to(&cfg.commands).key(&key).payload(&payload))
+            {
+                Ok(d) => break d,
+                Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                    match pending.next().await {
+                        Some(Ok(Err((e, _)))) => bail!("a command was not produced: {e}"),
+                        None => tokio::time::sleep(Duration::from_millis(1)).await,
+                        _ => {}
+                    }
+                }
+                Err((e, _)) => bail!("a command was not enqueued: {e}"),
+            }
+        };
+        pending.push(delivery);
     }
     while let Some(r) = pending.next().await {
-        if let Err(e) = r {
-            bail!("a command was not produced: {e}");
+        match r {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => bail!("a command was not produced: {e}"),
+            Err(_) => bail!("the producer went away"),
         }
     }
     let sent = sent_at
