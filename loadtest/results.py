@@ -42,6 +42,19 @@ def lat_rows(r):
     return rows
 
 
+def cpu_per_unit(r, name="paycore"):
+    c = ((r or {}).get("cpu") or {}).get(name) or {}
+    return c.get("us_per_unit")
+
+
+def cpu_text(r):
+    parts = []
+    for name, c in sorted(((r or {}).get("cpu") or {}).items()):
+        if c.get("us_per_unit") is not None:
+            parts.append(f"{name} **{c['us_per_unit']:.0f} µs** ({c['cpu_s']:.2f} s)")
+    return ", ".join(parts)
+
+
 def run_section(title, name, lines):
     r = load(name)
     if not r:
@@ -53,6 +66,9 @@ def run_section(title, name, lines):
     lines.append(f"`{name}`: {run['mode']}, {how}; achieved **{r['achieved_rate']:.0f} units/s** "
                  f"({r['ok_rate']:.0f} ok/s, {r['requests_per_s']:.0f} HTTP requests/s) over {r['elapsed_s']:.1f} s; "
                  f"{r['units_ok']} ok, {r['units_failed']} failed, {r['units_unfinished']} unfinished.\n")
+    cpu = cpu_text(r)
+    if cpu:
+        lines.append(f"CPU per ok unit (`--cpu-pid`, utime + stime from /proc): {cpu}.\n")
     lines.append("| request | count | errors | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |")
     lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     lines += lat_rows(r)
@@ -113,6 +129,9 @@ ls, lh = load("lifecycle-saturation"), load("lifecycle-half")
 if ls:
     lines.append(f"| lifecycle, durable writes | >= 20,000 orders/s | {ls['ok_rate']:.0f} orders/s | "
                  f"{'yes' if ls['ok_rate'] >= 20000 else 'no'} |")
+if ls and cpu_per_unit(ls) is not None:
+    us = cpu_per_unit(ls)
+    lines.append(f"| lifecycle, paycore CPU per order | <= 100 µs | {us:.0f} µs | {'yes' if us <= 100 else 'no'} |")
 if lh:
     p = worst_p99(lh)
     lines.append(f"| lifecycle p99 at half of saturation | < 5 ms | {p:.2f} ms (worst request type) | {'yes' if p < 5 else 'no'} |")
@@ -197,8 +216,7 @@ run_section("hot, open loop at half of saturation", "hot-half", lines)
 run_section("mixed (create=40, lifecycle=10, pay=25, read=25), open loop", "mixed", lines)
 
 k = load("kafka-ingest")
-lines.append("### Kafka: create commands in, replies and events out
-")
+lines.append("### Kafka: create commands in, replies and events out\n")
 if k:
     http_create = (load("create-saturation") or {}).get("ok_rate")
     cmp = (f" against **{http_create:.0f}/s for HTTP create** (token + create, `create-saturation`, same machine): "
@@ -213,6 +231,9 @@ if k:
                  "`order.created` events (from `occurred_at`, stamped just before the commit, to arrival at a consumer "
                  "of `paycore.order-events`). Broker: Apache Kafka 4.3.1 single node on loopback (`scripts/kafka.sh`), "
                  "sharing the 2 cores.\n")
+    kc = cpu_text(k)
+    if kc:
+        lines.append(f"CPU per created order (`--cpu-pid`): {kc}.\n")
 else:
     lines.append("(not run)\n")
 

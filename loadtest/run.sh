@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The benchmark suite: builds release, starts paycore (with its in-process channel simulator),
-# Redis and the Redis-lock baseline server on loopback with random free ports and a temp data
-# directory, runs every scenario (each bounded in count and time), stops everything it started,
-# and writes loadtest/RESULTS.md from the JSON reports in $OUT.
+# The benchmark suite: builds release, starts paycore, the channel simulator as its own process
+# (so that each report's CPU per unit, read from /proc, is paycore's own), Redis and the
+# Redis-lock baseline server on loopback with random free ports and a temp data directory,
+# runs every scenario (each bounded in count and time), stops everything it started, and
+# writes loadtest/RESULTS.md from the JSON reports in $OUT.
 #
 #   loadtest/run.sh                  # the full suite (about 10 minutes after the build)
 #   QUICK=1 loadtest/run.sh          # 3-second runs and a small memory run: a smoke test
@@ -126,7 +127,9 @@ echo "$BUILT" >"$OUT/build.txt"
 run() { # the loadtest command line, recorded for RESULTS.md
   echo "paycore-loadtest $*" | sed -e "s#$TMP#\$TMP#g" -e "s#${URL:-@none@}\b#\$URL#g" \
     -e "s#${REDIS_URL:-@none@}\b#\$REDIS_URL#g" -e "s#${BASE_URL:-@none@}\b#\$BASE_URL#g" -e "s#${BASE2_URL:-@none@}\b#\$BASE2_URL#g" \
-    -e "s#$OUT#\$OUT#g" -e "s#--rss-pid [0-9]*#--rss-pid \$PAYCORE_PID#" >>"$OUT/commands.txt"
+    -e "s#$OUT#\$OUT#g" -e "s#--rss-pid [0-9]*#--rss-pid \$PAYCORE_PID#" \
+    -e "s#--cpu-pid paycore=[0-9]*#--cpu-pid paycore=\$PAYCORE_PID#" -e "s#--cpu-pid simulator=[0-9]*#--cpu-pid simulator=\$SIM_PID#" \
+    -e "s#--cpu-pid broker=[0-9]*#--cpu-pid broker=\$BROKER_PID#" >>"$OUT/commands.txt"
   "$LT" "$@"
 }
 
@@ -155,10 +158,27 @@ BASE2_URL="http://127.0.0.1:$BASE2_PORT"
 wait_ready "$BASE2_URL/readyz" 30
 
 # --- paycore --------------------------------------------------------------------------------
-log "starting paycore (data in $TMP/paycore)"
-start_paycore "$TMP/paycore"
+# The simulator runs as its own process, so that the CPU each report gives per unit
+# (`--cpu-pid`, from /proc) is paycore's own, and the simulator's beside it.
+SIM_PORT=$(free_port)
+BILLER_PORT=$(free_port)
+env PAYCORE_SIMULATOR__PORT="$SIM_PORT" \
+    PAYCORE_SIMULATOR__BILLER_PORT="$BILLER_PORT" \
+    PAYCORE_SIMULATOR__BEHAVIOUR__QPS=10000000 \
+    PAYCORE_SIMULATOR__BEHAVIOUR__BURST=1000000 \
+    PAYCORE_SIMULATOR__BEHAVIOUR__PAY_DELAY_MS_MIN=5 \
+    PAYCORE_SIMULATOR__BEHAVIOUR__PAY_DELAY_MS_MAX=20 \
+    PAYCORE_SIMULATOR__BEHAVIOUR__MAX_PAYMENTS=20000000 \
+    RUST_LOG=warn "$PAYCORE" --config "$ROOT/config.toml" channel-sim >"$TMP/sim-main.log" 2>&1 &
+MAIN_SIM_PID=$!
+PIDS+=("$MAIN_SIM_PID")
+wait_ready "http://127.0.0.1:$SIM_PORT/sim/v1/payments?out_trade_no=probe" 30
+log "starting paycore (data in $TMP/paycore), the simulator on :$SIM_PORT"
+start_paycore "$TMP/paycore" PAYCORE_SIMULATOR__IN_PROCESS=false \
+  PAYCORE_CHANNELS__SIM__BASE_URL="http://127.0.0.1:$SIM_PORT" \
+  PAYCORE_MERCHANTS__0__BILLER__URL="http://127.0.0.1:$BILLER_PORT"
 echo "$URL" >"$OUT/target.txt"
-COMMON=(--url "$URL" --out "$OUT" --quiet)
+COMMON=(--url "$URL" --out "$OUT" --quiet --cpu-pid "paycore=$PAYCORE_PID" --cpu-pid "simulator=$MAIN_SIM_PID")
 
 half() { python3 -c "import json,sys; print(max(1, int(json.load(open(sys.argv[1]))['ok_rate'] / 2)))" "$1"; }
 
@@ -193,6 +213,8 @@ done
 run compare --url "$URL" --quiet --out "$OUT/on-change" --scenario hot --clients "$CLIENTS" \
   --duration "$DUR" --redis-url "$REDIS_URL" --repeat-write on-change --baseline-url "$BASE2_URL"
 stop_paycore
+kill "$MAIN_SIM_PID" 2>/dev/null || true
+wait "$MAIN_SIM_PID" 2>/dev/null || true
 
 # --- the merchant side: notifications to a local sink, fulfillment at the business system ----
 log "lifecycle with notifications to a local sink and fulfillment on, open loop at half of saturation"
@@ -219,7 +241,9 @@ if [ "$KAFKA" = 1 ]; then
     PAYCORE_STREAM__KAFKA__COMMANDS__ENABLED=true
   # A warm-up: the consumer group is assigned and the connections are open before the count.
   "$LT" kafka-ingest --bootstrap "127.0.0.1:$KAFKA_PORT" --count 2000 --duration 60 --out "$TMP/kafka-warmup.json" >/dev/null
-  run kafka-ingest --bootstrap "127.0.0.1:$KAFKA_PORT" --count "$KAFKA_COUNT" --duration 300 --out "$OUT/kafka-ingest.json" >/dev/null
+  BROKER_PID=$(cat "$KAFKA_HOME/run-$KAFKA_PORT/pid" 2>/dev/null || echo 0)
+  run kafka-ingest --bootstrap "127.0.0.1:$KAFKA_PORT" --count "$KAFKA_COUNT" --duration 300 --out "$OUT/kafka-ingest.json" \
+    --cpu-pid "paycore=$PAYCORE_PID" --cpu-pid "broker=$BROKER_PID" >/dev/null
   stop_paycore
   bash "$ROOT/scripts/kafka.sh" stop
   KAFKA_UP=0

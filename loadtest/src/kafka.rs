@@ -41,6 +41,8 @@ pub struct IngestConfig {
     pub duration: Duration,
     /// Where the JSON goes.
     pub out: PathBuf,
+    /// Processes whose CPU per answered command is reported.
+    pub cpu_pids: Vec<crate::cpu::Watched>,
 }
 
 /// The JSON report.
@@ -62,6 +64,8 @@ pub struct IngestReport {
     pub created_events: usize,
     /// Their lag behind the commit (`occurred_at`) on arrival, ms: p50, p90, p99, max.
     pub event_lag_ms: BTreeMap<String, f64>,
+    /// CPU of the watched processes (`--cpu-pid`) per 201 reply, by name.
+    pub cpu: BTreeMap<String, crate::cpu::CpuUse>,
 }
 
 fn percentiles(h: &Histogram<u64>) -> BTreeMap<String, f64> {
@@ -222,6 +226,7 @@ pub async fn run(cfg: IngestConfig) -> anyhow::Result<IngestReport> {
         .set("linger.ms", "5")
         .set("queue.buffering.max.messages", "200000")
         .create()?;
+    let cpu_start = crate::cpu::start(&cfg.cpu_pids);
     let started = Instant::now();
     let gap = (cfg.rate > 0).then(|| Duration::from_secs_f64(1.0 / cfg.rate as f64));
     let mut pending = futures::stream::FuturesUnordered::new();
@@ -298,6 +303,7 @@ pub async fn run(cfg: IngestConfig) -> anyhow::Result<IngestReport> {
         reply_latency_ms: percentiles(&latency.lock().unwrap()),
         created_events: s.created_events,
         event_lag_ms: percentiles(&lag.lock().unwrap()),
+        cpu: cpu_start.finish(created as u64),
     };
     if let Some(dir) = cfg.out.parent() {
         std::fs::create_dir_all(dir)?;

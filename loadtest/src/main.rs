@@ -5,6 +5,7 @@
 
 mod baseline;
 mod baseline_server;
+mod cpu;
 mod engine;
 mod findmax;
 mod h1;
@@ -105,6 +106,10 @@ struct KafkaIngestArgs {
     /// Where the JSON report goes.
     #[arg(long, default_value = "loadtest/out/kafka-ingest.json")]
     out: PathBuf,
+    /// Report this process's CPU per answered command, as NAME=PID (paycore, the broker);
+    /// repeatable.
+    #[arg(long = "cpu-pid", value_name = "NAME=PID")]
+    cpu_pids: Vec<cpu::Watched>,
 }
 
 #[derive(Args)]
@@ -247,6 +252,10 @@ struct OutputArgs {
     /// Sample this process's RSS every second into the report (e.g. paycore's pid).
     #[arg(long)]
     rss_pid: Option<u32>,
+    /// Report this process's CPU per successful unit, as NAME=PID (e.g. `paycore=4242`);
+    /// repeatable.
+    #[arg(long = "cpu-pid", value_name = "NAME=PID")]
+    cpu_pids: Vec<cpu::Watched>,
     /// No live progress.
     #[arg(long)]
     quiet: bool,
@@ -396,6 +405,7 @@ fn main() -> anyhow::Result<()> {
                     rate: a.rate,
                     duration: Duration::from_secs(a.duration.min(MAX_DURATION_SECS)),
                     out: a.out,
+                    cpu_pids: a.cpu_pids,
                 })
                 .await?;
                 println!("{}", serde_json::to_string_pretty(&report)?);
@@ -555,10 +565,12 @@ async fn measure<T: Target>(
     drive: Drive,
     bounds: Bounds,
     rss_pid: Option<u32>,
+    cpu_pids: &[cpu::Watched],
 ) -> anyhow::Result<Report> {
     let start = Instant::now() + LEAD;
     let stats = Arc::new(Stats::new(start));
     let watcher = rss_pid.map(|pid| rss::watch(pid, stats.clone()));
+    let cpu_start = cpu::start(cpu_pids);
     let label = format!("{}/{}", wl.kind().name(), wl.target().name());
     let (end, info) = match drive {
         Drive::Open {
@@ -615,6 +627,7 @@ async fn measure<T: Target>(
         Arc::try_unwrap(stats).map_err(|_| anyhow::anyhow!("a unit task outlived the run"))?;
     let rec = stats.finish();
     let mut report = Report::assemble(info, &rec, end);
+    report.cpu = cpu_start.finish(report.units_ok);
     if matches!(drive, Drive::Closed { .. }) {
         // A closed loop plans nothing: what it did is what there was.
         report.run.planned = report.units_ok + report.units_failed;
@@ -684,17 +697,17 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
     let report = match a.baseline {
         None => {
             let wl = workload(paycore_target(&a.target, &id).await?, &a.workload, &id).await?;
-            measure(Arc::new(wl), d, b, a.output.rss_pid).await?
+            measure(Arc::new(wl), d, b, a.output.rss_pid, &a.output.cpu_pids).await?
         }
         Some(BaselineKind::RedisLock) => {
             let (t, _db) = baseline_target(&a.baseline_args, &id).await?;
             let wl = workload(t, &a.workload, &id).await?;
-            measure(Arc::new(wl), d, b, a.output.rss_pid).await?
+            measure(Arc::new(wl), d, b, a.output.rss_pid, &a.output.cpu_pids).await?
         }
         Some(BaselineKind::RedisLockHttp) => {
             let t = http_target("redis-lock-http", &a.target.url, &a.target, &id).await?;
             let wl = workload(t, &a.workload, &id).await?;
-            measure(Arc::new(wl), d, b, a.output.rss_pid).await?
+            measure(Arc::new(wl), d, b, a.output.rss_pid, &a.output.cpu_pids).await?
         }
     };
     let stem = a
@@ -731,7 +744,14 @@ async fn search<T: Target>(
             duration: step_len,
             count: u64::MAX,
         };
-        let report = measure(wl.clone(), drive, bounds, a.output.rss_pid).await?;
+        let report = measure(
+            wl.clone(),
+            drive,
+            bounds,
+            a.output.rss_pid,
+            &a.output.cpu_pids,
+        )
+        .await?;
         let step = findmax::judge(&report, rate, a.p99_ms);
         println!(
             "  step {:>2}: asked {:>8.0}/s achieved {:>8.0}/s p99 {:>8.3} ms errors {:>5.2}% -> {}",
@@ -870,10 +890,11 @@ async fn compare(a: CompareArgs) -> anyhow::Result<()> {
     let mut summary = Vec::new();
     for (mode, drive, first) in drives {
         // The same workload against each system, one after the other, in this one run.
-        let p = measure(pc.clone(), drive, b(first), None).await?;
-        let mut others = vec![measure(bl.clone(), drive, b(first), None).await?];
+        // The watched processes are paycore's (and its simulator's): only its run counts them.
+        let p = measure(pc.clone(), drive, b(first), None, &a.output.cpu_pids).await?;
+        let mut others = vec![measure(bl.clone(), drive, b(first), None, &[]).await?];
         if let Some(bh) = &bh {
-            others.push(measure(bh.clone(), drive, b(first), None).await?);
+            others.push(measure(bh.clone(), drive, b(first), None, &[]).await?);
         }
         let stem = format!("compare-{scenario}-{mode}");
         write_outputs(&p, &a.output, &format!("{stem}-paycore"))?;

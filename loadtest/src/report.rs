@@ -126,6 +126,9 @@ pub struct Report {
     pub generator_lag: Latency,
     /// Per-second timeline.
     pub timeline: Vec<SecondReport>,
+    /// CPU of the watched processes (`--cpu-pid`) over the run, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cpu: BTreeMap<String, crate::cpu::CpuUse>,
 }
 
 impl Report {
@@ -179,6 +182,7 @@ impl Report {
             errors: rec.errors.clone(),
             generator_lag: Latency::of(&rec.lag, 0),
             timeline,
+            cpu: BTreeMap::new(),
         }
     }
 
@@ -260,6 +264,17 @@ impl Report {
         }
         if let Some(peak) = self.peak_rss_mib() {
             let _ = writeln!(out, "peak RSS of the watched process: {peak:.1} MiB");
+        }
+        if !self.cpu.is_empty() {
+            let list: Vec<String> = self
+                .cpu
+                .iter()
+                .map(|(name, c)| match c.us_per_unit {
+                    Some(us) => format!("{name} {us:.0} µs ({:.2} s)", c.cpu_s),
+                    None => format!("{name} {:.2} s", c.cpu_s),
+                })
+                .collect();
+            let _ = writeln!(out, "CPU per ok unit: {}", list.join(", "));
         }
         out
     }
