@@ -99,9 +99,10 @@ if os.path.exists(build_file):
 else:
     built = sh('git -C ' + here + ' rev-parse --short HEAD') or '?'
 lines.append(f"- {sh('rustc --version')}; paycore built at git {built}")
-lines.append("- Load generator, paycore (2 HTTP workers, SQLite writer thread, in-process simulator), Redis and the "
-             "baseline server all share these cores: every number is a whole-machine number, the generator's "
-             "own CPU included.")
+lines.append("- Load generator, paycore (2 HTTP workers, SQLite writer thread), the channel simulator (its own "
+             "process, except in the notification run), Redis and the baseline server all share these cores: every "
+             "throughput is a whole-machine number, the generator's own CPU included; the CPU per unit is each "
+             "watched process's own.")
 lines.append(f"- paycore settings: config.toml with env overrides (run.sh `start_paycore`): merchant and channel rate "
              f"limits raised out of the way, simulator pay delay 5..20 ms, `synchronous = \"full\"` (durable writes).")
 lines.append(f"- Scenario length {a.dur} s; closed-loop runs use {a.clients} clients.\n")
