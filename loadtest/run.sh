@@ -108,6 +108,36 @@ start_paycore() { # data-dir extra-env...
   wait_ready "$URL/readyz" 60
 }
 
+SIM_PID=""
+SIM_ENV=()
+start_sim() { # log-file: the channel simulator (and business-system simulator) as its own process
+  SIM_PORT=$(free_port)
+  BILLER_PORT=$(free_port)
+  env PAYCORE_SIMULATOR__PORT="$SIM_PORT" \
+      PAYCORE_SIMULATOR__BILLER_PORT="$BILLER_PORT" \
+      PAYCORE_SIMULATOR__BEHAVIOUR__QPS=10000000 \
+      PAYCORE_SIMULATOR__BEHAVIOUR__BURST=1000000 \
+      PAYCORE_SIMULATOR__BEHAVIOUR__PAY_DELAY_MS_MIN=5 \
+      PAYCORE_SIMULATOR__BEHAVIOUR__PAY_DELAY_MS_MAX=20 \
+      PAYCORE_SIMULATOR__BEHAVIOUR__MAX_PAYMENTS=20000000 \
+      RUST_LOG=warn "$PAYCORE" --config "$ROOT/config.toml" channel-sim >"$1" 2>&1 &
+  SIM_PID=$!
+  PIDS+=("$SIM_PID")
+  wait_ready "http://127.0.0.1:$SIM_PORT/sim/v1/payments?out_trade_no=probe" 30
+  # What paycore needs to use it instead of its in-process simulators.
+  SIM_ENV=(PAYCORE_SIMULATOR__IN_PROCESS=false
+    PAYCORE_CHANNELS__SIM__BASE_URL="http://127.0.0.1:$SIM_PORT"
+    PAYCORE_MERCHANTS__0__BILLER__URL="http://127.0.0.1:$BILLER_PORT")
+}
+
+stop_sim() {
+  if [ -n "$SIM_PID" ]; then
+    kill "$SIM_PID" 2>/dev/null || true
+    wait "$SIM_PID" 2>/dev/null || true
+    SIM_PID=""
+  fi
+}
+
 stop_paycore() {
   if [ -n "$PAYCORE_PID" ]; then
     kill "$PAYCORE_PID" 2>/dev/null || true
@@ -160,25 +190,11 @@ wait_ready "$BASE2_URL/readyz" 30
 # --- paycore --------------------------------------------------------------------------------
 # The simulator runs as its own process, so that the CPU each report gives per unit
 # (`--cpu-pid`, from /proc) is paycore's own, and the simulator's beside it.
-SIM_PORT=$(free_port)
-BILLER_PORT=$(free_port)
-env PAYCORE_SIMULATOR__PORT="$SIM_PORT" \
-    PAYCORE_SIMULATOR__BILLER_PORT="$BILLER_PORT" \
-    PAYCORE_SIMULATOR__BEHAVIOUR__QPS=10000000 \
-    PAYCORE_SIMULATOR__BEHAVIOUR__BURST=1000000 \
-    PAYCORE_SIMULATOR__BEHAVIOUR__PAY_DELAY_MS_MIN=5 \
-    PAYCORE_SIMULATOR__BEHAVIOUR__PAY_DELAY_MS_MAX=20 \
-    PAYCORE_SIMULATOR__BEHAVIOUR__MAX_PAYMENTS=20000000 \
-    RUST_LOG=warn "$PAYCORE" --config "$ROOT/config.toml" channel-sim >"$TMP/sim-main.log" 2>&1 &
-MAIN_SIM_PID=$!
-PIDS+=("$MAIN_SIM_PID")
-wait_ready "http://127.0.0.1:$SIM_PORT/sim/v1/payments?out_trade_no=probe" 30
+start_sim "$TMP/sim-main.log"
 log "starting paycore (data in $TMP/paycore), the simulator on :$SIM_PORT"
-start_paycore "$TMP/paycore" PAYCORE_SIMULATOR__IN_PROCESS=false \
-  PAYCORE_CHANNELS__SIM__BASE_URL="http://127.0.0.1:$SIM_PORT" \
-  PAYCORE_MERCHANTS__0__BILLER__URL="http://127.0.0.1:$BILLER_PORT"
+start_paycore "$TMP/paycore" "${SIM_ENV[@]}"
 echo "$URL" >"$OUT/target.txt"
-COMMON=(--url "$URL" --out "$OUT" --quiet --cpu-pid "paycore=$PAYCORE_PID" --cpu-pid "simulator=$MAIN_SIM_PID")
+COMMON=(--url "$URL" --out "$OUT" --quiet --cpu-pid "paycore=$PAYCORE_PID" --cpu-pid "simulator=$SIM_PID")
 
 half() { python3 -c "import json,sys; print(max(1, int(json.load(open(sys.argv[1]))['ok_rate'] / 2)))" "$1"; }
 
@@ -213,8 +229,7 @@ done
 run compare --url "$URL" --quiet --out "$OUT/on-change" --scenario hot --clients "$CLIENTS" \
   --duration "$DUR" --redis-url "$REDIS_URL" --repeat-write on-change --baseline-url "$BASE2_URL"
 stop_paycore
-kill "$MAIN_SIM_PID" 2>/dev/null || true
-wait "$MAIN_SIM_PID" 2>/dev/null || true
+stop_sim
 
 # --- the merchant side: notifications to a local sink, fulfillment at the business system ----
 log "lifecycle with notifications to a local sink and fulfillment on, open loop at half of saturation"
@@ -253,28 +268,13 @@ fi
 log "memory: $MEMORY_ORDERS orders at $MEMORY_RATE/s (about $MEM_SECS s) with max_live_orders=$MAX_LIVE"
 # The simulator runs as its own process here, so paycore's RSS is paycore's alone (the simulator
 # keeps a record of every payment it made: that is its audit ledger, not paycore's memory).
-SIM_PORT=$(free_port)
-BILLER_PORT=$(free_port)
-env PAYCORE_SIMULATOR__PORT="$SIM_PORT" \
-    PAYCORE_SIMULATOR__BILLER_PORT="$BILLER_PORT" \
-    PAYCORE_SIMULATOR__BEHAVIOUR__QPS=10000000 \
-    PAYCORE_SIMULATOR__BEHAVIOUR__BURST=1000000 \
-    PAYCORE_SIMULATOR__BEHAVIOUR__PAY_DELAY_MS_MIN=5 \
-    PAYCORE_SIMULATOR__BEHAVIOUR__PAY_DELAY_MS_MAX=20 \
-    PAYCORE_SIMULATOR__BEHAVIOUR__MAX_PAYMENTS=20000000 \
-    RUST_LOG=warn "$PAYCORE" --config "$ROOT/config.toml" channel-sim >"$TMP/sim-mem.log" 2>&1 &
-SIM_PID=$!
-PIDS+=("$SIM_PID")
-wait_ready "http://127.0.0.1:$SIM_PORT/sim/v1/payments?out_trade_no=probe" 30
-start_paycore "$TMP/paycore-mem" PAYCORE_ACTORS__MAX_LIVE_ORDERS="$MAX_LIVE" \
-  PAYCORE_SIMULATOR__IN_PROCESS=false PAYCORE_CHANNELS__SIM__BASE_URL="http://127.0.0.1:$SIM_PORT" \
-  PAYCORE_MERCHANTS__0__BILLER__URL="http://127.0.0.1:$BILLER_PORT"
+start_sim "$TMP/sim-mem.log"
+start_paycore "$TMP/paycore-mem" PAYCORE_ACTORS__MAX_LIVE_ORDERS="$MAX_LIVE" "${SIM_ENV[@]}"
 run run --url "$URL" --out "$OUT" --quiet --scenario mixed --mix create=90,lifecycle=10 \
   --rate "$MEMORY_RATE" --count "$MEMORY_ORDERS" --duration "$MEM_SECS" \
   --rss-pid "$PAYCORE_PID" --name memory
 stop_paycore
-kill "$SIM_PID" 2>/dev/null || true
-wait "$SIM_PID" 2>/dev/null || true
+stop_sim
 
 if [ "$BENCH" = 1 ]; then
   log "criterion benches"
