@@ -102,6 +102,12 @@ pub(crate) fn insert_reply(conn: &Connection, r: &ReplyRow) -> rusqlite::Result<
     Ok(n == 1)
 }
 
+/// Whether a reply is stored under `r`'s key (read only).
+pub(crate) fn reply_stored(conn: &Connection, r: &ReplyRow) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM command_replies WHERE merchant_id = ?1 AND request_id = ?2")?
+        .exists([r.merchant_id.as_str(), r.request_id.as_str()])
+}
+
 /// Deletes at most `limit` replies stored before `before_ms` (oldest first, by the index).
 pub(crate) fn purge_replies(
     conn: &Connection,

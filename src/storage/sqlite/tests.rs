@@ -151,6 +151,67 @@ async fn concurrent_uses_of_one_token_have_exactly_one_winner() {
     );
 }
 
+/// A write refused after it changed rows (here an order id taken by another order, found only
+/// when the order row is inserted, after its token was consumed) is undone alone, whatever else
+/// commits in its batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_refused_after_it_changed_rows_is_undone_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(&settings(&dir), Arc::new(Metrics::new())).unwrap());
+    let (first, events) = new_order("m1", "FIRST");
+    let t = token(&store, "m1", 60).await;
+    let now = OffsetDateTime::now_utc();
+    assert_eq!(
+        store
+            .create_order(t, first.clone(), events, vec![], now)
+            .await
+            .unwrap(),
+        CreateOutcome::Created
+    );
+    let collider_token = token(&store, "m1", 60).await;
+    let mut tokens = Vec::new();
+    for _ in 0..40 {
+        tokens.push(token(&store, "m1", 60).await);
+    }
+    let mut tasks = Vec::new();
+    for (i, t) in tokens.into_iter().enumerate() {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let (o, e) = new_order("m1", &format!("N{i}"));
+            store.create_order(t, o, e, vec![], now).await
+        }));
+    }
+    let (mut collider, events) = new_order("m1", "COLLIDER");
+    collider.order_id = first.order_id.clone();
+    let refused = store
+        .create_order(collider_token.clone(), collider, events, vec![], now)
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Backend(ref e)) if e.contains("collision")),
+        "{refused:?}"
+    );
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap(), CreateOutcome::Created);
+    }
+    // The collider's token was not consumed: it admits another order.
+    let (again, events) = new_order("m1", "AGAIN");
+    assert_eq!(
+        store
+            .create_order(collider_token, again, events, vec![], now)
+            .await
+            .unwrap(),
+        CreateOutcome::Created
+    );
+    assert_eq!(
+        store.load_order(&first.order_id).await.unwrap(),
+        Some(first)
+    );
+    assert_eq!(
+        store.status_counts().await.unwrap(),
+        vec![(OrderStatus::Created, 42)]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn update_checks_version_and_keeps_counts_and_outbox() {
     let dir = tempfile::tempdir().unwrap();
