@@ -1,6 +1,7 @@
-//! Outbox rows to shared events: each position is decoded once while it stays among the
-//! most recently decoded ones (the log's consumers read the same positions one after another,
-//! mostly right after their commit), and its bytes are kept as stored.
+//! Outbox rows to shared events: the writer puts each event it commits here, and a position
+//! is decoded only when it is no longer among the most recent ones (the log's consumers read the
+//! same positions one after another, mostly right after their commit); its bytes are kept as
+//! stored.
 
 use crate::domain::event::Event;
 use crate::storage::{StoreError, StoredEvent};
@@ -68,6 +69,14 @@ impl Decoded {
         Ok(out.into_iter().flatten().collect())
     }
 
+    /// Events the writer committed, by position: the consumers will read them next.
+    pub fn put(&self, events: Vec<StoredEvent>) {
+        let mut recent = self.lock();
+        for e in events {
+            recent.put(e.seq, (e.event, e.encoded));
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Recent> {
         // The cache holds no invariant a panic could break: a poisoned one is still usable.
         self.recent.lock().unwrap_or_else(|p| p.into_inner())
@@ -113,6 +122,31 @@ mod tests {
         assert_eq!(
             &*again[1].encoded,
             &row(2, "evt_01JDX2M4Q8R5T7V9W1Y3Z5B7E3").1[..]
+        );
+    }
+
+    #[test]
+    fn a_committed_event_is_served_as_the_writer_put_it() {
+        let d = Decoded::new(8);
+        let (seq, body) = row(5, "evt_01JDX2M4Q8R5T7V9W1Y3Z5B7E1");
+        let event = Arc::new(crate::streams::codec::decode(1, &body).unwrap());
+        d.put(vec![StoredEvent {
+            seq,
+            event: event.clone(),
+            encoded: body.clone().into(),
+        }]);
+        // Not decoded: the row read back (here, other bytes) is answered by what was put.
+        let read = d
+            .resolve(vec![
+                (5, b"{not json".to_vec()),
+                row(6, "evt_01JDX2M4Q8R5T7V9W1Y3Z5B7E2"),
+            ])
+            .unwrap();
+        assert!(Arc::ptr_eq(&read[0].event, &event));
+        assert_eq!(&*read[0].encoded, &body[..]);
+        assert_eq!(
+            read[1].event.event_id.as_str(),
+            "evt_01JDX2M4Q8R5T7V9W1Y3Z5B7E2"
         );
     }
 

@@ -260,13 +260,7 @@ pub(crate) fn apply(conn: &Connection, op: &LedgerOp) -> Result<WriteOk, Refused
             ])
             .map_err(backend)?;
     }
-    super::writer::apply(
-        conn,
-        &WriteOp::SetCursor {
-            name: cursor.clone(),
-            seq: *seq,
-        },
-    )?;
+    super::writer::set_cursor(conn, cursor, *seq)?;
     Ok(WriteOk::Ledger(outcome))
 }
 

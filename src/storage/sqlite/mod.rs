@@ -30,8 +30,9 @@ use writer::{
     Admission, BatchLimits, EventRow, OrderRow, TimerRow, WriteOk, WriteOp, WriteRequest,
 };
 
-/// Events kept decoded: the log's consumers (relay, ledger, notifier) each read every event,
-/// mostly right after its commit, and decode it once between them.
+/// Events kept decoded: the writer puts every event it commits, and the log's consumers (relay,
+/// ledger, notifier), which each read every event mostly right after its commit, decode only
+/// the ones that fell out.
 const DECODED_EVENTS: usize = 16_384;
 /// The writer connection's page cache, in KiB.
 const WRITER_CACHE_KIB: i64 = 32 * 1024;
@@ -67,7 +68,7 @@ pub struct SqliteStore {
     /// Whether the last group commit succeeded (a full disk makes it false).
     write_healthy: Arc<AtomicBool>,
     /// Events decoded lately, shared by the consumers that read them.
-    decoded: events::Decoded,
+    decoded: Arc<events::Decoded>,
 }
 
 fn open_conn(path: &Path, flags: OpenFlags, busy_ms: u64) -> rusqlite::Result<Connection> {
@@ -125,10 +126,15 @@ impl SqliteStore {
         let seen = events_seen.clone();
         let write_healthy = Arc::new(AtomicBool::new(true));
         let healthy = write_healthy.clone();
+        let decoded = Arc::new(events::Decoded::new(DECODED_EVENTS));
+        let shared = decoded.clone();
         let handle = std::thread::Builder::new()
             .name("paycore-sqlite-writer".into())
             .spawn(move || {
-                let wakeups = writer::EventWakeups { consumers: seen };
+                let wakeups = writer::EventWakeups {
+                    consumers: seen,
+                    decoded: shared,
+                };
                 writer::run(conn, rx, limits, runtime, wakeups, metrics, healthy)
             })
             .map_err(|e| StoreError::Backend(format!("spawn writer: {e}")))?;
@@ -140,7 +146,7 @@ impl SqliteStore {
             enqueue_timeout: Duration::from_millis(settings.enqueue_timeout_ms),
             events_seen,
             write_healthy,
-            decoded: events::Decoded::new(DECODED_EVENTS),
+            decoded,
         })
     }
 
@@ -210,7 +216,7 @@ impl SqliteStore {
         timers: Vec<TimerOp>,
         now: OffsetDateTime,
     ) -> Result<CreateOutcome, StoreError> {
-        let (order, events) = (OrderRow::encode(&order)?, EventRow::encode_all(&events)?);
+        let (order, events) = (OrderRow::encode(&order)?, EventRow::encode_all(events));
         let timers = TimerRow::encode_all(&timers);
         match self
             .write(WriteOp::CreateOrder {
@@ -239,7 +245,7 @@ impl SqliteStore {
         events: Vec<Event>,
         timers: Vec<TimerOp>,
     ) -> Result<(), StoreError> {
-        let (order, events) = (OrderRow::encode(&order)?, EventRow::encode_all(&events)?);
+        let (order, events) = (OrderRow::encode(&order)?, EventRow::encode_all(events));
         let timers = TimerRow::encode_all(&timers);
         self.write(WriteOp::UpdateOrder {
             order,

@@ -122,13 +122,7 @@ pub(crate) fn apply(conn: &Connection, op: &NotificationOp) -> Result<WriteOk, R
                     ])
                     .map_err(backend)?;
             }
-            super::writer::apply(
-                conn,
-                &WriteOp::SetCursor {
-                    name: cursor.clone(),
-                    seq: *seq,
-                },
-            )?;
+            super::writer::set_cursor(conn, cursor, *seq)?;
             done(NotificationOk::Done)
         }
         NotificationOp::Claim {

@@ -1,12 +1,13 @@
 //! The single SQLite writer: one OS thread that owns the only write connection and group-commits
-//! many actors' writes in one transaction. Each write runs inside its own savepoint, so a write
-//! that is refused (a used token, a duplicate order, a version conflict) rolls back alone while
-//! the rest of the batch commits. A write is answered only after its transaction commits.
+//! many actors' writes in one transaction. A write that is refused (a used token, a duplicate
+//! order, a version conflict) changes nothing while the rest of the batch commits (see
+//! `commit_batch`). A write is answered only after its transaction commits.
 
+use super::events::Decoded;
 use super::{now_ms, to_ms};
 use crate::domain::{Event, Order, OrderId, OrderStatus, SubmitToken, Timer, TimerKind, TimerOp};
 use crate::metrics::Metrics;
-use crate::storage::{CreateOutcome, StoreError, TokenRecord};
+use crate::storage::{CreateOutcome, StoreError, StoredEvent, TokenRecord};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,28 +47,29 @@ impl OrderRow {
     }
 }
 
-/// An outbox event encoded for storage.
+/// An outbox event encoded for storage, and the event itself: once its transaction commits, the
+/// writer hands both to the outbox's consumers (`events::Decoded`), so none decodes it again.
 #[derive(Debug)]
 pub(crate) struct EventRow {
     pub event_id: String,
     pub order_id: String,
     pub version: i64,
     pub event_type: String,
-    pub body: String,
+    pub body: Arc<str>,
+    pub event: Arc<Event>,
 }
 
 impl EventRow {
-    pub fn encode_all(events: &[Event]) -> Result<Vec<Self>, StoreError> {
+    pub fn encode_all(events: Vec<Event>) -> Vec<Self> {
         events
-            .iter()
-            .map(|e| {
-                Ok(Self {
-                    event_id: e.event_id.to_string(),
-                    order_id: e.order_id.clone(),
-                    version: e.version as i64,
-                    event_type: e.event_type.clone(),
-                    body: crate::streams::codec::encode_text(e),
-                })
+            .into_iter()
+            .map(|e| Self {
+                event_id: e.event_id.to_string(),
+                order_id: e.order_id.clone(),
+                version: e.version as i64,
+                event_type: e.event_type.clone(),
+                body: crate::streams::codec::encode_text(&e).into(),
+                event: Arc::new(e),
             })
             .collect()
     }
@@ -220,10 +222,12 @@ pub(crate) enum Refused {
     Answer(Result<WriteOk, StoreError>),
 }
 
-/// Who is woken after a commit that stored events: every consumer of the outbox watches this
-/// count with its own receiver, so none misses a commit that woke another.
+/// Who is told of a commit that stored events: every consumer of the outbox watches this count
+/// with its own receiver, so none misses a commit that woke another; the events themselves go to
+/// the consumers' shared cache first, so that none decodes what the writer had.
 pub(crate) struct EventWakeups {
     pub consumers: watch::Sender<u64>,
+    pub decoded: Arc<Decoded>,
 }
 
 /// Runs the writer until every sender is dropped, then returns after the last batch commits.
@@ -258,13 +262,14 @@ pub(crate) fn run(
         }
         let started = Instant::now();
         let writes = batch.len();
-        let had_events = commit_batch(&mut conn, &mut batch, &healthy);
+        let stored = commit_batch(&mut conn, &mut batch, &healthy);
         metrics
             .storage_commit_seconds
             .observe(started.elapsed().as_secs_f64());
         metrics.storage_batch_writes.observe(writes as f64);
         batch.clear();
-        if had_events {
+        if !stored.is_empty() {
+            events_committed.decoded.put(stored);
             events_committed
                 .consumers
                 .send_modify(|n| *n = n.wrapping_add(1));
@@ -277,8 +282,7 @@ pub(crate) fn run(
 
 /// Applies a batch in one transaction and answers every request. Records in `healthy` whether
 /// the batch committed, before any answer goes out (a caller told of a failure and asking
-/// `ping` at once must see it). Returns whether any event was committed (so the outbox relay
-/// is woken).
+/// `ping` at once must see it). Returns the events it committed, with their positions.
 ///
 /// A write is applied first without a savepoint of its own: every business refusal is found
 /// before the write changes a row (creates check before they write), so it leaves nothing to
@@ -290,11 +294,11 @@ fn commit_batch(
     conn: &mut Connection,
     batch: &mut Vec<WriteRequest>,
     healthy: &AtomicBool,
-) -> bool {
-    let (outcome, mut answers, mut had_events) = match apply_batch(conn, batch, Undo::Never) {
-        Pass::Done(outcome, answers, had_events) => (outcome, answers, had_events),
+) -> Vec<StoredEvent> {
+    let (outcome, mut answers, mut stored) = match apply_batch(conn, batch, Undo::Never) {
+        Pass::Done(outcome, answers, stored) => (outcome, answers, stored),
         Pass::Undo => match apply_batch(conn, batch, Undo::Savepoint) {
-            Pass::Done(outcome, answers, had_events) => (outcome, answers, had_events),
+            Pass::Done(outcome, answers, stored) => (outcome, answers, stored),
             Pass::Undo => unreachable!("a pass with savepoints never asks for one"),
         },
     };
@@ -307,7 +311,7 @@ fn commit_batch(
     if let Err(e) = outcome {
         tracing::error!(error = %e, writes = batch.len(), "group commit failed; every write in it is refused");
         let _ = conn.execute_batch("ROLLBACK");
-        had_events = false;
+        stored.clear();
         answers = batch
             .iter()
             .map(|_| Err(StoreError::Backend(e.to_string())))
@@ -318,7 +322,7 @@ fn commit_batch(
         // The caller may have given up (timeout); the write stands either way.
         let _ = req.reply.send(answer);
     }
-    had_events
+    stored
 }
 
 /// How a pass undoes one refused write.
@@ -332,33 +336,37 @@ enum Undo {
 
 enum Pass {
     /// The transaction's outcome (commit or the first statement that failed it), an answer per
-    /// write, and whether an event was stored.
-    Done(rusqlite::Result<()>, Vec<Result<WriteOk, StoreError>>, bool),
+    /// write, and the events stored.
+    Done(
+        rusqlite::Result<()>,
+        Vec<Result<WriteOk, StoreError>>,
+        Vec<StoredEvent>,
+    ),
     /// Rolled back: a write must be undone alone, so the batch needs savepoints.
     Undo,
 }
 
 fn apply_batch(conn: &mut Connection, batch: &[WriteRequest], undo: Undo) -> Pass {
     let mut answers: Vec<Result<WriteOk, StoreError>> = Vec::with_capacity(batch.len());
-    let mut had_events = false;
+    let mut stored = Vec::new();
     let outcome = (|| -> rusqlite::Result<bool> {
         conn.execute_batch("BEGIN IMMEDIATE")?;
         for req in batch {
-            let changes_before = conn.total_changes();
+            let (changes_before, stored_before) = (conn.total_changes(), stored.len());
             if undo == Undo::Savepoint {
                 conn.prepare_cached("SAVEPOINT w")?.execute([])?;
             }
-            match apply(conn, &req.op) {
+            match apply(conn, &req.op, &mut stored) {
                 Ok(ok) => {
                     if undo == Undo::Savepoint {
                         conn.prepare_cached("RELEASE w")?.execute([])?;
                     }
-                    had_events |= matches!(&req.op, WriteOp::CreateOrder { events, .. } | WriteOp::UpdateOrder { events, .. } if !events.is_empty());
                     answers.push(Ok(ok));
                 }
                 Err(Refused::Answer(answer)) => match undo {
                     Undo::Savepoint => {
                         conn.execute_batch("ROLLBACK TO w; RELEASE w")?;
+                        stored.truncate(stored_before);
                         answers.push(answer);
                     }
                     Undo::Never
@@ -378,9 +386,9 @@ fn apply_batch(conn: &mut Connection, batch: &[WriteRequest], undo: Undo) -> Pas
         Ok(true)
     })();
     match outcome {
-        Ok(true) => Pass::Done(Ok(()), answers, had_events),
+        Ok(true) => Pass::Done(Ok(()), answers, stored),
         Ok(false) => Pass::Undo,
-        Err(e) => Pass::Done(Err(e), answers, had_events),
+        Err(e) => Pass::Done(Err(e), answers, Vec::new()),
     }
 }
 
@@ -388,7 +396,12 @@ pub(crate) fn backend(e: rusqlite::Error) -> Refused {
     Refused::Answer(Err(StoreError::Backend(e.to_string())))
 }
 
-pub(crate) fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteOk, Refused> {
+/// Applies one write. The events it stores are appended to `stored` (with their positions).
+fn apply(
+    conn: &Connection,
+    op: &WriteOp,
+    stored: &mut Vec<StoredEvent>,
+) -> Result<WriteOk, Refused> {
     match op {
         WriteOp::IssueToken(t) => {
             conn.prepare_cached(
@@ -433,7 +446,7 @@ pub(crate) fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteOk, Refused>
                     }
                 }
             }
-            let created = create_order(conn, order, events)?;
+            let created = create_order(conn, order, events, stored)?;
             write_timers(conn, &order.order_id, timers)?;
             Ok(created)
         }
@@ -468,7 +481,7 @@ pub(crate) fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteOk, Refused>
                     order.order_id.clone(),
                 ))));
             }
-            insert_events(conn, events)?;
+            insert_events(conn, events, stored)?;
             write_timers(conn, &order.order_id, timers)?;
             if *previous_status != order.status {
                 bump_count(conn, *previous_status, -1)?;
@@ -526,12 +539,7 @@ pub(crate) fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteOk, Refused>
             Ok(WriteOk::Done)
         }
         WriteOp::SetCursor { name, seq } => {
-            conn.prepare_cached(
-                "INSERT INTO stream_cursors (name, seq) VALUES (?1, ?2)
-                 ON CONFLICT (name) DO UPDATE SET seq = excluded.seq WHERE excluded.seq > stream_cursors.seq",
-            )
-            .and_then(|mut s| s.execute(params![name, *seq as i64]))
-            .map_err(backend)?;
+            set_cursor(conn, name, *seq)?;
             Ok(WriteOk::Done)
         }
         WriteOp::RegisterCursor { name } => {
@@ -588,6 +596,17 @@ pub(crate) fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteOk, Refused>
         WriteOp::Commands(op) => super::commands::apply(conn, op),
         WriteOp::Ledger(op) => super::ledger::apply(conn, op),
     }
+}
+
+/// Moves the cursor `name` forward to `seq` (never back).
+pub(crate) fn set_cursor(conn: &Connection, name: &str, seq: u64) -> Result<(), Refused> {
+    conn.prepare_cached(
+        "INSERT INTO stream_cursors (name, seq) VALUES (?1, ?2)
+         ON CONFLICT (name) DO UPDATE SET seq = excluded.seq WHERE excluded.seq > stream_cursors.seq",
+    )
+    .and_then(|mut s| s.execute(params![name, seq as i64]))
+    .map_err(backend)?;
+    Ok(())
 }
 
 /// Consumes a submit token for `order`, or refuses the create (used, unknown, expired) and
@@ -680,6 +699,7 @@ fn create_order(
     conn: &Connection,
     order: &OrderRow,
     events: &[EventRow],
+    stored: &mut Vec<StoredEvent>,
 ) -> Result<WriteOk, Refused> {
     let inserted = conn
         .prepare_cached(
@@ -721,7 +741,7 @@ fn create_order(
         }
         Err(e) => return Err(backend(e)),
     }
-    insert_events(conn, events)?;
+    insert_events(conn, events, stored)?;
     bump_count(conn, order.status, 1)?;
     Ok(WriteOk::Create(CreateOutcome::Created))
 }
@@ -801,7 +821,11 @@ fn claim_timers(
     Ok(WriteOk::Claimed(timers))
 }
 
-fn insert_events(conn: &Connection, events: &[EventRow]) -> Result<(), Refused> {
+fn insert_events(
+    conn: &Connection,
+    events: &[EventRow],
+    stored: &mut Vec<StoredEvent>,
+) -> Result<(), Refused> {
     if events.is_empty() {
         return Ok(());
     }
@@ -817,10 +841,15 @@ fn insert_events(conn: &Connection, events: &[EventRow]) -> Result<(), Refused> 
             e.order_id,
             e.version,
             e.event_type,
-            e.body,
+            &*e.body,
             created_at_ms
         ])
         .map_err(backend)?;
+        stored.push(StoredEvent {
+            seq: conn.last_insert_rowid() as u64,
+            event: e.event.clone(),
+            encoded: e.body.clone().into(),
+        });
     }
     Ok(())
 }
