@@ -8,7 +8,14 @@
 //!   transaction, release the lock with a compare-and-delete Lua script;
 //! - pay: take the order's lock, read-modify-write its row (CREATED becomes PAYING with a new
 //!   serial; a repeat answers the stored serial; PAID answers `already_paid`), release the lock;
-//! - read: read the row, no lock (the classic read path).
+//! - read: read the row, no lock (the classic read path);
+//! - close: take the order's lock, read the row, write CLOSED if it is unpaid (a closed one is
+//!   answered as it is; a paid one gets `already_paid`), release the lock;
+//! - a channel's paid result: take the order's lock, read the row, write PAID if it is unpaid
+//!   (a repeat, or a result for a closed order, changes nothing), release the lock.
+//!
+//! Reads under the lock that find nothing to change write nothing: a lock for every operation
+//! that may change the order, and only those.
 //!
 //! A lock held by someone else is retried with capped exponential back-off plus jitter until a
 //! wait limit, as lock helpers of that design do (Redisson's `tryLock(wait, lease)`, or the
@@ -17,7 +24,7 @@
 //! Everything runs in the load generator's process, with no HTTP and no signature checks, which
 //! favours the baseline.
 
-use crate::target::{CallError, CallResult, Target};
+use crate::target::{CallError, CallResult, Payment, Target};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::path::Path;
 use std::sync::Mutex;
@@ -351,7 +358,7 @@ impl Target for RedisLock {
         .await
     }
 
-    async fn pay(&self, order_id: &str) -> CallResult<String> {
+    async fn pay(&self, order_id: &str) -> CallResult<Payment> {
         let key = format!("lock:order:{order_id}");
         let id = order_id.to_string();
         let serial = format!("bp{}-{}", self.run_id, self.next());
@@ -401,6 +408,10 @@ impl Target for RedisLock {
             })
         })
         .await
+        .map(|serial| Payment {
+            trade_no: serial.clone(),
+            serial,
+        })
     }
 
     async fn read(&self, order_id: &str) -> CallResult<String> {
@@ -417,6 +428,57 @@ impl Target for RedisLock {
         })
         .await
     }
+
+    async fn close(&self, order_id: &str) -> CallResult<String> {
+        let id = order_id.to_string();
+        self.locked(&format!("lock:order:{order_id}"), || {
+            self.db(move |c| match status_of(c, &id)?.as_deref() {
+                None => Err(refuse(404, "order_not_found")),
+                Some("CREATED" | "PAYING") => {
+                    set_status(c, &id, "CLOSED")?;
+                    Ok("CLOSED".to_string())
+                }
+                Some("PAID" | "REFUNDED") => Err(refuse(409, "already_paid")),
+                Some(other) => Ok(other.to_string()),
+            })
+        })
+        .await
+    }
+
+    async fn paid_callback(&self, order_id: &str, _: &Payment, _: i64) -> CallResult<()> {
+        let id = order_id.to_string();
+        self.locked(&format!("lock:order:{order_id}"), || {
+            self.db(move |c| {
+                if matches!(status_of(c, &id)?.as_deref(), Some("CREATED" | "PAYING")) {
+                    set_status(c, &id, "PAID")?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+}
+
+fn status_of(c: &Connection, id: &str) -> CallResult<Option<String>> {
+    c.query_row(
+        "SELECT status FROM orders WHERE order_id = ?1",
+        params![id],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(backend)
+}
+
+fn set_status(c: &mut Connection, id: &str, status: &str) -> CallResult<()> {
+    let tx = c
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(backend)?;
+    tx.execute(
+        "UPDATE orders SET status = ?2, version = version + 1, updated_at = ?3 WHERE order_id = ?1",
+        params![id, status, now_ms()],
+    )
+    .map_err(backend)?;
+    tx.commit().map_err(backend)
 }
 
 /// Checks the baseline's Redis logic against a real server: a token is consumed once, a held
@@ -480,6 +542,36 @@ pub async fn self_check(redis_url: &str, db_path: &Path) -> anyhow::Result<()> {
     anyhow::ensure!(
         b.read(&id).await == Ok("PAYING".into()),
         "the row reads PAYING"
+    );
+    b.paid_callback(&id, &s1, 100)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.label()))?;
+    anyhow::ensure!(
+        b.read(&id).await == Ok("PAID".into()),
+        "a result makes it PAID"
+    );
+    anyhow::ensure!(
+        b.close(&id).await == Err(refuse(409, "already_paid")),
+        "a paid order does not close"
+    );
+    let t = b
+        .issue_token()
+        .await
+        .map_err(|e| anyhow::anyhow!(e.label()))?;
+    let id = b
+        .create(&t, &format!("CHK-{}-close", now_ms()), 100)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.label()))?;
+    anyhow::ensure!(
+        b.close(&id).await == Ok("CLOSED".into()),
+        "an unpaid order closes"
+    );
+    b.paid_callback(&id, &s1, 100)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.label()))?;
+    anyhow::ensure!(
+        b.read(&id).await == Ok("CLOSED".into()),
+        "a late result leaves a closed order closed"
     );
     Ok(())
 }

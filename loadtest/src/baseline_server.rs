@@ -1,19 +1,21 @@
 //! The Redis-lock baseline behind the same front door as paycore: an actix-web server that
-//! speaks the subset of the `/v1` contract the scenarios use (token, create, read, pay), reads
-//! bodies under the same limit and verifies merchants with paycore's own `Authenticator`, then
+//! speaks the subset of the `/v1` contract the scenarios use (token, create, read, pay, close, and
+//! the simulator channel's result callback), reads bodies under the same limit and verifies
+//! merchants with paycore's own `Authenticator` (and callbacks with the simulator's signature), then
 //! performs the classic design's operations (`baseline::RedisLock`). Run as its own process
 //! (`paycore-loadtest baseline-serve`), it lets the comparison measure the designs rather than
 //! "HTTP and signatures" against "a function call". Its answers are smaller than paycore's full
 //! order views, which favours it slightly.
 
 use crate::baseline::RedisLock;
-use crate::target::{CallError, Target};
+use crate::target::{CallError, Payment, Target};
 use actix_web::http::StatusCode;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use paycore::config::{AuthSettings, MerchantSettings, Secret};
 use paycore::http::auth::Authenticator;
 use paycore::http::body;
 use paycore::http::error::ApiError;
+use paycore_channel_sim::protocol as p;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -25,6 +27,7 @@ const UNLIMITED_RATE: u32 = 10_000_000;
 struct State {
     auth: Authenticator,
     core: RedisLock,
+    channel_secret: Vec<u8>,
 }
 
 #[derive(Deserialize)]
@@ -105,12 +108,59 @@ async fn pay(
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
     authed(&req, payload, &state).await?;
-    let serial = state.core.pay(&path).await.map_err(api)?;
+    let payment = state.core.pay(&path).await.map_err(api)?;
     Ok(HttpResponse::Accepted().json(json!({
         "order_id": path.as_str(),
         "status": "PAYING",
-        "pay_serial_no": serial,
+        "pay_serial_no": payment.serial,
+        "channel_payload": { "trade_no": payment.trade_no },
     })))
+}
+
+async fn close(
+    req: HttpRequest,
+    payload: web::Payload,
+    path: web::Path<String>,
+    state: web::Data<State>,
+) -> Result<HttpResponse, ApiError> {
+    authed(&req, payload, &state).await?;
+    let status = state.core.close(&path).await.map_err(api)?;
+    Ok(HttpResponse::Ok().json(json!({ "order_id": path.as_str(), "status": status })))
+}
+
+/// A result callback of the simulator channel: signature checked as paycore checks it.
+async fn callback(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<State>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body::read(&req, payload, BODY_LIMIT).await?;
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let signed = header(p::TIMESTAMP_HEADER)
+        .and_then(|t| t.parse::<i64>().ok())
+        .zip(header(p::SIGNATURE_HEADER))
+        .is_some_and(|(ts, sig)| p::verify(&state.channel_secret, ts, &body, sig));
+    if !signed {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_channel_signature",
+            "bad channel signature",
+        ));
+    }
+    let cb: p::CallbackBody = body::json(&body)?;
+    let payment = Payment {
+        serial: String::new(),
+        trade_no: cb.trade_no,
+    };
+    state
+        .core
+        .paid_callback(&cb.out_trade_no, &payment, cb.amount)
+        .await
+        .map_err(api)?;
+    Ok(HttpResponse::Ok().json(p::CallbackAck {
+        code: "SUCCESS".into(),
+        message: None,
+    }))
 }
 
 async fn ready() -> HttpResponse {
@@ -118,10 +168,12 @@ async fn ready() -> HttpResponse {
 }
 
 /// Serves the baseline on `bind:port` with `workers` HTTP workers until ctrl-c.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     core: RedisLock,
     merchant: &str,
     secret: &str,
+    channel_secret: &str,
     bind: &str,
     port: u16,
     workers: usize,
@@ -140,7 +192,11 @@ pub async fn serve(
     }];
     let auth =
         Authenticator::new(&merchants, &AuthSettings::default()).map_err(anyhow::Error::msg)?;
-    let state = web::Data::new(State { auth, core });
+    let state = web::Data::new(State {
+        auth,
+        core,
+        channel_secret: channel_secret.as_bytes().to_vec(),
+    });
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -150,6 +206,8 @@ pub async fn serve(
             .route("/v1/orders", web::post().to(create))
             .route("/v1/orders/{order_id}", web::get().to(read))
             .route("/v1/orders/{order_id}/pay", web::post().to(pay))
+            .route("/v1/orders/{order_id}/close", web::post().to(close))
+            .route("/v1/callbacks/{channel}", web::post().to(callback))
     })
     .workers(workers.max(1))
     .bind((bind, port))?;

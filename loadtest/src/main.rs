@@ -160,6 +160,9 @@ struct ServeArgs {
         env = "PAYCORE_LOADTEST_SECRET"
     )]
     secret: String,
+    /// The simulator channel's callback secret, checked on result callbacks.
+    #[arg(long, default_value = "sim-secret-change-me")]
+    channel_secret: String,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -186,6 +189,12 @@ struct TargetArgs {
         env = "PAYCORE_LOADTEST_SECRET"
     )]
     secret: String,
+    /// The channel callbacks are delivered as (the contention scenario's paid results).
+    #[arg(long, default_value = "sim")]
+    channel: String,
+    /// That channel's callback signing secret (config.toml's `[[channels]] secret`).
+    #[arg(long, default_value = "sim-secret-change-me")]
+    channel_secret: String,
     /// Allow targets off the loopback interface (off by default: load only your own machine).
     #[arg(long)]
     allow_remote: bool,
@@ -451,7 +460,8 @@ async fn http_target(
     run_id: &str,
 ) -> anyhow::Result<Paycore> {
     check_loopback(url, t.allow_remote)?;
-    let p = Paycore::new(name, url, &t.merchant, &t.secret, run_id)?;
+    let p = Paycore::new(name, url, &t.merchant, &t.secret, run_id)?
+        .with_channel(&t.channel, &t.channel_secret);
     if let Err(e) = p.probe("/readyz").await {
         bail!(
             "{name} is not ready at {url}: {e}\n  start it first (paycore: `cargo run --release -- serve`; \
@@ -943,7 +953,16 @@ async fn baseline_serve(a: ServeArgs) -> anyhow::Result<()> {
     check_loopback(&format!("http://{}:{}", a.bind, a.port), false)?;
     let id = run_id();
     let (core, _db) = baseline_target(&a.baseline_args, &id).await?;
-    baseline_server::serve(core, &a.merchant, &a.secret, &a.bind, a.port, a.workers).await
+    baseline_server::serve(
+        core,
+        &a.merchant,
+        &a.secret,
+        &a.channel_secret,
+        &a.bind,
+        a.port,
+        a.workers,
+    )
+    .await
 }
 
 async fn baseline_check(a: BaselineArgs) -> anyhow::Result<()> {

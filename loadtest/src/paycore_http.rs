@@ -3,7 +3,7 @@
 //! pooled keep-alive HTTP/1.1 client, and its answer reduced to what the scenario needs.
 
 use crate::h1::{Failure, Pool};
-use crate::target::{CallError, CallResult, Target};
+use crate::target::{CallError, CallResult, Payment, Target};
 use hyper::Method;
 use paycore::http::auth::{
     MERCHANT_HEADER, NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, canonical, sign,
@@ -26,6 +26,13 @@ pub struct Paycore {
     secret: Vec<u8>,
     nonce_prefix: String,
     nonce_seq: AtomicU64,
+    channel: Option<ChannelSigner>,
+}
+
+/// Signs result callbacks as the channel simulator does (`paycore_channel_sim::protocol`).
+struct ChannelSigner {
+    name: String,
+    secret: Vec<u8>,
 }
 
 /// The fields of an answer the scenarios use; the rest is skipped unread.
@@ -35,7 +42,13 @@ struct Answer {
     order_id: Option<String>,
     pay_serial_no: Option<String>,
     status: Option<String>,
+    channel_payload: Option<ChannelPayload>,
     error: Option<ErrorBody>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChannelPayload {
+    trade_no: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,7 +78,17 @@ impl Paycore {
             // Nonces are unique per run (run id) and per request (sequence): 8..64 characters.
             nonce_prefix: format!("lt{run_id}"),
             nonce_seq: AtomicU64::new(0),
+            channel: None,
         })
+    }
+
+    /// Delivers result callbacks as channel `name` (a simulator channel) signing with `secret`.
+    pub fn with_channel(mut self, name: &str, secret: &str) -> Self {
+        self.channel = Some(ChannelSigner {
+            name: name.to_string(),
+            secret: secret.as_bytes().to_vec(),
+        });
+        self
     }
 
     /// An unsigned GET of an operational endpoint; true on a 2xx answer.
@@ -157,17 +180,75 @@ impl Target for Paycore {
         field(v.order_id, "order_id")
     }
 
-    async fn pay(&self, order_id: &str) -> CallResult<String> {
+    async fn pay(&self, order_id: &str) -> CallResult<Payment> {
         let path = format!("/v1/orders/{order_id}/pay");
         let v = self
             .call(Method::POST, &path, br#"{"pay_method":"native"}"#.to_vec())
             .await?;
-        field(v.pay_serial_no, "pay_serial_no")
+        Ok(Payment {
+            serial: field(v.pay_serial_no, "pay_serial_no")?,
+            trade_no: field(
+                v.channel_payload.and_then(|p| p.trade_no),
+                "channel_payload.trade_no",
+            )?,
+        })
     }
 
     async fn read(&self, order_id: &str) -> CallResult<String> {
         let path = format!("/v1/orders/{order_id}");
         let v = self.call(Method::GET, &path, Vec::new()).await?;
         field(v.status, "status")
+    }
+
+    async fn close(&self, order_id: &str) -> CallResult<String> {
+        let path = format!("/v1/orders/{order_id}/close");
+        let v = self.call(Method::POST, &path, b"{}".to_vec()).await?;
+        field(v.status, "status")
+    }
+
+    async fn paid_callback(
+        &self,
+        order_id: &str,
+        payment: &Payment,
+        amount: i64,
+    ) -> CallResult<()> {
+        use paycore_channel_sim::protocol as p;
+        let channel = self
+            .channel
+            .as_ref()
+            .ok_or_else(|| CallError::Transport("no channel secret given".into()))?;
+        let body = serde_json::to_vec(&p::CallbackBody {
+            event_id: format!("evt_lt_{}", payment.trade_no),
+            trade_no: payment.trade_no.clone(),
+            out_trade_no: order_id.to_string(),
+            amount,
+            currency: "CNY".into(),
+            status: p::PaymentStatus::Success,
+            paid_at: None,
+            failure_reason: None,
+        })
+        .map_err(|e| CallError::Transport(e.to_string()))?;
+        let ts = time::OffsetDateTime::now_utc().unix_timestamp();
+        let sig = p::sign(&channel.secret, ts, &body);
+        let ts = ts.to_string();
+        let headers = [
+            (p::TIMESTAMP_HEADER, ts.as_str()),
+            (p::SIGNATURE_HEADER, sig.as_str()),
+            ("content-type", "application/json"),
+        ];
+        let path = format!("/v1/callbacks/{}", channel.name);
+        let (status, bytes) = self
+            .pool
+            .send(Method::POST, &path, &headers, body)
+            .await
+            .map_err(transport)?;
+        let ack: Option<p::CallbackAck> = serde_json::from_slice(&bytes).ok();
+        match ack {
+            Some(a) if status.is_success() && a.code == "SUCCESS" => Ok(()),
+            _ => Err(CallError::Answer {
+                status: status.as_u16(),
+                code: "callback_not_acknowledged".into(),
+            }),
+        }
     }
 }

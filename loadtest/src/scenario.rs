@@ -6,8 +6,53 @@
 
 use crate::baseline::splitmix;
 use crate::stats::{Outcome, Stats};
-use crate::target::{CallError, CallResult, Target};
+use crate::target::{CallError, CallResult, Payment, Target};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// Shares of the contention scenario's operations on an order, percent: pay, read, the
+/// channel's paid result (a pay when no payment is open yet), close.
+const CONTENTION_MIX: [(Op, u64); 4] = [
+    (Op::Pay, 40),
+    (Op::Read, 40),
+    (Op::Paid, 10),
+    (Op::Close, 10),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Op {
+    Pay,
+    Read,
+    Paid,
+    Close,
+}
+
+/// The operation for a draw in `0..100`.
+fn pick_op(mut draw: u64) -> Op {
+    for (op, share) in CONTENTION_MIX {
+        if draw < share {
+            return op;
+        }
+        draw -= share;
+    }
+    Op::Close
+}
+
+/// One order of the contention set.
+#[derive(Debug, Clone)]
+struct Slot {
+    order_id: String,
+    amount: i64,
+    /// The payment a pay of this order opened, once one answered.
+    payment: Option<Payment>,
+    /// A unit is creating this slot's replacement.
+    replacing: bool,
+}
+
+/// The amount of arrival `i`'s order, minor units.
+fn amount_of(i: u64) -> i64 {
+    100 + (i % 9900) as i64
+}
 
 /// Which workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -16,8 +61,12 @@ pub enum Kind {
     Create,
     /// Token, create, pay, then poll until the simulator's callback made the order PAID.
     Lifecycle,
-    /// Duplicate pays and reads on a few pre-created orders: the case locks are for.
+    /// Duplicate pays and reads on a few pre-created orders (most are PAID soon, and then
+    /// answered from the order's state: a read-mostly case).
     Hot,
+    /// Pays, reads, paid results and closes racing on a set of unsettled orders; each settled
+    /// order is replaced by a fresh one, so the set stays contended: the case locks are for.
+    Contention,
     /// Create, lifecycle, pay and read units in configurable ratios.
     Mixed,
 }
@@ -29,6 +78,7 @@ impl Kind {
             Kind::Create => "create",
             Kind::Lifecycle => "lifecycle",
             Kind::Hot => "hot",
+            Kind::Contention => "contention",
             Kind::Mixed => "mixed",
         }
     }
@@ -131,6 +181,7 @@ pub struct Workload<T: Target> {
     polling: Polling,
     run_id: String,
     hot: Vec<String>,
+    slots: Vec<Mutex<Slot>>,
 }
 
 fn outcome<R>(r: &CallResult<R>, expected: &[&str]) -> Outcome {
@@ -159,6 +210,7 @@ impl<T: Target> Workload<T> {
             polling,
             run_id: run_id.to_string(),
             hot: Vec::new(),
+            slots: Vec::new(),
         }
     }
 
@@ -175,7 +227,7 @@ impl<T: Target> Workload<T> {
     /// Creates the hot orders (for `hot`, and for `mixed` with pay or read units); unmeasured.
     pub async fn prepare(&mut self, hot_orders: usize) -> anyhow::Result<()> {
         let needs_hot = match self.kind {
-            Kind::Hot => true,
+            Kind::Hot | Kind::Contention => true,
             Kind::Mixed => self.mix.pay + self.mix.read > 0,
             _ => false,
         };
@@ -201,6 +253,17 @@ impl<T: Target> Workload<T> {
                 ids.push(r.map_err(|e| anyhow::anyhow!("creating a hot order: {}", e.label()))?);
             }
         }
+        self.slots = ids
+            .iter()
+            .map(|id| {
+                Mutex::new(Slot {
+                    order_id: id.clone(),
+                    amount: 100,
+                    payment: None,
+                    replacing: false,
+                })
+            })
+            .collect();
         self.hot = ids;
         Ok(())
     }
@@ -222,6 +285,11 @@ impl<T: Target> Workload<T> {
                 }
             }
             Kind::Mixed => self.mix.pick((splitmix(i ^ 0x5eed) % 1_000_003) as u32),
+            Kind::Contention => {
+                let ok = self.contended(stats, i, due).await;
+                stats.unit(ok, Instant::now());
+                return;
+            }
         };
         let ok = match unit {
             Unit::Create => self.create_flow(stats, i, due).await.is_some(),
@@ -245,6 +313,85 @@ impl<T: Target> Workload<T> {
         stats.unit(ok, Instant::now());
     }
 
+    /// One operation of the contention scenario on one order of the set; replaces the order
+    /// when the answer says it is settled.
+    async fn contended(&self, stats: &Stats, i: u64, due: Instant) -> bool {
+        let k = (splitmix(i) % self.slots.len() as u64) as usize;
+        let slot = lock(&self.slots[k]).clone();
+        let op = pick_op(splitmix(i ^ 0x5eed) % 100);
+        let id = slot.order_id.as_str();
+        let (o, settled) = match (op, &slot.payment) {
+            (Op::Pay, _) | (Op::Paid, None) => {
+                let r = self.target.pay(id).await;
+                if let Ok(p) = &r {
+                    let mut s = lock(&self.slots[k]);
+                    if s.order_id == id {
+                        s.payment = Some(p.clone());
+                    }
+                }
+                let settled = r
+                    .as_ref()
+                    .is_err_and(|e| matches!(e.code(), Some("already_paid" | "order_closed")));
+                (
+                    ("pay", outcome(&r, &["already_paid", "order_closed"])),
+                    settled,
+                )
+            }
+            (Op::Read, _) => {
+                let r = self.target.read(id).await;
+                let settled = r
+                    .as_deref()
+                    .is_ok_and(|s| matches!(s, "PAID" | "CLOSED" | "FAILED" | "REFUNDED"));
+                (("read", outcome(&r, &[])), settled)
+            }
+            (Op::Paid, Some(p)) => {
+                let r = self.target.paid_callback(id, p, slot.amount).await;
+                (("paid_result", outcome(&r, &[])), r.is_ok())
+            }
+            (Op::Close, _) => {
+                let r = self.target.close(id).await;
+                let settled =
+                    r.is_ok() || r.as_ref().is_err_and(|e| e.code() == Some("already_paid"));
+                (("close", outcome(&r, &["already_paid"])), settled)
+            }
+        };
+        let ((name, o), settled) = (o, settled);
+        stats.record(name, due, Instant::now(), &o);
+        let mut ok = !matches!(o, Outcome::Error(_));
+        if settled {
+            ok &= self.replace(stats, k, id, i).await;
+        }
+        ok
+    }
+
+    /// Replaces the settled order `id` of slot `k` by a fresh one, unless another unit is
+    /// doing it or did; answers false if the replacement failed (the slot keeps the old order
+    /// and a later unit tries again).
+    async fn replace(&self, stats: &Stats, k: usize, id: &str, i: u64) -> bool {
+        {
+            let mut s = lock(&self.slots[k]);
+            if s.order_id != id || s.replacing {
+                return true;
+            }
+            s.replacing = true;
+        }
+        let made = self.create_flow(stats, i, Instant::now()).await;
+        let mut s = lock(&self.slots[k]);
+        s.replacing = false;
+        match made {
+            Some(new_id) => {
+                *s = Slot {
+                    order_id: new_id,
+                    amount: amount_of(i),
+                    payment: None,
+                    replacing: false,
+                };
+                true
+            }
+            None => false,
+        }
+    }
+
     async fn create_flow(&self, stats: &Stats, i: u64, due: Instant) -> Option<String> {
         let r = self.target.issue_token().await;
         stats.record("token", due, Instant::now(), &outcome(&r, &[]));
@@ -252,7 +399,7 @@ impl<T: Target> Workload<T> {
         let started = Instant::now();
         let r = self
             .target
-            .create(&token, &self.merchant_order_no(i), 100 + (i % 9900) as i64)
+            .create(&token, &self.merchant_order_no(i), amount_of(i))
             .await;
         stats.record("create", started, Instant::now(), &outcome(&r, &[]));
         r.ok()
@@ -298,6 +445,11 @@ impl<T: Target> Workload<T> {
     }
 }
 
+fn lock(slot: &Mutex<Slot>) -> std::sync::MutexGuard<'_, Slot> {
+    // A slot holds no invariant a panic could break.
+    slot.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,6 +474,22 @@ mod tests {
         assert!(Mix::parse("create=0").is_err());
         assert!(Mix::parse("refund=1").is_err());
         assert!(Mix::parse("create").is_err());
+    }
+
+    #[test]
+    fn contention_operations_are_drawn_in_their_shares() {
+        assert_eq!(CONTENTION_MIX.iter().map(|(_, s)| s).sum::<u64>(), 100);
+        let mut counts = std::collections::HashMap::new();
+        for i in 0..100_000u64 {
+            *counts
+                .entry(pick_op(splitmix(i ^ 0x5eed) % 100))
+                .or_insert(0u32) += 1;
+        }
+        for (op, share) in CONTENTION_MIX {
+            let n = counts[&op];
+            let want = share as u32 * 1000;
+            assert!(n.abs_diff(want) < want / 10 + 100, "{op:?}: {n} for {want}");
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! What a scenario can ask of a system under test: issue a submit token, create an order, pay
-//! it, read it. paycore answers over signed HTTP (`paycore_http`); the Redis-lock baseline
+//! it, read it, close it, and deliver the channel's payment result for it (as the channel would). paycore answers over signed HTTP (`paycore_http`); the Redis-lock baseline
 //! performs the classic design's operations in-process (`baseline`). Scenarios are written once
 //! against this trait, so both systems see the same workload.
 
@@ -40,6 +40,15 @@ impl CallError {
 /// A call's result.
 pub type CallResult<T> = Result<T, CallError>;
 
+/// An open payment, as a pay call answers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payment {
+    /// The order's `pay_serial_no`.
+    pub serial: String,
+    /// The channel's number for the payment (what its result callback names).
+    pub trade_no: String,
+}
+
 /// The system under test.
 pub trait Target: Send + Sync + 'static {
     /// `paycore` or `redis-lock`.
@@ -56,9 +65,20 @@ pub trait Target: Send + Sync + 'static {
         amount: i64,
     ) -> impl Future<Output = CallResult<String>> + Send;
 
-    /// Starts (or repeats) payment of an order; answers its `pay_serial_no`.
-    fn pay(&self, order_id: &str) -> impl Future<Output = CallResult<String>> + Send;
+    /// Starts (or repeats) payment of an order; answers the payment.
+    fn pay(&self, order_id: &str) -> impl Future<Output = CallResult<Payment>> + Send;
 
     /// Reads an order; answers its status.
     fn read(&self, order_id: &str) -> impl Future<Output = CallResult<String>> + Send;
+
+    /// Closes an unpaid order; answers its status.
+    fn close(&self, order_id: &str) -> impl Future<Output = CallResult<String>> + Send;
+
+    /// Delivers the channel's result for `payment` of `order_id`: paid in full (`amount`, CNY).
+    fn paid_callback(
+        &self,
+        order_id: &str,
+        payment: &Payment,
+        amount: i64,
+    ) -> impl Future<Output = CallResult<()>> + Send;
 }
