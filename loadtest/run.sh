@@ -212,6 +212,10 @@ log "hot: saturation, then open loop at half of it"
 run run "${COMMON[@]}" --scenario hot --clients "$CLIENTS" --duration "$DUR" --name hot-saturation
 run run "${COMMON[@]}" --scenario hot --rate "$(half "$OUT/hot-saturation.json")" --duration "$DUR" --name hot-half
 
+log "contention: saturation, then open loop at half of it"
+run run "${COMMON[@]}" --scenario contention --clients "$CLIENTS" --duration "$DUR" --name contention-saturation
+run run "${COMMON[@]}" --scenario contention --rate "$(half "$OUT/contention-saturation.json")" --duration "$DUR" --name contention-half
+
 log "mixed: open loop"
 run run "${COMMON[@]}" --scenario mixed --rate 2000 --duration "$DUR" --name mixed
 
@@ -228,6 +232,13 @@ done
 # lock (no write). Reported beside the default (every request writes its row).
 run compare --url "$URL" --quiet --out "$OUT/on-change" --scenario hot --clients "$CLIENTS" \
   --duration "$DUR" --redis-url "$REDIS_URL" --repeat-write on-change --baseline-url "$BASE2_URL"
+# The faithful comparison: unsettled orders under concurrent pay, read, paid result and close,
+# against the baseline that locks every operation that may change the order and writes only
+# when one does.
+log "the faithful comparison: contention against the on-change Redis-lock baseline"
+run compare --url "$URL" --quiet --out "$OUT/on-change" --cpu-pid "paycore=$PAYCORE_PID" \
+  --scenario contention --clients "$CLIENTS" --duration "$DUR" --redis-url "$REDIS_URL" \
+  --repeat-write on-change --baseline-url "$BASE2_URL"
 stop_paycore
 stop_sim
 
