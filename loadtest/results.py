@@ -146,6 +146,10 @@ cs, ch = load("create-saturation"), load("create-half")
 if ch:
     p = worst_p99(ch)
     lines.append(f"| create p99 at half of saturation ({ch['run']['asked_rate']:.0f}/s) | < 5 ms | {p:.2f} ms | {'yes' if p < 5 else 'no'} |")
+ip = load("in-process")
+if ip:
+    lines.append(f"| the core without HTTP (actors and embedded store) | >= 200,000 operations/s | "
+                 f"{ip['ops_per_s']:.0f} operations/s | {'yes' if ip['ops_per_s'] >= 200000 else 'no'} |")
 m = load("memory")
 # The memory run's fill phase: live actors and the read cache fill in the first minute, the
 # replay window (auth.window_secs, 300 s) in the first five; steady state is judged after it.
@@ -227,6 +231,23 @@ run_section("contention (pay 40, read 40, paid result 10, close 10 on 100 unsett
             "contention-saturation", lines)
 run_section("contention, open loop at half of saturation", "contention-half", lines)
 run_section("mixed (create=40, lifecycle=10, pay=25, read=25), open loop", "mixed", lines)
+
+ip = load("in-process")
+lines.append("### The core without HTTP (`in-process`)\n")
+if ip:
+    lines.append(f"`paycore-loadtest in-process`: paycore's actors and embedded store built inside the generator "
+                 f"(as `paycore serve` builds them: relay, ledger and notifier running), {ip['concurrency']} units in "
+                 f"flight, each a token, a create, {ip['reads_per_unit']} reads and a close, for {ip['elapsed_s']:.1f} s: "
+                 f"**{ip['ops_per_s']:.0f} operations/s** ({ip['units_per_s']:.0f} orders/s), {ip['ops_failed']} failed"
+                 + (f"; {ip['cpu_us_per_op']:.0f} µs of CPU per operation (the whole process, driver included)"
+                    if ip.get('cpu_us_per_op') is not None else "") + ".\n")
+    lines.append("| operation | ok | errors | per s | p50 ms | p99 ms | max ms |")
+    lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, o in ip["by_op"].items():
+        lines.append(f"| {name} | {o['ok']} | {o['errors']} | {o['per_s']:.0f} | {o['p50_ms']:.2f} | {o['p99_ms']:.2f} | {o['max_ms']:.2f} |")
+    lines.append("")
+else:
+    lines.append("(not run)\n")
 
 k = load("kafka-ingest")
 lines.append("### Kafka: create commands in, replies and events out\n")

@@ -242,6 +242,11 @@ run compare --url "$URL" --quiet --out "$OUT/on-change" --cpu-pid "paycore=$PAYC
 stop_paycore
 stop_sim
 
+# --- the core without HTTP ------------------------------------------------------------------
+log "the core without HTTP: paycore's actors and embedded store in the generator's process"
+run in-process --config "$ROOT/config.toml" --data-dir "$TMP" --duration "$DUR" \
+  --out "$OUT/in-process.json" >/dev/null
+
 # --- the merchant side: notifications to a local sink, fulfillment at the business system ----
 log "lifecycle with notifications to a local sink and fulfillment on, open loop at half of saturation"
 SINK_PORT=$(free_port)

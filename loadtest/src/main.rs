@@ -9,6 +9,7 @@ mod cpu;
 mod engine;
 mod findmax;
 mod h1;
+mod inproc;
 mod kafka;
 mod paycore_http;
 mod plot;
@@ -75,6 +76,31 @@ enum Command {
     /// and the event topic, and reports durable orders with replies per second, reply latency,
     /// and how far `order.created` reached the event topic after its commit.
     KafkaIngest(KafkaIngestArgs),
+    /// The core without HTTP: paycore's actors and embedded store built in this process, driven
+    /// by concurrent units of token, create, reads and close; reports operations per second.
+    InProcess(InProcessArgs),
+}
+
+#[derive(Args)]
+struct InProcessArgs {
+    /// paycore's configuration file.
+    #[arg(long, default_value = "config.toml")]
+    config: PathBuf,
+    /// Where the fresh store goes (a directory inside it, removed after).
+    #[arg(long, default_value_os_t = std::env::temp_dir())]
+    data_dir: PathBuf,
+    /// Units in flight (at most 65,536).
+    #[arg(long, default_value_t = 512)]
+    concurrency: usize,
+    /// Seconds to start new units for (at most 3600).
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Reads of the order per unit, between its create and its close (at most 1,000).
+    #[arg(long, default_value_t = 2)]
+    reads: u32,
+    /// The JSON report.
+    #[arg(long, default_value = "loadtest/out/in-process.json")]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -417,6 +443,26 @@ fn main() -> anyhow::Result<()> {
                     cpu_pids: a.cpu_pids,
                 })
                 .await?;
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                Ok(())
+            }
+            Command::InProcess(a) => {
+                if a.concurrency > 65_536 || a.reads > 1_000 {
+                    bail!("--concurrency is capped at 65,536 and --reads at 1,000");
+                }
+                let report = inproc::run(inproc::Plan {
+                    config: a.config,
+                    data_dir: a.data_dir,
+                    concurrency: a.concurrency,
+                    duration: Duration::from_secs(a.duration.min(MAX_DURATION_SECS)),
+                    reads: a.reads,
+                    run_id: run_id(),
+                })
+                .await?;
+                if let Some(dir) = a.out.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                std::fs::write(&a.out, serde_json::to_string_pretty(&report)?)?;
                 println!("{}", serde_json::to_string_pretty(&report)?);
                 Ok(())
             }
