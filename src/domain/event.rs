@@ -187,6 +187,17 @@ impl EventData {
     }
 }
 
+impl EventData {
+    /// The text of `view`, a type whose fields are declared in key order at every level (the
+    /// order's views are, and `domain::view` tests it): the same canonical text a value of it
+    /// would give, without building the value.
+    pub fn of_key_ordered<T: Serialize>(view: &T) -> Self {
+        let raw = serde_json::value::to_raw_value(view)
+            .unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned());
+        Self(raw)
+    }
+}
+
 impl From<serde_json::Value> for EventData {
     /// A value's canonical text (its maps are ordered by key).
     fn from(v: serde_json::Value) -> Self {
@@ -214,9 +225,7 @@ impl Event {
             merchant_id: order_after.merchant_id.to_string(),
             version: change.version,
             occurred_at: change.at,
-            data: serde_json::to_value(OrderView::from(order_after))
-                .unwrap_or(serde_json::Value::Null)
-                .into(),
+            data: EventData::of_key_ordered(&OrderView::from(order_after)),
         })
     }
 }

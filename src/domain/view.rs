@@ -1,6 +1,10 @@
 //! The contract's views of an order and its refunds, as merchants read them over HTTP and in
 //! events and notifications: plain strings and numbers, RFC 3339 times. One shape everywhere,
 //! so an event's `data` is exactly what `GET /v1/orders/{id}` answers for that version.
+//!
+//! The order's views declare their fields in key order: serialised as declared they are already
+//! in the canonical form an event's `data` takes (keys ordered), so an event is written from the
+//! view directly, without a `serde_json::Value` in between (tested below).
 
 use super::order::{BusinessType, FulfillmentStatus, Order};
 use super::{PaymentRole, Refund};
@@ -13,40 +17,40 @@ pub fn rfc3339(t: time::OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
 
-/// Fulfillment progress.
+/// Fulfillment progress (fields in key order: see the module's comment).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct FulfillmentView {
+    /// Attempts so far.
+    pub attempts: u32,
+    /// Attempts ran out: the order is refunded by the original route.
+    pub given_up: bool,
+    /// The last failed attempt's error.
+    pub last_error: Option<String>,
     /// `PENDING` (not credited by a business system yet; for a merchant without one configured,
     /// always), `SUCCEEDED` (credited), or `FAILED` (the last write-off failed: retried on a
     /// schedule, or given up and the order refunded).
     pub status: String,
-    /// Attempts so far.
-    pub attempts: u32,
-    /// The last failed attempt's error.
-    pub last_error: Option<String>,
-    /// Attempts ran out: the order is refunded by the original route.
-    pub given_up: bool,
 }
 
-/// A payment the channel reported for the order.
+/// A payment the channel reported for the order (fields in key order).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ChannelPaymentView {
-    /// Channel transaction number.
-    pub channel_trade_no: String,
     /// Amount charged, minor units.
     pub amount: i64,
+    /// Channel transaction number.
+    pub channel_trade_no: String,
     /// ISO 4217.
     pub currency: String,
     /// RFC 3339.
     pub paid_at: String,
-    /// `APPLIED` (it paid the order) or `EXTRA` (refunded automatically).
-    pub role: String,
     /// Why it is extra: `order_not_payable`, `duplicate_charge`, `amount_mismatch`, `currency_mismatch`.
     pub reason: Option<String>,
     /// The automatic refund of an extra payment.
     pub refund_id: Option<String>,
     /// That refund's status.
     pub refund_status: Option<String>,
+    /// `APPLIED` (it paid the order) or `EXTRA` (refunded automatically).
+    pub role: String,
 }
 
 /// A refund.
@@ -92,54 +96,54 @@ impl RefundView {
     }
 }
 
-/// An order.
+/// An order (fields in key order).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct OrderView {
-    /// Opaque, time-ordered id.
-    pub order_id: String,
-    /// Owner.
-    pub merchant_id: String,
-    /// The merchant's number.
-    pub merchant_order_no: String,
     /// Minor units.
     pub amount: i64,
-    /// ISO 4217.
-    pub currency: String,
     /// `BillBuy`, `IotBuy` or `ICBuy`.
     pub business_type: String,
     /// Channel.
     pub channel: String,
-    /// Subject.
-    pub subject: Option<String>,
-    /// Notify URL.
-    pub notify_url: Option<String>,
-    /// `CREATED`, `PAYING`, `PAID`, `FAILED`, `CLOSED` or `REFUNDED`.
-    pub status: String,
-    /// Payment attempt serial number, once paying.
-    pub pay_serial_no: Option<String>,
-    /// Payment method, once paying.
-    pub pay_method: Option<String>,
     /// Channel transaction number, once known.
     pub channel_trade_no: Option<String>,
-    /// RFC 3339, once paid.
-    pub paid_at: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// ISO 4217.
+    pub currency: String,
+    /// RFC 3339.
+    pub expires_at: String,
     /// Why the payment failed.
     pub failure_reason: Option<String>,
-    /// Sum of refunds, minor units.
-    pub refunded_amount: i64,
     /// Fulfillment.
     pub fulfillment: FulfillmentView,
+    /// Owner.
+    pub merchant_id: String,
+    /// The merchant's number.
+    pub merchant_order_no: String,
+    /// Notify URL.
+    pub notify_url: Option<String>,
+    /// Opaque, time-ordered id.
+    pub order_id: String,
+    /// RFC 3339, once paid.
+    pub paid_at: Option<String>,
+    /// Payment method, once paying.
+    pub pay_method: Option<String>,
+    /// Payment attempt serial number, once paying.
+    pub pay_serial_no: Option<String>,
     /// Every payment the channel reported: the applied one, and extra ones with their
     /// automatic refunds.
     pub payments: Vec<ChannelPaymentView>,
-    /// Increases by one with every change.
-    pub version: u64,
-    /// RFC 3339.
-    pub created_at: String,
+    /// Sum of refunds, minor units.
+    pub refunded_amount: i64,
+    /// `CREATED`, `PAYING`, `PAID`, `FAILED`, `CLOSED` or `REFUNDED`.
+    pub status: String,
+    /// Subject.
+    pub subject: Option<String>,
     /// RFC 3339.
     pub updated_at: String,
-    /// RFC 3339.
-    pub expires_at: String,
+    /// Increases by one with every change.
+    pub version: u64,
 }
 
 fn business_type_name(b: BusinessType) -> &'static str {
@@ -206,6 +210,61 @@ impl From<&Order> for OrderView {
             created_at: rfc3339(o.created_at),
             updated_at: rfc3339(o.updated_at),
             expires_at: rfc3339(o.expires_at),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::order::NewOrder;
+    use crate::domain::{ChannelPayment, ExtraReason, OrderId};
+
+    /// Views of orders with every optional part filled and empty.
+    fn views() -> Vec<OrderView> {
+        let at = time::macros::datetime!(2026-12-02 08:00:00 UTC);
+        let (plain, _) = Order::create(
+            OrderId::generate(),
+            NewOrder::for_test("m1", "A-1", 500),
+            at,
+        );
+        let mut full = plain.clone();
+        full.subject = Some("Gas".into());
+        full.notify_url = Some("https://merchant.example/n".into());
+        full.channel_trade_no = Some("sim_1".into());
+        full.paid_at = Some(at);
+        full.failure_reason = Some("none".into());
+        full.fulfillment.status = FulfillmentStatus::Failed;
+        full.fulfillment.last_error = Some("biller down".into());
+        for (role, reason) in [
+            (PaymentRole::Applied, None),
+            (PaymentRole::Extra, Some(ExtraReason::DuplicateCharge)),
+        ] {
+            full.payments.push(ChannelPayment {
+                channel_trade_no: format!("sim_{role:?}"),
+                amount: 500,
+                currency: "CNY".into(),
+                paid_at: at,
+                recorded_at: at,
+                role,
+                reason,
+                refund_id: None,
+            });
+        }
+        vec![OrderView::from(&plain), OrderView::from(&full)]
+    }
+
+    #[test]
+    fn order_views_serialise_in_key_order_as_events_need() {
+        for view in views() {
+            let declared = serde_json::to_string(&view).unwrap();
+            // A value's maps are ordered by key: its text is the canonical form.
+            let canonical = serde_json::to_string(&serde_json::to_value(&view).unwrap()).unwrap();
+            assert_eq!(declared, canonical);
+            assert_eq!(
+                crate::domain::event::EventData::of_key_ordered(&view).get(),
+                canonical
+            );
         }
     }
 }

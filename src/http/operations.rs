@@ -99,14 +99,18 @@ impl Operations {
     ) -> Result<Answer, ApiError> {
         let fields = body::json::<OrderFields>(body)?;
         let new = self.new_order(merchant, fields)?;
+        // The answer is rendered once: stored with the order, and returned.
+        let mut answer = None;
         let order = self
             .orders
             .create_for_command(key, new, |o| {
                 let a = created(o);
-                (a.status.as_u16(), a.body)
+                let stored = (a.status.as_u16(), a.body.clone());
+                answer = Some(a);
+                stored
             })
             .await?;
-        Ok(created(&order))
+        Ok(answer.unwrap_or_else(|| created(&order)))
     }
 
     /// `POST /v1/orders/{order_id}/pay`: 202 with the payment attempt (the same to every
