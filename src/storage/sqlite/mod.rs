@@ -93,8 +93,8 @@ impl SqliteStore {
             .map_err(be)?;
         conn.pragma_update(None, "synchronous", settings.synchronous.pragma())
             .map_err(be)?;
-        // Each write runs in its own savepoint, whose statement journal would otherwise be a
-        // temporary file written (pwrite) page by page; in memory it holds one write's pages.
+        // A batch applied again with a savepoint per write (see `writer::commit_batch`) keeps
+        // their statement journal in memory, not in a temporary file written page by page.
         conn.pragma_update(None, "temp_store", "MEMORY")
             .map_err(be)?;
         // The writer's page cache (negative: KiB), so that hot index pages are not read again.
