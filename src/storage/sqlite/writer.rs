@@ -721,19 +721,9 @@ fn create_order(
     match inserted {
         Ok(_) => {}
         Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == ErrorCode::ConstraintViolation => {
-            let existing: Option<String> = conn
-                .prepare_cached(
-                    "SELECT order_id FROM orders WHERE merchant_id = ?1 AND merchant_order_no = ?2",
-                )
-                .and_then(|mut s| {
-                    s.query_row(
-                        [order.merchant_id.as_str(), order.merchant_order_no.as_str()],
-                        |r| r.get(0),
-                    )
-                    .optional()
-                })
-                .map_err(backend)?;
-            let outcome = match existing.and_then(|id| crate::domain::OrderId::parse(&id).ok()) {
+            // The merchant's number was checked before the admission was written, so this is
+            // an order id taken by another order (or a number taken since, answered as such).
+            let outcome = match existing_order(conn, order)? {
                 Some(id) => Ok(WriteOk::Create(CreateOutcome::Duplicate(id))),
                 None => Err(StoreError::Backend(format!("order id collision: {e}"))),
             };
