@@ -19,7 +19,7 @@ use paycore::domain::{
 };
 use paycore::metrics::Metrics;
 use paycore::storage::sqlite::SqliteStore;
-use paycore::storage::{LedgerStore, OrderStore, TokenRecord};
+use paycore::storage::{LedgerStore, OrderRecords, OrderStore, TokenRecord};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};

@@ -11,7 +11,7 @@ use paycore::domain::{
 };
 use paycore::metrics::Metrics;
 use paycore::storage::sqlite::SqliteStore;
-use paycore::storage::{CreateOutcome, OrderStore, TokenRecord};
+use paycore::storage::{CreateOutcome, OrderRecords, OrderStore, TokenRecord};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};

@@ -3,10 +3,12 @@
 //! indexes a list: `PAYCORE_MERCHANTS__0__SECRET`). Unknown keys are refused; secrets never print.
 
 pub mod kafka;
+pub mod scylla;
 
 pub use kafka::{KafkaCommandSettings, KafkaSettings};
 use paycore_biller_sim::BillerSettings;
 use paycore_channel_sim::SimSettings;
+pub use scylla::ScyllaSettings;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -102,10 +104,12 @@ pub struct ServerSettings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageSettings {
-    /// Backend: only `sqlite` today.
+    /// Backend: `sqlite` (embedded, the default) or `scylla` (a ScyllaDB or Cassandra cluster).
     pub backend: String,
     /// SQLite backend.
     pub sqlite: SqliteSettings,
+    /// CQL backend.
+    pub scylla: ScyllaSettings,
     /// How often expired tokens and old delivered events are purged.
     pub purge_interval_secs: u64,
     /// How long delivered events stay in the outbox.
@@ -498,6 +502,7 @@ impl Default for StorageSettings {
         Self {
             backend: "sqlite".into(),
             sqlite: SqliteSettings::default(),
+            scylla: ScyllaSettings::default(),
             purge_interval_secs: 60,
             event_retention_hours: 168,
         }
@@ -757,11 +762,13 @@ impl Settings {
         if !(1..=65_535).contains(&self.server.backlog) {
             return bad("server.backlog", "must be within 1..=65535");
         }
-        if self.storage.backend != "sqlite" {
-            return bad(
-                "storage.backend",
-                "only \"sqlite\" is available in this build",
-            );
+        if !["sqlite", "scylla"].contains(&self.storage.backend.as_str()) {
+            return bad("storage.backend", "must be \"sqlite\" or \"scylla\"");
+        }
+        if self.storage.backend == "scylla"
+            && let Err((key, why)) = self.storage.scylla.validate()
+        {
+            return bad(&format!("storage.scylla.{key}"), &why);
         }
         let s = &self.storage.sqlite;
         if s.batch_max_writes == 0 || s.queue_capacity == 0 || s.readers == 0 {
@@ -769,6 +776,11 @@ impl Settings {
                 "storage.sqlite",
                 "batch_max_writes, queue_capacity and readers must be positive",
             );
+        }
+        if !(1..=86_400).contains(&self.orders.token_ttl_secs) {
+            // A one-time submit token covers one checkout; the CQL backend relies on the bound
+            // (a taken token's record outlives the token).
+            return bad("orders.token_ttl_secs", "must be within 1..=86400 (a day)");
         }
         if self.actors.max_live_orders == 0 || self.actors.call_timeout_ms == 0 {
             return bad(

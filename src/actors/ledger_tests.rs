@@ -9,6 +9,7 @@ use crate::domain::{
     Command, Event, EventId, MerchantId, NewOrder, Order, OrderId, OrderStatus, PayMethod,
     PaySerialNo, SubmitToken,
 };
+use crate::storage::OrderRecords;
 use crate::storage::TokenRecord;
 use crate::storage::sqlite::SqliteStore;
 use std::time::Duration;

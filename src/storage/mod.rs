@@ -5,6 +5,7 @@
 pub mod commands;
 pub mod ledger;
 pub mod notifications;
+pub mod scylla;
 pub mod sqlite;
 
 pub use commands::{CommandReply, CommandStore};
@@ -12,6 +13,9 @@ pub use ledger::{
     AuditOrder, BatchOutcome, BookedTxn, Finding, LedgerScan, LedgerStore, RawPosting,
 };
 pub use notifications::{MerchantRoom, NotificationStore};
+
+#[cfg(test)]
+mod conformance;
 
 use crate::domain::{
     Event, MerchantId, MerchantOrderNo, Order, OrderId, OrderStatus, SubmitToken, Timer, TimerKind,
@@ -85,9 +89,11 @@ pub struct StoredEvent {
     pub encoded: Arc<[u8]>,
 }
 
-/// Everything paycore stores about orders. One implementation per backend.
+/// An order's own records: its submit token, its merchant number, its state and the events and
+/// timers each change writes with it. The part of the store both backends keep alike, and that
+/// the conformance suite (`storage::conformance`) checks on each.
 #[async_trait]
-pub trait OrderStore: Send + Sync + 'static {
+pub trait OrderRecords: Send + Sync + 'static {
     /// Stores a fresh token.
     async fn issue_token(&self, token: TokenRecord) -> Result<(), StoreError>;
 
@@ -102,6 +108,35 @@ pub trait OrderStore: Send + Sync + 'static {
         now: OffsetDateTime,
     ) -> Result<CreateOutcome, StoreError>;
 
+    /// Stores the new state of an order, its events and its timer changes if the stored version
+    /// is still `expected_version`; otherwise `VersionConflict` and nothing changes.
+    async fn update_order(
+        &self,
+        order: Order,
+        expected_version: u64,
+        previous_status: OrderStatus,
+        events: Vec<Event>,
+        timers: Vec<TimerOp>,
+    ) -> Result<(), StoreError>;
+
+    /// Reads one order.
+    async fn load_order(&self, order_id: &OrderId) -> Result<Option<Order>, StoreError>;
+
+    /// Finds a merchant's order by its number.
+    async fn find_by_merchant_order_no(
+        &self,
+        merchant_id: &MerchantId,
+        merchant_order_no: &MerchantOrderNo,
+    ) -> Result<Option<Order>, StoreError>;
+
+    /// The events of one order still stored, by version (the embedded log purges delivered
+    /// events after its retention; the CQL backend keeps them in the order's partition).
+    async fn order_events(&self, order_id: &OrderId) -> Result<Vec<Event>, StoreError>;
+}
+
+/// Everything paycore stores about orders. One implementation per backend.
+#[async_trait]
+pub trait OrderStore: OrderRecords {
     /// Stores `order` with its events and timers and the command's `reply` (its 201 answer),
     /// atomically: a create by Kafka command is admitted by its (merchant, request id) key
     /// instead of a submit token, and its effect and its stored answer are one write. For any
@@ -113,17 +148,6 @@ pub trait OrderStore: Send + Sync + 'static {
         events: Vec<Event>,
         timers: Vec<TimerOp>,
     ) -> Result<CreateOutcome, StoreError>;
-
-    /// Stores the new state of an order, its events and its timer changes if the stored version
-    /// is still `expected_version`; otherwise `VersionConflict` and nothing changes.
-    async fn update_order(
-        &self,
-        order: Order,
-        expected_version: u64,
-        previous_status: OrderStatus,
-        events: Vec<Event>,
-        timers: Vec<TimerOp>,
-    ) -> Result<(), StoreError>;
 
     /// `update_order` for a Kafka command's pay, close or refund: the change and the command's
     /// `reply` (the answer rendered from the changed order) are one write, so a crash cannot
@@ -173,16 +197,6 @@ pub trait OrderStore: Send + Sync + 'static {
         after: Option<OrderId>,
         limit: usize,
     ) -> Result<(Vec<OrderId>, Option<OrderId>), StoreError>;
-
-    /// Reads one order.
-    async fn load_order(&self, order_id: &OrderId) -> Result<Option<Order>, StoreError>;
-
-    /// Finds a merchant's order by its number.
-    async fn find_by_merchant_order_no(
-        &self,
-        merchant_id: &MerchantId,
-        merchant_order_no: &MerchantOrderNo,
-    ) -> Result<Option<Order>, StoreError>;
 
     /// Reads up to `limit` outbox events after `seq`, in order.
     async fn events_after(&self, seq: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError>;

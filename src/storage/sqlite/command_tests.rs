@@ -5,6 +5,7 @@ use super::super::SqliteStore;
 use crate::config::SqliteSettings;
 use crate::domain::*;
 use crate::metrics::Metrics;
+use crate::storage::OrderRecords;
 use crate::storage::{CommandReply, CommandStore, CreateOutcome, OrderStore};
 use std::sync::Arc;
 use time::OffsetDateTime;

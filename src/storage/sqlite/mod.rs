@@ -17,7 +17,9 @@ use crate::domain::{
     TimerOp,
 };
 use crate::metrics::Metrics;
-use crate::storage::{CreateOutcome, OrderStore, StoreError, StoredEvent, TokenRecord};
+use crate::storage::{
+    CreateOutcome, OrderRecords, OrderStore, StoreError, StoredEvent, TokenRecord,
+};
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::path::Path;
@@ -269,7 +271,7 @@ fn decode_order(body: &str) -> Result<Order, StoreError> {
 }
 
 #[async_trait]
-impl OrderStore for SqliteStore {
+impl OrderRecords for SqliteStore {
     async fn issue_token(&self, token: TokenRecord) -> Result<(), StoreError> {
         self.write(WriteOp::IssueToken(token)).await.map(|_| ())
     }
@@ -283,18 +285,6 @@ impl OrderStore for SqliteStore {
         now: OffsetDateTime,
     ) -> Result<CreateOutcome, StoreError> {
         self.create(Admission::Token(token), order, events, timers, now)
-            .await
-    }
-
-    async fn create_order_for_command(
-        &self,
-        reply: crate::storage::CommandReply,
-        order: Order,
-        events: Vec<Event>,
-        timers: Vec<TimerOp>,
-    ) -> Result<CreateOutcome, StoreError> {
-        let admission = Admission::Command(commands::ReplyRow::encode(&reply));
-        self.create(admission, order, events, timers, reply.created_at)
             .await
     }
 
@@ -315,6 +305,73 @@ impl OrderStore for SqliteStore {
             timers,
         )
         .await
+    }
+
+    async fn load_order(&self, order_id: &OrderId) -> Result<Option<Order>, StoreError> {
+        let id = order_id.to_string();
+        self.read(move |c| {
+            let body: Option<String> = c
+                .prepare_cached("SELECT body FROM orders WHERE order_id = ?1")
+                .and_then(|mut s| s.query_row([&id], |r| r.get(0)).optional())
+                .map_err(be)?;
+            body.as_deref().map(decode_order).transpose()
+        })
+        .await
+    }
+
+    async fn find_by_merchant_order_no(
+        &self,
+        merchant_id: &MerchantId,
+        merchant_order_no: &MerchantOrderNo,
+    ) -> Result<Option<Order>, StoreError> {
+        let (m, n) = (merchant_id.to_string(), merchant_order_no.to_string());
+        self.read(move |c| {
+            let body: Option<String> = c
+                .prepare_cached(
+                    "SELECT body FROM orders WHERE merchant_id = ?1 AND merchant_order_no = ?2",
+                )
+                .and_then(|mut s| s.query_row([&m, &n], |r| r.get(0)).optional())
+                .map_err(be)?;
+            body.as_deref().map(decode_order).transpose()
+        })
+        .await
+    }
+
+    async fn order_events(&self, order_id: &OrderId) -> Result<Vec<Event>, StoreError> {
+        let id = order_id.as_str().to_string();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT body FROM events WHERE order_id = ?1 ORDER BY version, seq")
+                .map_err(be)?;
+            let bodies = stmt
+                .query_map([id], |r| r.get::<_, String>(0))
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(be)?;
+            bodies
+                .iter()
+                .map(|b| {
+                    // Every outbox row so far is schema version 1 (see `streams::codec`).
+                    crate::streams::codec::decode(1, b.as_bytes())
+                        .map_err(|e| StoreError::Corrupt(format!("event body: {e}")))
+                })
+                .collect()
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl OrderStore for SqliteStore {
+    async fn create_order_for_command(
+        &self,
+        reply: crate::storage::CommandReply,
+        order: Order,
+        events: Vec<Event>,
+        timers: Vec<TimerOp>,
+    ) -> Result<CreateOutcome, StoreError> {
+        let admission = Admission::Command(commands::ReplyRow::encode(&reply));
+        self.create(admission, order, events, timers, reply.created_at)
+            .await
     }
 
     async fn update_order_for_command(
@@ -434,36 +491,6 @@ impl OrderStore for SqliteStore {
                 last = Some(id);
             }
             Ok((found, if scanned < limit { None } else { last }))
-        })
-        .await
-    }
-
-    async fn load_order(&self, order_id: &OrderId) -> Result<Option<Order>, StoreError> {
-        let id = order_id.to_string();
-        self.read(move |c| {
-            let body: Option<String> = c
-                .prepare_cached("SELECT body FROM orders WHERE order_id = ?1")
-                .and_then(|mut s| s.query_row([&id], |r| r.get(0)).optional())
-                .map_err(be)?;
-            body.as_deref().map(decode_order).transpose()
-        })
-        .await
-    }
-
-    async fn find_by_merchant_order_no(
-        &self,
-        merchant_id: &MerchantId,
-        merchant_order_no: &MerchantOrderNo,
-    ) -> Result<Option<Order>, StoreError> {
-        let (m, n) = (merchant_id.to_string(), merchant_order_no.to_string());
-        self.read(move |c| {
-            let body: Option<String> = c
-                .prepare_cached(
-                    "SELECT body FROM orders WHERE merchant_id = ?1 AND merchant_order_no = ?2",
-                )
-                .and_then(|mut s| s.query_row([&m, &n], |r| r.get(0)).optional())
-                .map_err(be)?;
-            body.as_deref().map(decode_order).transpose()
         })
         .await
     }

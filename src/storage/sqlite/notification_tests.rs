@@ -5,6 +5,7 @@ use crate::config::SqliteSettings;
 use crate::domain::notification::{DEFAULT_NOTIFY_EVENTS, Subscription};
 use crate::domain::{Event, OrderId};
 use crate::metrics::Metrics;
+use crate::storage::OrderRecords;
 use crate::storage::OrderStore;
 use std::sync::Arc;
 

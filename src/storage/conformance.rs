@@ -1,0 +1,358 @@
+//! One conformance suite for `OrderRecords`, run on every backend: on SQLite always (the tests at
+//! the end of this file), on the CQL backend when `PAYCORE_TEST_CQL` names a server
+//! (`storage::scylla::tests`, which `.ci/run` runs against a real Apache Cassandra). Each case
+//! uses a merchant of its own, so the cases may share one database or keyspace.
+
+use super::{CreateOutcome, OrderRecords, StoreError, TokenRecord};
+use crate::domain::*;
+use std::sync::Arc;
+use time::{Duration as TDuration, OffsetDateTime};
+
+/// A merchant id no other case uses.
+pub fn merchant(case: &str) -> String {
+    format!("{case}-{}", OrderId::generate().as_str().replace('_', "-"))
+}
+
+pub fn new_order(merchant: &str, no: &str) -> (Order, Vec<Event>) {
+    let new = NewOrder::for_test(merchant, no, 500);
+    let (order, change) = Order::create(OrderId::generate(), new, OffsetDateTime::now_utc());
+    let events = Event::for_change(&order, &change).into_iter().collect();
+    (order, events)
+}
+
+pub async fn token(store: &dyn OrderRecords, merchant: &str, ttl_secs: i64) -> SubmitToken {
+    let t = SubmitToken::generate();
+    store
+        .issue_token(TokenRecord {
+            token: t.clone(),
+            merchant_id: MerchantId::parse(merchant).unwrap(),
+            expires_at: OffsetDateTime::now_utc() + TDuration::seconds(ttl_secs),
+        })
+        .await
+        .unwrap();
+    t
+}
+
+/// `order` moved to PAYING, and the events of that change.
+pub fn paying(order: &Order) -> (Order, Vec<Event>) {
+    let cmd = Command::MarkPaying {
+        pay_serial_no: PaySerialNo::generate(),
+        pay_method: PayMethod::Native,
+        channel_payload: serde_json::json!({}),
+        channel_trade_no: None,
+    };
+    let mut next = order.clone();
+    let mut events = Vec::new();
+    for c in order.apply(&cmd, OffsetDateTime::now_utc()).unwrap() {
+        next.on(&c);
+        events.extend(Event::for_change(&next, &c));
+    }
+    (next, events)
+}
+
+fn expiry(order: &Order) -> TimerOp {
+    TimerOp::Set {
+        kind: TimerKind::Expire,
+        due_at: order.created_at + TDuration::minutes(15),
+        attempt: 0,
+    }
+}
+
+/// Tokens are one-time and the merchant's; numbers are unique per merchant; a refused create
+/// stores nothing and leaves its token unused.
+pub async fn tokens_and_numbers(store: &dyn OrderRecords) {
+    let m = merchant("tn");
+    let other = merchant("tn");
+    let now = OffsetDateTime::now_utc();
+    let t = token(store, &m, 60).await;
+
+    let (o1, e1) = new_order(&m, "A");
+    let created = store.create_order(t.clone(), o1.clone(), e1.clone(), vec![], now);
+    assert_eq!(created.await.unwrap(), CreateOutcome::Created);
+    let (o2, e2) = new_order(&m, "B");
+    assert_eq!(
+        store
+            .create_order(t.clone(), o2.clone(), e2, vec![], now)
+            .await
+            .unwrap(),
+        CreateOutcome::TokenUsed(Some(o1.order_id.clone()))
+    );
+    assert!(
+        store.load_order(&o2.order_id).await.unwrap().is_none(),
+        "a refused create stores nothing"
+    );
+
+    // The same number with a fresh token: duplicate, and the token stays unused.
+    let t2 = token(store, &m, 60).await;
+    let (o3, e3) = new_order(&m, "A");
+    assert_eq!(
+        store
+            .create_order(t2.clone(), o3.clone(), e3, vec![], now)
+            .await
+            .unwrap(),
+        CreateOutcome::Duplicate(o1.order_id.clone())
+    );
+    assert!(store.load_order(&o3.order_id).await.unwrap().is_none());
+    let (o4, e4) = new_order(&m, "C");
+    assert_eq!(
+        store.create_order(t2, o4, e4, vec![], now).await.unwrap(),
+        CreateOutcome::Created
+    );
+
+    // Another merchant's token, an unknown token and an expired token are invalid.
+    let foreign = token(store, &other, 60).await;
+    let (o5, e5) = new_order(&m, "D");
+    for t in [foreign, SubmitToken::generate(), token(store, &m, -1).await] {
+        assert_eq!(
+            store
+                .create_order(t, o5.clone(), e5.clone(), vec![], now)
+                .await
+                .unwrap(),
+            CreateOutcome::TokenInvalid
+        );
+    }
+    assert!(store.load_order(&o5.order_id).await.unwrap().is_none());
+
+    // The same number at another merchant is another order.
+    let t3 = token(store, &other, 60).await;
+    let (o6, e6) = new_order(&other, "A");
+    assert_eq!(
+        store.create_order(t3, o6, e6, vec![], now).await.unwrap(),
+        CreateOutcome::Created
+    );
+
+    assert_eq!(
+        store.load_order(&o1.order_id).await.unwrap(),
+        Some(o1.clone())
+    );
+    assert_eq!(store.order_events(&o1.order_id).await.unwrap(), e1);
+    let found = store
+        .find_by_merchant_order_no(&o1.merchant_id, &o1.merchant_order_no)
+        .await
+        .unwrap();
+    assert_eq!(found, Some(o1.clone()));
+    let missing = MerchantOrderNo::parse("NEVER").unwrap();
+    assert_eq!(
+        store
+            .find_by_merchant_order_no(&o1.merchant_id, &missing)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+/// A change is stored with its events only at the version it was made from; a stale one
+/// changes nothing.
+pub async fn versioned_changes(store: &dyn OrderRecords) {
+    let m = merchant("vc");
+    let t = token(store, &m, 60).await;
+    let (order, created_events) = new_order(&m, "V");
+    let now = OffsetDateTime::now_utc();
+    let created = store.create_order(
+        t,
+        order.clone(),
+        created_events.clone(),
+        vec![expiry(&order)],
+        now,
+    );
+    assert_eq!(created.await.unwrap(), CreateOutcome::Created);
+
+    let (next, events) = paying(&order);
+    assert!(!events.is_empty());
+    store
+        .update_order(
+            next.clone(),
+            order.version,
+            order.status,
+            events.clone(),
+            vec![],
+        )
+        .await
+        .unwrap();
+    let (stale, stale_events) = paying(&order);
+    let refused = store
+        .update_order(stale, order.version, order.status, stale_events, vec![])
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::VersionConflict(_))),
+        "{refused:?}"
+    );
+    assert_eq!(store.load_order(&order.order_id).await.unwrap(), Some(next));
+    let mut all = created_events;
+    all.extend(events);
+    assert_eq!(store.order_events(&order.order_id).await.unwrap(), all);
+
+    // An order never created takes no change.
+    let (ghost, ghost_events) = new_order(&m, "GHOST");
+    let (ghost_next, more) = paying(&ghost);
+    let refused = store
+        .update_order(ghost_next, ghost.version, ghost.status, more, vec![])
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::VersionConflict(_))),
+        "{refused:?}"
+    );
+    assert!(store.load_order(&ghost.order_id).await.unwrap().is_none());
+    drop(ghost_events);
+}
+
+/// Many creates racing with one token: exactly one is stored, every other is told which.
+pub async fn one_token_one_winner(store: Arc<dyn OrderRecords>, racers: usize) {
+    let m = merchant("ot");
+    let t = token(store.as_ref(), &m, 60).await;
+    let tasks: Vec<_> = (0..racers)
+        .map(|i| {
+            let (store, t, m) = (store.clone(), t.clone(), m.clone());
+            tokio::spawn(async move {
+                let (o, e) = new_order(&m, &format!("N{i}"));
+                let id = o.order_id.clone();
+                let outcome = store
+                    .create_order(t, o, e, vec![], OffsetDateTime::now_utc())
+                    .await
+                    .unwrap();
+                (id, outcome)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    let mut named = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            (id, CreateOutcome::Created) => winners.push(id),
+            (_, CreateOutcome::TokenUsed(Some(by))) => named.push(by),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one create wins the token");
+    assert!(
+        named.iter().all(|by| *by == winners[0]),
+        "losers name the winner"
+    );
+    assert!(store.load_order(&winners[0]).await.unwrap().is_some());
+}
+
+/// Many creates racing for one merchant number, each with its own token: exactly one is
+/// stored, every other is told which, and the losers' tokens stay unused.
+pub async fn one_number_one_winner(store: Arc<dyn OrderRecords>, racers: usize) {
+    let m = merchant("on");
+    let mut tokens = Vec::new();
+    for _ in 0..racers {
+        tokens.push(token(store.as_ref(), &m, 60).await);
+    }
+    let tasks: Vec<_> = tokens
+        .into_iter()
+        .map(|t| {
+            let (store, m) = (store.clone(), m.clone());
+            tokio::spawn(async move {
+                let (o, e) = new_order(&m, "SAME");
+                let id = o.order_id.clone();
+                let outcome = store
+                    .create_order(t.clone(), o, e, vec![], OffsetDateTime::now_utc())
+                    .await
+                    .unwrap();
+                (id, t, outcome)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    let mut losers = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            (id, _, CreateOutcome::Created) => winners.push(id),
+            (_, t, CreateOutcome::Duplicate(of)) => losers.push((t, of)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one create wins the number");
+    assert!(losers.iter().all(|(_, of)| *of == winners[0]));
+    for (i, (t, _)) in losers.into_iter().enumerate() {
+        let (o, e) = new_order(&m, &format!("OTHER{i}"));
+        let again = store.create_order(t, o, e, vec![], OffsetDateTime::now_utc());
+        assert_eq!(
+            again.await.unwrap(),
+            CreateOutcome::Created,
+            "a loser's token is unused"
+        );
+    }
+}
+
+/// Many changes racing from one version (pays on one order from several owners, as after a
+/// lost fence): exactly one is stored, with its events alone.
+pub async fn one_change_per_version(store: Arc<dyn OrderRecords>, racers: usize) {
+    let m = merchant("cv");
+    let t = token(store.as_ref(), &m, 60).await;
+    let (order, created_events) = new_order(&m, "P");
+    let now = OffsetDateTime::now_utc();
+    let created = store.create_order(t, order.clone(), created_events.clone(), vec![], now);
+    assert_eq!(created.await.unwrap(), CreateOutcome::Created);
+    let tasks: Vec<_> = (0..racers)
+        .map(|_| {
+            let (store, order) = (store.clone(), order.clone());
+            tokio::spawn(async move {
+                let (next, events) = paying(&order);
+                let stored = store
+                    .update_order(
+                        next.clone(),
+                        order.version,
+                        order.status,
+                        events.clone(),
+                        vec![],
+                    )
+                    .await;
+                (next, events, stored)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            (next, events, Ok(())) => winners.push((next, events)),
+            (_, _, Err(StoreError::VersionConflict(_))) => {}
+            (_, _, other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one change per version");
+    let (next, events) = winners.remove(0);
+    assert_eq!(store.load_order(&order.order_id).await.unwrap(), Some(next));
+    let mut all = created_events;
+    all.extend(events);
+    assert_eq!(store.order_events(&order.order_id).await.unwrap(), all);
+}
+
+#[cfg(test)]
+mod sqlite {
+    use crate::config::SqliteSettings;
+    use crate::metrics::Metrics;
+    use crate::storage::OrderRecords;
+    use crate::storage::sqlite::SqliteStore;
+    use std::sync::Arc;
+
+    fn open(dir: &tempfile::TempDir) -> Arc<SqliteStore> {
+        let settings = SqliteSettings {
+            path: dir.path().join("c.db").to_string_lossy().into_owned(),
+            ..SqliteSettings::default()
+        };
+        Arc::new(SqliteStore::open(&settings, Arc::new(Metrics::new())).unwrap())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tokens_and_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        super::tokens_and_numbers(open(&dir).as_ref()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn versioned_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        super::versioned_changes(open(&dir).as_ref()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn racing_creates_and_changes_have_one_winner_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn OrderRecords> = open(&dir);
+        super::one_token_one_winner(store.clone(), 32).await;
+        super::one_number_one_winner(store.clone(), 32).await;
+        super::one_change_per_version(store, 32).await;
+    }
+}

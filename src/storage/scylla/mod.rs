@@ -1,0 +1,241 @@
+//! The CQL backend, for ScyllaDB (and Apache Cassandra, which CI runs): on the `scylla` crate,
+//! with prepared statements, LWT only where uniqueness or the version check needs it, and every
+//! plain write marked idempotent so the driver may retry it. docs/scylla.md has the data model.
+//!
+//! Built so far: an order's own records (`OrderRecords`: tokens, merchant numbers, the order's
+//! state with its events and timers). The log, the timer index, command replies, notifications
+//! and the ledger are still SQLite-only, so `paycore serve` refuses `backend = "scylla"` yet.
+
+mod orders;
+pub mod schema;
+
+use crate::config::scylla::{Consistency as Cons, ScyllaSettings, SerialConsistency as Serial};
+use crate::storage::StoreError;
+use scylla::client::execution_profile::ExecutionProfile;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::policies::load_balancing::DefaultPolicy;
+use scylla::statement::prepared::PreparedStatement;
+use scylla::statement::{Consistency, SerialConsistency};
+use std::time::Duration;
+use time::OffsetDateTime;
+
+pub(crate) fn now_ms() -> i64 {
+    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+pub(crate) fn be(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+/// The prepared statements, made once per session.
+struct Statements {
+    insert_token: PreparedStatement,
+    take_token: PreparedStatement,
+    steal_token: PreparedStatement,
+    release_token: PreparedStatement,
+    read_token: PreparedStatement,
+    take_no: PreparedStatement,
+    steal_no: PreparedStatement,
+    read_no: PreparedStatement,
+    insert_state: PreparedStatement,
+    update_state: PreparedStatement,
+    insert_event: PreparedStatement,
+    set_timer: PreparedStatement,
+    clear_timer: PreparedStatement,
+    load_order: PreparedStatement,
+    order_events: PreparedStatement,
+    order_timers: PreparedStatement,
+}
+
+/// The CQL store.
+pub struct ScyllaStore {
+    session: Session,
+    st: Statements,
+    settings: ScyllaSettings,
+    /// LWT statements ask Paxos at this consistency.
+    serial: SerialConsistency,
+}
+
+/// Connects to the cluster (the keyspace must exist: see `schema::migrate`).
+async fn connect(settings: &ScyllaSettings) -> Result<Session, StoreError> {
+    let consistency = match settings.consistency {
+        Cons::Quorum => Consistency::Quorum,
+        Cons::LocalQuorum => Consistency::LocalQuorum,
+        Cons::One => Consistency::One,
+    };
+    let mut policy = DefaultPolicy::builder().token_aware(true);
+    if !settings.local_datacenter.is_empty() {
+        policy = policy
+            .prefer_datacenter(settings.local_datacenter.clone())
+            .permit_dc_failover(false);
+    }
+    let profile = ExecutionProfile::builder()
+        .consistency(consistency)
+        .serial_consistency(Some(serial(settings)))
+        .request_timeout(Some(Duration::from_millis(settings.request_timeout_ms)))
+        .load_balancing_policy(policy.build())
+        .build();
+    let mut builder = SessionBuilder::new()
+        .known_nodes(&settings.contact_points)
+        .connection_timeout(Duration::from_millis(settings.connect_timeout_ms))
+        .default_execution_profile_handle(profile.into_handle());
+    if !settings.username.is_empty() {
+        builder = builder.user(&settings.username, settings.password.expose());
+    }
+    if !settings.tls_ca_file.is_empty() {
+        builder = builder.tls_context(Some(tls_context(&settings.tls_ca_file)?));
+    }
+    builder.build().await.map_err(be)
+}
+
+fn serial(settings: &ScyllaSettings) -> SerialConsistency {
+    match settings.serial_consistency {
+        Serial::Serial => SerialConsistency::Serial,
+        Serial::LocalSerial => SerialConsistency::LocalSerial,
+    }
+}
+
+/// TLS to the nodes, their certificates checked against the CA file (PEM).
+fn tls_context(ca_file: &str) -> Result<scylla::client::session::TlsContext, StoreError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_file)
+        .map_err(|e| StoreError::Backend(format!("storage.scylla.tls_ca_file {ca_file}: {e}")))?
+    {
+        let cert = cert.map_err(|e| {
+            StoreError::Backend(format!("storage.scylla.tls_ca_file {ca_file}: {e}"))
+        })?;
+        roots.add(cert).map_err(|e| {
+            StoreError::Backend(format!("storage.scylla.tls_ca_file {ca_file}: {e}"))
+        })?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(be)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(std::sync::Arc::new(config).into())
+}
+
+impl ScyllaStore {
+    /// Connects, applies the migrations not applied yet (the keyspace is made when missing),
+    /// and prepares the statements.
+    pub async fn open(settings: &ScyllaSettings) -> Result<Self, StoreError> {
+        let session = connect(settings).await?;
+        schema::migrate(&session, settings).await?;
+        session
+            .use_keyspace(&settings.keyspace, false)
+            .await
+            .map_err(be)?;
+        let st = Statements::prepare(&session, serial(settings)).await?;
+        Ok(Self {
+            session,
+            st,
+            serial: serial(settings),
+            settings: settings.clone(),
+        })
+    }
+
+    /// Connects and applies the migrations not applied yet; answers the versions applied now
+    /// (`paycore migrate`).
+    pub async fn migrate(settings: &ScyllaSettings) -> Result<Vec<i32>, StoreError> {
+        let session = connect(settings).await?;
+        schema::migrate(&session, settings).await
+    }
+}
+
+impl Statements {
+    async fn prepare(session: &Session, serial: SerialConsistency) -> Result<Self, StoreError> {
+        // Plain writes: idempotent (a replay writes the same cells), so the driver may retry them.
+        let plain = |mut p: PreparedStatement| {
+            p.set_is_idempotent(true);
+            p
+        };
+        // LWT: not idempotent (a retried round may see its own earlier write), Paxos at `serial`.
+        let lwt = |mut p: PreparedStatement| {
+            p.set_is_idempotent(false);
+            p.set_serial_consistency(Some(serial));
+            p
+        };
+        // Reads of a reservation a create is deciding on: at SERIAL, so an LWT in flight is
+        // completed (or not) first, and the read sees what won.
+        let serial_read = |mut p: PreparedStatement| {
+            p.set_is_idempotent(true);
+            p.set_consistency(match serial {
+                SerialConsistency::Serial => Consistency::Serial,
+                SerialConsistency::LocalSerial => Consistency::LocalSerial,
+            });
+            p
+        };
+        let p = |cql: &'static str| async move { session.prepare(cql).await.map_err(be) };
+        Ok(Self {
+            insert_token: plain(
+                p("INSERT INTO submit_tokens (token_id, merchant_id, expires_at) VALUES (?, ?, ?) \
+                   USING TTL ? AND TIMESTAMP ?")
+                .await?,
+            ),
+            take_token: lwt(p("UPDATE submit_tokens USING TTL ? SET order_id = ?, taken_at = ? \
+                   WHERE token_id = ? IF merchant_id = ? AND expires_at > ? AND order_id = null AND taken_at = null")
+            .await?),
+            steal_token: lwt(p("UPDATE submit_tokens USING TTL ? SET order_id = ?, taken_at = ? \
+                   WHERE token_id = ? IF order_id = ?")
+            .await?),
+            release_token: lwt(
+                p("DELETE order_id, taken_at FROM submit_tokens WHERE token_id = ? IF order_id = ?")
+                    .await?,
+            ),
+            read_token: serial_read(
+                p("SELECT merchant_id, expires_at, order_id, taken_at FROM submit_tokens \
+                   WHERE token_id = ?")
+                .await?,
+            ),
+            take_no: lwt(p("INSERT INTO merchant_order_nos (merchant_id, merchant_order_no, \
+                   order_id, taken_at) VALUES (?, ?, ?, ?) IF NOT EXISTS")
+            .await?),
+            steal_no: lwt(p("UPDATE merchant_order_nos SET order_id = ?, taken_at = ? \
+                   WHERE merchant_id = ? AND merchant_order_no = ? IF order_id = ?")
+            .await?),
+            read_no: serial_read(
+                p("SELECT order_id, taken_at FROM merchant_order_nos \
+                   WHERE merchant_id = ? AND merchant_order_no = ?")
+                .await?,
+            ),
+            insert_state: plain(
+                p("INSERT INTO orders (order_id, merchant_id, merchant_order_no, status, version, \
+                   body, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+                .await?,
+            ),
+            update_state: lwt(p("UPDATE orders SET status = ?, version = ?, body = ?, updated_at = ? \
+                   WHERE order_id = ? IF version = ?")
+            .await?),
+            insert_event: plain(
+                p("INSERT INTO orders (order_id, item, event_id, event_type, event_schema, event) \
+                   VALUES (?, ?, ?, ?, ?, ?)")
+                .await?,
+            ),
+            set_timer: plain(
+                p("INSERT INTO orders (order_id, item, timer_due_at, timer_attempt) \
+                   VALUES (?, ?, ?, ?)")
+                .await?,
+            ),
+            clear_timer: plain(p("DELETE FROM orders WHERE order_id = ? AND item = ?").await?),
+            load_order: plain(p("SELECT body FROM orders WHERE order_id = ? LIMIT 1").await?),
+            order_events: plain(
+                p("SELECT event_schema, event FROM orders WHERE order_id = ? \
+                   AND item >= 'e:' AND item < 'e;'")
+                .await?,
+            ),
+            order_timers: plain(
+                p("SELECT item, timer_due_at, timer_attempt FROM orders WHERE order_id = ? \
+                   AND item >= 't:' AND item < 't;'")
+                .await?,
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,148 @@
+//! The CQL schema as numbered migrations, applied in order at start (and by `paycore migrate`).
+//! Every statement is idempotent (`IF NOT EXISTS`), so a migration cut short by a crash is run
+//! again whole; a migration counts as applied once its row is in `schema_migrations`.
+//!
+//! What each table holds, and why it is shaped so (see docs/scylla.md):
+//! - `submit_tokens`: one partition per token; the create's first LWT takes it for an order.
+//! - `merchant_order_nos`: one partition per (merchant, number); the create's second LWT.
+//! - `orders`: one partition per order. Its state is in static columns (so `IF version = ?`
+//!   guards the whole partition) and its events and timers are clustering rows of the same
+//!   partition (`item` = `e:<version>:<event id>` or `t:<kind>`), so a change and what it writes
+//!   are one single-partition conditional batch.
+
+use super::{ScyllaStore, be};
+use crate::config::scylla::{Dialect, ScyllaSettings};
+use crate::storage::StoreError;
+use scylla::client::session::Session;
+use scylla::value::CqlTimestamp;
+
+/// (version, name, statements; `{ks}` is the keyspace). Append only: a released migration is
+/// never edited.
+pub const MIGRATIONS: &[(i32, &str, &[&str])] = &[(
+    1,
+    "tokens, merchant numbers, orders with their events and timers",
+    &[
+        "CREATE TABLE IF NOT EXISTS {ks}.submit_tokens (
+            token_id    text PRIMARY KEY,
+            merchant_id text,
+            expires_at  timestamp,
+            order_id    text,
+            taken_at    timestamp
+        )",
+        "CREATE TABLE IF NOT EXISTS {ks}.merchant_order_nos (
+            merchant_id       text,
+            merchant_order_no text,
+            order_id          text,
+            taken_at          timestamp,
+            PRIMARY KEY ((merchant_id, merchant_order_no))
+        )",
+        "CREATE TABLE IF NOT EXISTS {ks}.orders (
+            order_id          text,
+            item              text,
+            merchant_id       text static,
+            merchant_order_no text static,
+            status            text static,
+            version           bigint static,
+            body              text static,
+            created_at        timestamp static,
+            updated_at        timestamp static,
+            event_id          text,
+            event_type        text,
+            event_schema      int,
+            event             text,
+            timer_due_at      timestamp,
+            timer_attempt     int,
+            PRIMARY KEY (order_id, item)
+        ) WITH CLUSTERING ORDER BY (item ASC)",
+    ],
+)];
+
+/// The keyspace's DDL for the dialect: ScyllaDB needs tablets off for LWT; Cassandra has no
+/// such option and refuses it.
+pub fn keyspace_ddl(settings: &ScyllaSettings) -> String {
+    let mut ddl = format!(
+        "CREATE KEYSPACE IF NOT EXISTS {} WITH replication = {} AND durable_writes = true",
+        settings.keyspace,
+        settings.replication_cql()
+    );
+    if settings.dialect == Dialect::Scylladb {
+        ddl.push_str(" AND tablets = {'enabled': false}");
+    }
+    ddl
+}
+
+/// Makes the keyspace when missing and applies every migration not applied yet; answers the
+/// versions applied now.
+pub async fn migrate(session: &Session, settings: &ScyllaSettings) -> Result<Vec<i32>, StoreError> {
+    session
+        .query_unpaged(keyspace_ddl(settings), ())
+        .await
+        .map_err(be)?;
+    let ks = &settings.keyspace;
+    session
+        .query_unpaged(
+            format!(
+                "CREATE TABLE IF NOT EXISTS {ks}.schema_migrations (
+                    version int PRIMARY KEY, name text, applied_at timestamp)"
+            ),
+            (),
+        )
+        .await
+        .map_err(be)?;
+    let applied: Vec<i32> = session
+        .query_unpaged(format!("SELECT version FROM {ks}.schema_migrations"), ())
+        .await
+        .map_err(be)?
+        .into_rows_result()
+        .map_err(be)?
+        .rows::<(i32,)>()
+        .map_err(be)?
+        .map(|r| r.map(|(v,)| v))
+        .collect::<Result<_, _>>()
+        .map_err(be)?;
+    let mut now_applied = Vec::new();
+    for (version, name, statements) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        for statement in *statements {
+            // `{ks}` stands for the keyspace: the session may have none in use yet.
+            session
+                .query_unpaged(statement.replace("{ks}", ks), ())
+                .await
+                .map_err(be)?;
+        }
+        session
+            .query_unpaged(
+                format!(
+                    "INSERT INTO {ks}.schema_migrations (version, name, applied_at) VALUES (?, ?, ?)"
+                ),
+                (*version, *name, CqlTimestamp(super::now_ms())),
+            )
+            .await
+            .map_err(be)?;
+        tracing::info!(version, name, keyspace = %ks, "CQL migration applied");
+        now_applied.push(*version);
+    }
+    Ok(now_applied)
+}
+
+impl ScyllaStore {
+    /// The migrations recorded as applied, by version.
+    pub async fn applied_migrations(&self) -> Result<Vec<i32>, StoreError> {
+        let mut versions: Vec<i32> = self
+            .session
+            .query_unpaged("SELECT version FROM schema_migrations", ())
+            .await
+            .map_err(be)?
+            .into_rows_result()
+            .map_err(be)?
+            .rows::<(i32,)>()
+            .map_err(be)?
+            .map(|r| r.map(|(v,)| v))
+            .collect::<Result<_, _>>()
+            .map_err(be)?;
+        versions.sort_unstable();
+        Ok(versions)
+    }
+}

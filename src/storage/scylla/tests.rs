@@ -1,0 +1,199 @@
+//! The CQL backend against a real CQL server: `PAYCORE_TEST_CQL=host:port` names it (`.ci/run`
+//! starts Apache Cassandra with scripts/cassandra.sh and sets it). Without it these tests say
+//! so on stderr and pass without running: `cargo test` needs no server, and CI sets the variable
+//! and checks that the suite ran (`cql_suite_ran` prints the marker CI looks for).
+
+use super::ScyllaStore;
+use crate::config::scylla::{Consistency, Dialect, ScyllaSettings};
+use crate::storage::conformance as suite;
+use crate::storage::{CreateOutcome, OrderRecords, StoreError};
+use std::sync::Arc;
+use time::OffsetDateTime;
+
+/// The variable naming the CQL server.
+const CQL_ENV: &str = "PAYCORE_TEST_CQL";
+/// The lease of the take-over tests: longer than a create's wait for an order in flight, so the
+/// first retry is refused, not a take-over.
+const SHORT_LEASE_MS: u64 = 3_000;
+
+fn settings(contact: &str) -> ScyllaSettings {
+    ScyllaSettings {
+        contact_points: vec![contact.to_string()],
+        dialect: Dialect::Cassandra,
+        keyspace: std::env::var("PAYCORE_TEST_CQL_KEYSPACE")
+            .unwrap_or_else(|_| "paycore_test".into()),
+        consistency: Consistency::One,
+        request_timeout_ms: 10_000,
+        reservation_lease_ms: 20_000,
+        ..ScyllaSettings::default()
+    }
+}
+
+/// A store on the test's own runtime (a session's connections live on the runtime that made
+/// it). The keyspace is shared: each case uses merchants of its own.
+async fn store() -> Option<Arc<ScyllaStore>> {
+    let Ok(contact) = std::env::var(CQL_ENV) else {
+        eprintln!("{CQL_ENV} is not set: the CQL backend tests did not run");
+        return None;
+    };
+    let store = ScyllaStore::open(&settings(&contact))
+        .await
+        .unwrap_or_else(|e| panic!("{CQL_ENV}={contact}: {e}"));
+    Some(Arc::new(store))
+}
+
+macro_rules! cql_test {
+    ($name:ident, |$store:ident| $body:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let Some($store) = store().await else { return };
+            $body.await;
+        }
+    };
+}
+
+cql_test!(tokens_and_numbers, |s| suite::tokens_and_numbers(
+    s.as_ref()
+));
+cql_test!(versioned_changes, |s| suite::versioned_changes(s.as_ref()));
+cql_test!(one_token_one_winner, |s| suite::one_token_one_winner(s, 16));
+cql_test!(one_number_one_winner, |s| suite::one_number_one_winner(
+    s, 16
+));
+cql_test!(one_change_per_version, |s| suite::one_change_per_version(
+    s, 16
+));
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cql_suite_ran() {
+    if let Some(store) = store().await {
+        let applied = store.applied_migrations().await.unwrap();
+        let expected: Vec<i32> = super::schema::MIGRATIONS.iter().map(|m| m.0).collect();
+        assert_eq!(applied, expected, "every migration is recorded once");
+        eprintln!(
+            "CQL backend suite: ran against {}",
+            std::env::var(CQL_ENV).unwrap()
+        );
+    }
+}
+
+/// A second `migrate` applies nothing and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_apply_once() {
+    let Some(_store) = store().await else { return };
+    let contact = std::env::var(CQL_ENV).unwrap();
+    assert_eq!(
+        ScyllaStore::migrate(&settings(&contact)).await.unwrap(),
+        Vec::<i32>::new()
+    );
+}
+
+/// A create that died after taking its token (a crash between the steps) leaves the token held
+/// for an order never stored: a retry within the holder's lease is told to retry; after it, the
+/// retry takes the token over and is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_left_by_a_dead_create_is_taken_over_after_its_lease() {
+    let Some(shared) = store().await else { return };
+    let contact = std::env::var(CQL_ENV).unwrap();
+    let short = ScyllaStore::open(&ScyllaSettings {
+        request_timeout_ms: 1_000,
+        reservation_lease_ms: SHORT_LEASE_MS,
+        ..settings(&contact)
+    })
+    .await
+    .unwrap();
+    let m = suite::merchant("dead");
+    let t = suite::token(shared.as_ref(), &m, 60).await;
+    let now = OffsetDateTime::now_utc();
+    let (dead, _) = suite::new_order(&m, "DEAD");
+    // Step 1 alone, as a create that crashed right after it.
+    assert_eq!(short.take_token(&t, &dead, now).await.unwrap(), Ok(()));
+
+    let (retry, events) = suite::new_order(&m, "RETRY");
+    let early = short
+        .create_order(t.clone(), retry.clone(), events.clone(), vec![], now)
+        .await;
+    assert!(
+        matches!(early, Err(StoreError::VersionConflict(ref by)) if *by == dead.order_id.to_string()),
+        "{early:?}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(SHORT_LEASE_MS + 100)).await;
+    let late = short
+        .create_order(
+            t.clone(),
+            retry.clone(),
+            events,
+            vec![],
+            OffsetDateTime::now_utc(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(late, CreateOutcome::Created);
+    // The dead create, were it to come back, finds the token taken by a stored order.
+    let (_, dead_events) = suite::new_order(&m, "DEAD");
+    let back = short
+        .create_order(
+            t,
+            dead.clone(),
+            dead_events,
+            vec![],
+            OffsetDateTime::now_utc(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(back, CreateOutcome::TokenUsed(Some(retry.order_id.clone())));
+    assert!(short.load_order(&dead.order_id).await.unwrap().is_none());
+}
+
+/// Likewise for a merchant number held by a create that died after step 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_number_left_by_a_dead_create_is_taken_over_after_its_lease() {
+    let Some(shared) = store().await else { return };
+    let contact = std::env::var(CQL_ENV).unwrap();
+    let short = ScyllaStore::open(&ScyllaSettings {
+        request_timeout_ms: 1_000,
+        reservation_lease_ms: SHORT_LEASE_MS,
+        ..settings(&contact)
+    })
+    .await
+    .unwrap();
+    let m = suite::merchant("deadno");
+    let (dead, _) = suite::new_order(&m, "N1");
+    assert_eq!(short.take_number(&dead).await.unwrap(), Ok(()));
+    assert_eq!(
+        short
+            .find_by_merchant_order_no(&dead.merchant_id, &dead.merchant_order_no)
+            .await
+            .unwrap(),
+        None,
+        "a number held for an order never stored finds nothing"
+    );
+
+    let t = suite::token(shared.as_ref(), &m, 60).await;
+    let (retry, events) = suite::new_order(&m, "N1");
+    let early = short
+        .create_order(
+            t.clone(),
+            retry.clone(),
+            events.clone(),
+            vec![],
+            OffsetDateTime::now_utc(),
+        )
+        .await;
+    assert!(
+        matches!(early, Err(StoreError::VersionConflict(ref by)) if *by == dead.order_id.to_string()),
+        "{early:?}"
+    );
+    // The refused create gave its token back.
+    tokio::time::sleep(std::time::Duration::from_millis(SHORT_LEASE_MS + 100)).await;
+    let late = short
+        .create_order(t, retry.clone(), events, vec![], OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    assert_eq!(late, CreateOutcome::Created);
+    let found = short
+        .find_by_merchant_order_no(&retry.merchant_id, &retry.merchant_order_no)
+        .await
+        .unwrap();
+    assert_eq!(found.map(|o| o.order_id), Some(retry.order_id));
+}
