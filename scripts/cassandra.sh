@@ -13,7 +13,7 @@
 #
 # The commit log is synced periodically (Cassandra's default): the server here is killed only at
 # the end of a run. What an operator sets in production (commitlog_sync batch or group for
-# durability across a node crash, replication 3) is in docs/scylla.md.
+# durability across a node crash, replication 3) is in docs/SCYLLA.md.
 set -euo pipefail
 
 CASSANDRA_HOME=${CASSANDRA_HOME:-$HOME/.cache/paycore-cassandra}

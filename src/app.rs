@@ -97,6 +97,16 @@ impl Application {
                 .to_string()
         };
 
+        if settings.storage.backend == "scylla" {
+            // The CQL backend keeps an order's own records so far (storage::scylla); the log,
+            // timers, command replies, notifications and the ledger are SQLite's alone yet.
+            return Err(err("storage")(
+                "storage.backend = \"scylla\" is not complete yet: it keeps orders, not yet the \
+                 event log, timers, command replies, notifications or the ledger; serve runs on \
+                 \"sqlite\" (`paycore migrate` prepares a CQL keyspace)"
+                    .into(),
+            ));
+        }
         let store = Arc::new(
             SqliteStore::open(&settings.storage.sqlite, metrics.clone())
                 .map_err(|e| err("storage")(e.to_string()))?,

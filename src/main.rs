@@ -1,5 +1,6 @@
 //! The `paycore` binary: `serve` runs the service, `channel-sim` runs the channel simulator alone,
-//! `ledger verify` reconciles the ledger of the settings' database (exit 1 on any failure).
+//! `ledger verify` reconciles the ledger of the settings' database (exit 1 on any failure),
+//! `migrate` applies the storage schema.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -37,6 +38,9 @@ enum Command {
     /// The event log's consumers (works beside a running `serve`, on the same database).
     #[command(subcommand)]
     Log(LogCommand),
+    /// Applies the storage schema's migrations not applied yet and exits: for `sqlite` the
+    /// database file's, for `scylla` the keyspace's (made when missing).
+    Migrate,
     /// The double-entry ledger.
     Ledger {
         #[command(subcommand)]
@@ -102,6 +106,29 @@ async fn log_command(settings: &Settings, cmd: LogCommand) -> anyhow::Result<()>
     result
 }
 
+async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    if settings.storage.backend == "scylla" {
+        let s = &settings.storage.scylla;
+        let applied = paycore::storage::scylla::ScyllaStore::migrate(s)
+            .await
+            .with_context(|| {
+                format!(
+                    "migrating keyspace {} at {:?}",
+                    s.keyspace, s.contact_points
+                )
+            })?;
+        println!("keyspace {}: applied {applied:?}", s.keyspace);
+    } else {
+        // SQLite applies its migrations when the file is opened.
+        let metrics = Arc::new(paycore::metrics::Metrics::new());
+        let store =
+            SqliteStore::open(&settings.storage.sqlite, metrics).context("opening the database")?;
+        store.close().await;
+        println!("database {}: migrated", settings.storage.sqlite.path);
+    }
+    Ok(())
+}
+
 fn init_logging(format: &str) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
@@ -138,6 +165,7 @@ async fn main() -> anyhow::Result<()> {
             app.run_until_signalled().await;
         }
         Command::Log(cmd) => log_command(&settings, cmd).await?,
+        Command::Migrate => migrate(&settings).await?,
         Command::ChannelSim => {
             let s = &settings.simulator;
             let listener = std::net::TcpListener::bind((s.bind.as_str(), s.port))

@@ -1,6 +1,6 @@
 //! The CQL backend, for ScyllaDB (and Apache Cassandra, which CI runs): on the `scylla` crate,
 //! with prepared statements, LWT only where uniqueness or the version check needs it, and every
-//! plain write marked idempotent so the driver may retry it. docs/scylla.md has the data model.
+//! plain write marked idempotent so the driver may retry it. docs/SCYLLA.md has the data model.
 //!
 //! Built so far: an order's own records (`OrderRecords`: tokens, merchant numbers, the order's
 //! state with its events and timers). The log, the timer index, command replies, notifications

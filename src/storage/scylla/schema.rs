@@ -2,7 +2,7 @@
 //! Every statement is idempotent (`IF NOT EXISTS`), so a migration cut short by a crash is run
 //! again whole; a migration counts as applied once its row is in `schema_migrations`.
 //!
-//! What each table holds, and why it is shaped so (see docs/scylla.md):
+//! What each table holds, and why it is shaped so (see docs/SCYLLA.md):
 //! - `submit_tokens`: one partition per token; the create's first LWT takes it for an order.
 //! - `merchant_order_nos`: one partition per (merchant, number); the create's second LWT.
 //! - `orders`: one partition per order. Its state is in static columns (so `IF version = ?`
@@ -77,7 +77,12 @@ pub async fn migrate(session: &Session, settings: &ScyllaSettings) -> Result<Vec
     session
         .query_unpaged(keyspace_ddl(settings), ())
         .await
-        .map_err(be)?;
+        .map_err(|e| match settings.dialect {
+            Dialect::Scylladb if e.to_string().contains("tablets") => StoreError::Backend(format!(
+                "{e} (an Apache Cassandra server? set storage.scylla.dialect = \"cassandra\")"
+            )),
+            _ => be(e),
+        })?;
     let ks = &settings.keyspace;
     session
         .query_unpaged(
