@@ -91,7 +91,10 @@ async fn main() {
         rss_mib()
     );
     let (count, _) = store
-        .timer_counts(OffsetDateTime::now_utc())
+        .timer_counts(
+            OffsetDateTime::now_utc(),
+            OffsetDateTime::now_utc() + time::Duration::days(3650),
+        )
         .await
         .expect("count");
     println!("timers in storage: {count}");

@@ -60,7 +60,7 @@ pub struct Metrics {
     /// `paycore_stream_consumer_lag_events{consumer}`: events committed that a registered
     /// consumer's cursor has not passed (refreshed on `/metrics` and `/readyz`).
     pub stream_consumer_lag: IntGaugeVec,
-    /// `paycore_timers_pending`: durable timers waiting (counted periodically).
+    /// `paycore_timers_pending`: durable timers due within the next hour (counted periodically).
     pub timers_pending: IntGauge,
     /// `paycore_timers_overdue`: timers later than `timers.overdue_after_ms`.
     pub timers_overdue: IntGauge,
@@ -223,7 +223,7 @@ impl Metrics {
         };
         let timers_pending = must(IntGauge::new(
             "paycore_timers_pending",
-            "Durable timers waiting to fire",
+            "Durable timers due within the next hour",
         ));
         let timers_overdue = must(IntGauge::new(
             "paycore_timers_overdue",

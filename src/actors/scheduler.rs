@@ -23,6 +23,9 @@ use tokio::sync::{Semaphore, watch};
 
 /// Pause after a storage error before the scheduler tries again.
 const ERROR_PAUSE: Duration = Duration::from_secs(1);
+/// `paycore_timers_pending` counts timers due within this long (the CQL backend counts its
+/// due-time index bucket by bucket, so the horizon bounds the work).
+const PENDING_HORIZON: time::Duration = time::Duration::hours(1);
 
 /// Runs the scheduler and the sweep until `shutdown` turns true; then waits for the timers it
 /// handed out.
@@ -80,7 +83,8 @@ pub async fn run(
             last_stats = Some(Instant::now());
             let overdue_before = OffsetDateTime::now_utc()
                 - time::Duration::milliseconds(settings.overdue_after_ms as i64);
-            match store.timer_counts(overdue_before).await {
+            let pending_before = OffsetDateTime::now_utc() + PENDING_HORIZON;
+            match store.timer_counts(overdue_before, pending_before).await {
                 Ok((pending, overdue)) => {
                     metrics.timers_pending.set(pending);
                     metrics.timers_overdue.set(overdue);

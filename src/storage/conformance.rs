@@ -3,7 +3,7 @@
 //! (`storage::scylla::tests`, which `.ci/run` runs against a real Apache Cassandra). Each case
 //! uses a merchant of its own, so the cases may share one database or keyspace.
 
-use super::{CreateOutcome, OrderRecords, StoreError, TokenRecord};
+use super::{CreateOutcome, OrderRecords, StoreError, TimerStore, TokenRecord};
 use crate::domain::*;
 use std::sync::Arc;
 use time::{Duration as TDuration, OffsetDateTime};
@@ -319,6 +319,156 @@ pub async fn one_change_per_version(store: Arc<dyn OrderRecords>, racers: usize)
     assert_eq!(store.order_events(&order.order_id).await.unwrap(), all);
 }
 
+fn timer(kind: TimerKind, due_at: OffsetDateTime, attempt: u32) -> TimerOp {
+    TimerOp::Set {
+        kind,
+        due_at,
+        attempt,
+    }
+}
+
+/// Due timers come out earliest first, a page at a time, leased: they do not come out again
+/// until the lease passes. A reschedule only moves a timer still carrying the fired attempt.
+/// Claims take every due timer of the store: run it on a store of its own. `exact_pending`:
+/// whether the backend's pending count is exact (see `TimerStore::timer_counts`).
+pub async fn timers_claimed_leased_rescheduled<S: OrderRecords + TimerStore>(
+    store: &S,
+    exact_pending: bool,
+) {
+    let now = OffsetDateTime::now_utc();
+    let horizon = now + TDuration::hours(2);
+    let ids: Vec<OrderId> = (0..5).map(|_| OrderId::generate()).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let due = now - TDuration::seconds(10 - i as i64);
+        store
+            .write_timers(id, vec![timer(TimerKind::Poll, due, 0)])
+            .await
+            .unwrap();
+    }
+    let later = OrderId::generate();
+    store
+        .write_timers(
+            &later,
+            vec![timer(TimerKind::Expire, now + TDuration::hours(1), 0)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.timer_counts(now, horizon).await.unwrap(), (6, 5));
+    let lease = now + TDuration::seconds(30);
+    let page = store.claim_due_timers(now, lease, 3).await.unwrap();
+    assert_eq!(
+        page.iter().map(|t| t.order_id.clone()).collect::<Vec<_>>(),
+        ids[..3].to_vec(),
+        "earliest first, one page"
+    );
+    let rest = store.claim_due_timers(now, lease, 10).await.unwrap();
+    assert_eq!(rest.len(), 2, "leased timers do not come out again");
+    assert!(
+        store
+            .claim_due_timers(now, lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let after_lease = store
+        .claim_due_timers(
+            lease + TDuration::seconds(1),
+            lease + TDuration::minutes(1),
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        after_lease.len(),
+        5,
+        "a lost handling fires again after the lease"
+    );
+    let (pending, overdue) = store.timer_counts(now, horizon).await.unwrap();
+    assert_eq!(overdue, 0, "leased timers are not overdue");
+    assert!(pending == 6 || (!exact_pending && pending > 6), "{pending}");
+
+    // Reschedule compares the attempt: a stale one is ignored, the current one moves it.
+    let next = timer(TimerKind::Poll, now - TDuration::seconds(1), 1);
+    store
+        .reschedule_timer(&ids[0], TimerKind::Poll, 7, Some(next.clone()))
+        .await
+        .unwrap();
+    store
+        .reschedule_timer(&ids[1], TimerKind::Poll, 0, Some(next))
+        .await
+        .unwrap();
+    let due = store
+        .claim_due_timers(now, now + TDuration::minutes(5), 10)
+        .await
+        .unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(
+        (due[0].order_id.clone(), due[0].attempt),
+        (ids[1].clone(), 1)
+    );
+    store
+        .reschedule_timer(&ids[1], TimerKind::Poll, 1, None)
+        .await
+        .unwrap();
+    // A removed timer does not fire again, its lease passed or not.
+    let much_later = now + TDuration::minutes(10);
+    let fired = store
+        .claim_due_timers(much_later, much_later + TDuration::minutes(1), 10)
+        .await
+        .unwrap();
+    let mut fired: Vec<OrderId> = fired.into_iter().map(|t| t.order_id).collect();
+    fired.sort();
+    let mut expected = vec![
+        ids[0].clone(),
+        ids[2].clone(),
+        ids[3].clone(),
+        ids[4].clone(),
+    ];
+    expected.sort();
+    assert_eq!(fired, expected);
+    let (pending, _) = store.timer_counts(now, horizon).await.unwrap();
+    assert!(pending == 5 || (!exact_pending && pending > 5), "{pending}");
+}
+
+/// The sweep's scan: orders with open work and no timer, a bounded slice at a time, until the
+/// scan names no next slice.
+pub async fn orders_without_timers_in_slices<S: OrderRecords + TimerStore>(store: &S) {
+    let m = merchant("sw");
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let t = token(store, &m, 60).await;
+        let (o, e) = new_order(&m, &format!("S{i}"));
+        // Orders 0 and 3 are created without their expiry timer (as before timers existed).
+        let timers = if i == 0 || i == 3 {
+            vec![]
+        } else {
+            crate::domain::timer::on_create(&o)
+        };
+        let created = store.create_order(t, o.clone(), e, timers, OffsetDateTime::now_utc());
+        assert_eq!(created.await.unwrap(), CreateOutcome::Created);
+        ids.push(o.order_id);
+    }
+    let (mut found, mut after, mut slices) = (Vec::new(), None, 0);
+    loop {
+        let (some, next) = store.orders_without_timers(after, 3).await.unwrap();
+        found.extend(some);
+        slices += 1;
+        assert!(slices < 10_000, "the scan ends");
+        match next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert!(
+        found.contains(&ids[0]) && found.contains(&ids[3]),
+        "{found:?}"
+    );
+    for with_timer in [&ids[1], &ids[2], &ids[4]] {
+        assert!(!found.contains(with_timer), "{with_timer} has its timer");
+    }
+    assert!(slices >= 2, "a full slice names where to go on");
+}
+
 #[cfg(test)]
 mod sqlite {
     use crate::config::SqliteSettings;
@@ -345,6 +495,18 @@ mod sqlite {
     async fn versioned_changes() {
         let dir = tempfile::tempdir().unwrap();
         super::versioned_changes(open(&dir).as_ref()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn timers_claimed_leased_rescheduled() {
+        let dir = tempfile::tempdir().unwrap();
+        super::timers_claimed_leased_rescheduled(open(&dir).as_ref(), true).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn orders_without_timers_in_slices() {
+        let dir = tempfile::tempdir().unwrap();
+        super::orders_without_timers_in_slices(open(&dir).as_ref()).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

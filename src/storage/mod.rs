@@ -134,9 +134,55 @@ pub trait OrderRecords: Send + Sync + 'static {
     async fn order_events(&self, order_id: &OrderId) -> Result<Vec<Event>, StoreError>;
 }
 
+/// Durable timers beyond those an order change writes with it: the scheduler's reads and
+/// leases, and the sweep's writes. Checked on every backend by the conformance suite.
+#[async_trait]
+pub trait TimerStore: Send + Sync + 'static {
+    /// Changes an order's timers without changing the order (the stuck-order sweep).
+    async fn write_timers(&self, order_id: &OrderId, ops: Vec<TimerOp>) -> Result<(), StoreError>;
+
+    /// After a timer fired and was handled without an order change: moves it to `next` (or
+    /// removes it when `None`), but only if it still carries `fired_attempt` (a timer that was
+    /// set again meanwhile is left alone).
+    async fn reschedule_timer(
+        &self,
+        order_id: &OrderId,
+        kind: TimerKind,
+        fired_attempt: u32,
+        next: Option<TimerOp>,
+    ) -> Result<(), StoreError>;
+
+    /// Takes up to `limit` timers due at `now`, earliest first, and leases them: their due time
+    /// moves to `lease_until`, so a timer whose handling is lost (a crash) fires again then.
+    async fn claim_due_timers(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<Timer>, StoreError>;
+
+    /// (timers due before `pending_before`, timers due before `overdue_before`). The CQL
+    /// backend counts its due-time index, where a timer moved or removed leaves its old entry
+    /// until that entry comes due: its first figure can run high, its second cannot.
+    async fn timer_counts(
+        &self,
+        overdue_before: OffsetDateTime,
+        pending_before: OffsetDateTime,
+    ) -> Result<(i64, i64), StoreError>;
+
+    /// Scans up to `limit` orders with open work after `after` (in the backend's scan order: id
+    /// order on SQLite, token order on CQL) and answers those that have no timer, and the last
+    /// id scanned (`None` when the scan reached the end).
+    async fn orders_without_timers(
+        &self,
+        after: Option<OrderId>,
+        limit: usize,
+    ) -> Result<(Vec<OrderId>, Option<OrderId>), StoreError>;
+}
+
 /// Everything paycore stores about orders. One implementation per backend.
 #[async_trait]
-pub trait OrderStore: OrderRecords {
+pub trait OrderStore: OrderRecords + TimerStore {
     /// Stores `order` with its events and timers and the command's `reply` (its 201 answer),
     /// atomically: a create by Kafka command is admitted by its (merchant, request id) key
     /// instead of a submit token, and its effect and its stored answer are one write. For any
@@ -163,40 +209,6 @@ pub trait OrderStore: OrderRecords {
         events: Vec<Event>,
         timers: Vec<TimerOp>,
     ) -> Result<(), StoreError>;
-
-    /// Changes an order's timers without changing the order (the stuck-order sweep).
-    async fn write_timers(&self, order_id: &OrderId, ops: Vec<TimerOp>) -> Result<(), StoreError>;
-
-    /// After a timer fired and was handled without an order change: moves it to `next` (or
-    /// removes it when `None`), but only if it still carries `fired_attempt` (a timer that was
-    /// set again meanwhile is left alone).
-    async fn reschedule_timer(
-        &self,
-        order_id: &OrderId,
-        kind: TimerKind,
-        fired_attempt: u32,
-        next: Option<TimerOp>,
-    ) -> Result<(), StoreError>;
-
-    /// Takes up to `limit` timers due at `now`, earliest first, and leases them: their due time
-    /// moves to `lease_until`, so a timer whose handling is lost (a crash) fires again then.
-    async fn claim_due_timers(
-        &self,
-        now: OffsetDateTime,
-        lease_until: OffsetDateTime,
-        limit: usize,
-    ) -> Result<Vec<Timer>, StoreError>;
-
-    /// (pending timers, timers due before `overdue_before`).
-    async fn timer_counts(&self, overdue_before: OffsetDateTime) -> Result<(i64, i64), StoreError>;
-
-    /// Scans up to `limit` orders with open work after `after` (in id order) and answers those
-    /// that have no timer, and the last id scanned (`None` when the scan reached the end).
-    async fn orders_without_timers(
-        &self,
-        after: Option<OrderId>,
-        limit: usize,
-    ) -> Result<(Vec<OrderId>, Option<OrderId>), StoreError>;
 
     /// Reads up to `limit` outbox events after `seq`, in order.
     async fn events_after(&self, seq: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError>;

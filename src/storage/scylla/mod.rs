@@ -3,11 +3,13 @@
 //! plain write marked idempotent so the driver may retry it. docs/SCYLLA.md has the data model.
 //!
 //! Built so far: an order's own records (`OrderRecords`: tokens, merchant numbers, the order's
-//! state with its events and timers). The log, the timer index, command replies, notifications
-//! and the ledger are still SQLite-only, so `paycore serve` refuses `backend = "scylla"` yet.
+//! state with its events and timers) and the timers' due-time index (`TimerStore`). The log,
+//! command replies, notifications and the ledger are still SQLite-only, so `paycore serve`
+//! refuses `backend = "scylla"` yet.
 
 mod orders;
 pub mod schema;
+mod timers;
 
 use crate::config::scylla::{Consistency as Cons, ScyllaSettings, SerialConsistency as Serial};
 use crate::storage::StoreError;
@@ -46,6 +48,19 @@ struct Statements {
     load_order: PreparedStatement,
     order_events: PreparedStatement,
     order_timers: PreparedStatement,
+    read_timer: PreparedStatement,
+    reschedule_timer: PreparedStatement,
+    clear_fired_timer: PreparedStatement,
+    ensure_timer: PreparedStatement,
+    index_timer: PreparedStatement,
+    unindex_timer: PreparedStatement,
+    due_in_bucket: PreparedStatement,
+    count_in_buckets: PreparedStatement,
+    init_watermark: PreparedStatement,
+    read_watermark: PreparedStatement,
+    set_watermark: PreparedStatement,
+    scan_orders: PreparedStatement,
+    scan_orders_after: PreparedStatement,
 }
 
 /// The CQL store.
@@ -55,6 +70,8 @@ pub struct ScyllaStore {
     settings: ScyllaSettings,
     /// LWT statements ask Paxos at this consistency.
     serial: SerialConsistency,
+    /// Per timer shard, the oldest minute bucket that may hold due-time entries, once read.
+    watermarks: std::sync::Mutex<Vec<Option<i64>>>,
 }
 
 /// Connects to the cluster (the keyspace must exist: see `schema::migrate`).
@@ -131,12 +148,15 @@ impl ScyllaStore {
             .await
             .map_err(be)?;
         let st = Statements::prepare(&session, serial(settings)).await?;
-        Ok(Self {
+        let store = Self {
             session,
             st,
             serial: serial(settings),
             settings: settings.clone(),
-        })
+            watermarks: std::sync::Mutex::new(vec![None; timers::SHARDS as usize]),
+        };
+        store.init_watermarks().await?;
+        Ok(store)
     }
 
     /// Connects and applies the migrations not applied yet; answers the versions applied now
@@ -205,11 +225,11 @@ impl Statements {
             ),
             insert_state: plain(
                 p("INSERT INTO orders (order_id, merchant_id, merchant_order_no, status, version, \
-                   body, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+                   body, open_work, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
                 .await?,
             ),
-            update_state: lwt(p("UPDATE orders SET status = ?, version = ?, body = ?, updated_at = ? \
-                   WHERE order_id = ? IF version = ?")
+            update_state: lwt(p("UPDATE orders SET status = ?, version = ?, body = ?, open_work = ?, \
+                   updated_at = ? WHERE order_id = ? IF version = ?")
             .await?),
             insert_event: plain(
                 p("INSERT INTO orders (order_id, item, event_id, event_type, event_schema, event) \
@@ -231,6 +251,57 @@ impl Statements {
             order_timers: plain(
                 p("SELECT item, timer_due_at, timer_attempt FROM orders WHERE order_id = ? \
                    AND item >= 't:' AND item < 't;'")
+                .await?,
+            ),
+            read_timer: plain(
+                p("SELECT timer_due_at, timer_attempt FROM orders WHERE order_id = ? AND item = ?")
+                    .await?,
+            ),
+            reschedule_timer: lwt(p("UPDATE orders SET timer_due_at = ?, timer_attempt = ? \
+                   WHERE order_id = ? AND item = ? IF timer_attempt = ?")
+            .await?),
+            clear_fired_timer: lwt(p(
+                "DELETE FROM orders WHERE order_id = ? AND item = ? IF timer_attempt = ?"
+            )
+            .await?),
+            ensure_timer: lwt(p("INSERT INTO orders (order_id, item, timer_due_at, timer_attempt) \
+                   VALUES (?, ?, ?, ?) IF NOT EXISTS")
+            .await?),
+            index_timer: plain(
+                p("INSERT INTO timer_index (shard, bucket, due_at, order_id, kind, attempt) \
+                   VALUES (?, ?, ?, ?, ?, ?)")
+                .await?,
+            ),
+            unindex_timer: plain(
+                p("DELETE FROM timer_index WHERE shard = ? AND bucket = ? AND due_at = ? \
+                   AND order_id = ? AND kind = ?")
+                .await?,
+            ),
+            due_in_bucket: plain(
+                p("SELECT due_at, order_id, kind, attempt FROM timer_index \
+                   WHERE shard = ? AND bucket = ? AND due_at <= ? LIMIT ?")
+                .await?,
+            ),
+            count_in_buckets: plain(
+                p("SELECT COUNT(*) FROM timer_index WHERE shard = ? AND bucket IN ? AND due_at < ?")
+                    .await?,
+            ),
+            init_watermark: lwt(p(
+                "INSERT INTO timer_watermarks (shard, bucket) VALUES (?, ?) IF NOT EXISTS"
+            )
+            .await?),
+            read_watermark: plain(
+                p("SELECT bucket FROM timer_watermarks WHERE shard = ?").await?,
+            ),
+            set_watermark: plain(
+                p("UPDATE timer_watermarks SET bucket = ? WHERE shard = ?").await?,
+            ),
+            scan_orders: plain(
+                p("SELECT DISTINCT order_id, open_work FROM orders LIMIT ?").await?,
+            ),
+            scan_orders_after: plain(
+                p("SELECT DISTINCT order_id, open_work FROM orders \
+                   WHERE token(order_id) > token(?) LIMIT ?")
                 .await?,
             ),
         })

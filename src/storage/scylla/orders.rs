@@ -18,6 +18,7 @@
 //! issue, an order's first write) carry a timestamp a second in the past, so that an LWT right
 //! after them always wins even with some clock skew between coordinators.
 
+use super::timers::Entry;
 use super::{ScyllaStore, be, now_ms};
 use crate::domain::{
     Event, MerchantId, MerchantOrderNo, Order, OrderId, OrderStatus, SubmitToken, TimerKind,
@@ -421,7 +422,7 @@ impl ScyllaStore {
     }
 
     /// The kinds of timer an order has.
-    async fn timer_kinds(&self, order_id: &str) -> Result<Vec<TimerKind>, StoreError> {
+    pub(super) async fn timer_kinds(&self, order_id: &str) -> Result<Vec<TimerKind>, StoreError> {
         let rows = self
             .session
             .execute_unpaged(&self.st.order_timers, (order_id,))
@@ -512,10 +513,14 @@ impl OrderRecords for ScyllaStore {
             text(order.status.as_str()),
             Some(CqlValue::BigInt(order.version as i64)),
             text(&encode_order(&order)?),
+            Some(CqlValue::Boolean(order.has_open_work())),
             Some(CqlValue::Timestamp(CqlTimestamp(ms(order.created_at)))),
             Some(CqlValue::Timestamp(CqlTimestamp(ms(order.updated_at)))),
         ]];
         self.append_rows(&mut batch, &mut values, id, &events, &timers, &[]);
+        // The due-time index first: an entry whose timer is never written is stale, and
+        // dropped when it comes due; a timer without its entry would never fire.
+        self.index(&Entry::for_ops(id, &timers)).await?;
         self.session.batch(&batch, values).await.map_err(be)?;
         Ok(CreateOutcome::Created)
     }
@@ -543,11 +548,13 @@ impl OrderRecords for ScyllaStore {
             text(order.status.as_str()),
             Some(CqlValue::BigInt(order.version as i64)),
             text(&encode_order(&order)?),
+            Some(CqlValue::Boolean(order.has_open_work())),
             Some(CqlValue::Timestamp(CqlTimestamp(ms(order.updated_at)))),
             text(id),
             Some(CqlValue::BigInt(expected_version as i64)),
         ]];
         self.append_rows(&mut batch, &mut values, id, &events, &timers, &existing);
+        self.index(&Entry::for_ops(id, &timers)).await?;
         let result = self.session.batch(&batch, values).await.map_err(be)?;
         if Lwt::read(result)?.applied {
             Ok(())

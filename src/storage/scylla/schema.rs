@@ -9,6 +9,9 @@
 //!   guards the whole partition) and its events and timers are clustering rows of the same
 //!   partition (`item` = `e:<version>:<event id>` or `t:<kind>`), so a change and what it writes
 //!   are one single-partition conditional batch.
+//! - `timer_index`: when timers are due, partitioned by (shard of the order, due minute); an
+//!   entry only wakes the order and is checked against the order's own timer row when claimed.
+//! - `timer_watermarks`: per shard, the oldest minute bucket that may still hold entries.
 
 use super::{ScyllaStore, be};
 use crate::config::scylla::{Dialect, ScyllaSettings};
@@ -20,7 +23,7 @@ use scylla::value::CqlTimestamp;
 /// never edited.
 pub const MIGRATIONS: &[(i32, &str, &[&str])] = &[(
     1,
-    "tokens, merchant numbers, orders with their events and timers",
+    "tokens, merchant numbers, orders with their events and timers, the timer index",
     &[
         "CREATE TABLE IF NOT EXISTS {ks}.submit_tokens (
             token_id    text PRIMARY KEY,
@@ -44,6 +47,7 @@ pub const MIGRATIONS: &[(i32, &str, &[&str])] = &[(
             status            text static,
             version           bigint static,
             body              text static,
+            open_work         boolean static,
             created_at        timestamp static,
             updated_at        timestamp static,
             event_id          text,
@@ -54,6 +58,19 @@ pub const MIGRATIONS: &[(i32, &str, &[&str])] = &[(
             timer_attempt     int,
             PRIMARY KEY (order_id, item)
         ) WITH CLUSTERING ORDER BY (item ASC)",
+        "CREATE TABLE IF NOT EXISTS {ks}.timer_index (
+            shard    int,
+            bucket   bigint,
+            due_at   timestamp,
+            order_id text,
+            kind     text,
+            attempt  int,
+            PRIMARY KEY ((shard, bucket), due_at, order_id, kind)
+        )",
+        "CREATE TABLE IF NOT EXISTS {ks}.timer_watermarks (
+            shard  int PRIMARY KEY,
+            bucket bigint
+        )",
     ],
 )];
 

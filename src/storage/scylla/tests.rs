@@ -64,6 +64,28 @@ cql_test!(one_change_per_version, |s| suite::one_change_per_version(
     s, 16
 ));
 
+/// The timer case claims every due timer of its store: it runs in a keyspace of its own, made
+/// for this run and dropped after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_claimed_leased_rescheduled() {
+    let Ok(contact) = std::env::var(CQL_ENV) else {
+        return;
+    };
+    let keyspace = format!("paycore_timers_{}", std::process::id());
+    let own = ScyllaSettings {
+        keyspace: keyspace.clone(),
+        ..settings(&contact)
+    };
+    let store = ScyllaStore::open(&own).await.unwrap();
+    suite::timers_claimed_leased_rescheduled(&store, false).await;
+    suite::orders_without_timers_in_slices(&store).await;
+    store
+        .session
+        .query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ())
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cql_suite_ran() {
     if let Some(store) = store().await {

@@ -18,7 +18,7 @@ use crate::domain::{
 };
 use crate::metrics::Metrics;
 use crate::storage::{
-    CreateOutcome, OrderRecords, OrderStore, StoreError, StoredEvent, TokenRecord,
+    CreateOutcome, OrderRecords, OrderStore, StoreError, StoredEvent, TimerStore, TokenRecord,
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -361,40 +361,7 @@ impl OrderRecords for SqliteStore {
 }
 
 #[async_trait]
-impl OrderStore for SqliteStore {
-    async fn create_order_for_command(
-        &self,
-        reply: crate::storage::CommandReply,
-        order: Order,
-        events: Vec<Event>,
-        timers: Vec<TimerOp>,
-    ) -> Result<CreateOutcome, StoreError> {
-        let admission = Admission::Command(commands::ReplyRow::encode(&reply));
-        self.create(admission, order, events, timers, reply.created_at)
-            .await
-    }
-
-    async fn update_order_for_command(
-        &self,
-        reply: crate::storage::CommandReply,
-        order: Order,
-        expected_version: u64,
-        previous_status: OrderStatus,
-        events: Vec<Event>,
-        timers: Vec<TimerOp>,
-    ) -> Result<(), StoreError> {
-        let reply = Some(commands::ReplyRow::encode(&reply));
-        self.update(
-            reply,
-            order,
-            expected_version,
-            previous_status,
-            events,
-            timers,
-        )
-        .await
-    }
-
+impl TimerStore for SqliteStore {
     async fn write_timers(&self, order_id: &OrderId, ops: Vec<TimerOp>) -> Result<(), StoreError> {
         self.write(WriteOp::Timers {
             order_id: order_id.to_string(),
@@ -443,11 +410,16 @@ impl OrderStore for SqliteStore {
         }
     }
 
-    async fn timer_counts(&self, overdue_before: OffsetDateTime) -> Result<(i64, i64), StoreError> {
-        let before = to_ms(overdue_before);
+    async fn timer_counts(
+        &self,
+        overdue_before: OffsetDateTime,
+        pending_before: OffsetDateTime,
+    ) -> Result<(i64, i64), StoreError> {
+        let (before, horizon) = (to_ms(overdue_before), to_ms(pending_before));
         self.read(move |c| {
             let pending: i64 = c
-                .query_row("SELECT COUNT(*) FROM timers", [], |r| r.get(0))
+                .prepare_cached("SELECT COUNT(*) FROM timers WHERE due_at_ms < ?1")
+                .and_then(|mut s| s.query_row([horizon], |r| r.get(0)))
                 .map_err(be)?;
             let overdue: i64 = c
                 .prepare_cached("SELECT COUNT(*) FROM timers WHERE due_at_ms < ?1")
@@ -492,6 +464,42 @@ impl OrderStore for SqliteStore {
             }
             Ok((found, if scanned < limit { None } else { last }))
         })
+        .await
+    }
+}
+
+#[async_trait]
+impl OrderStore for SqliteStore {
+    async fn create_order_for_command(
+        &self,
+        reply: crate::storage::CommandReply,
+        order: Order,
+        events: Vec<Event>,
+        timers: Vec<TimerOp>,
+    ) -> Result<CreateOutcome, StoreError> {
+        let admission = Admission::Command(commands::ReplyRow::encode(&reply));
+        self.create(admission, order, events, timers, reply.created_at)
+            .await
+    }
+
+    async fn update_order_for_command(
+        &self,
+        reply: crate::storage::CommandReply,
+        order: Order,
+        expected_version: u64,
+        previous_status: OrderStatus,
+        events: Vec<Event>,
+        timers: Vec<TimerOp>,
+    ) -> Result<(), StoreError> {
+        let reply = Some(commands::ReplyRow::encode(&reply));
+        self.update(
+            reply,
+            order,
+            expected_version,
+            previous_status,
+            events,
+            timers,
+        )
         .await
     }
 

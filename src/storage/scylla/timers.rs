@@ -1,0 +1,509 @@
+//! Timers in CQL. An order's timers are clustering rows of its own partition (`t:<kind>`), set
+//! and cleared in the same batch as the change that needs them. When they are due is kept in
+//! `timer_index`, partitioned by (shard of the order, due minute), so the scheduler reads only
+//! the minutes that are due, never a table scan.
+//!
+//! - An index entry is written *before* the order's batch (plain, idempotent). If the batch
+//!   then fails, the entry is stale; every entry is checked against the order's own timer row
+//!   when it comes due (same attempt, and the row due no later than the entry), and a stale one
+//!   is deleted then. An entry only wakes the order, whose state machine decides: firing twice
+//!   is harmless.
+//! - A claim leases a timer by moving its index entry to `lease_until` (insert, then delete):
+//!   the order's row is not written, so a claim is no LWT.
+//! - No entry is written into a minute bucket older than the one before the writer's current
+//!   minute, and the scheduler's watermark passes only buckets at least two minutes old that it
+//!   read empty: an entry in flight always lands in a bucket the watermark has not passed.
+
+use super::{ScyllaStore, be, now_ms};
+use crate::domain::{OrderId, Timer, TimerKind, TimerOp};
+use crate::storage::{StoreError, TimerStore};
+use async_trait::async_trait;
+use scylla::value::CqlTimestamp;
+use time::OffsetDateTime;
+
+/// Shards of the timer index (and, later, of the log): fixed, since an order's shard is
+/// derived from its id. Changing it is a migration.
+pub const SHARDS: u32 = 8;
+/// Width of one index bucket.
+const BUCKET_MS: i64 = 60_000;
+/// Most buckets one claim reads per shard (a watermark far behind, after a long stop, is
+/// caught up over several claims).
+const MAX_BUCKETS_PER_CLAIM: i64 = 120;
+
+/// The shard of an order: FNV-1a of its id.
+pub fn shard_of(order_id: &str) -> i32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in order_id.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    (h % SHARDS) as i32
+}
+
+fn ms(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn from_ms(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+fn bucket_of(due_ms: i64) -> i64 {
+    due_ms.div_euclid(BUCKET_MS)
+}
+
+/// The bucket an entry due at `due_ms` is written to, written now.
+fn write_bucket(due_ms: i64) -> i64 {
+    bucket_of(due_ms).max(bucket_of(now_ms()) - 1)
+}
+
+/// A due-time index entry.
+#[derive(Debug, Clone)]
+pub(super) struct Entry {
+    pub shard: i32,
+    pub bucket: i64,
+    pub due_ms: i64,
+    pub order_id: String,
+    pub kind: TimerKind,
+    pub attempt: i32,
+}
+
+impl Entry {
+    pub fn new(order_id: &str, kind: TimerKind, due_ms: i64, attempt: u32) -> Self {
+        Self {
+            shard: shard_of(order_id),
+            bucket: write_bucket(due_ms),
+            due_ms,
+            order_id: order_id.to_string(),
+            kind,
+            attempt: i32::try_from(attempt).unwrap_or(i32::MAX),
+        }
+    }
+
+    /// The entries a set of timer changes needs (those that set a timer).
+    pub fn for_ops(order_id: &str, ops: &[TimerOp]) -> Vec<Self> {
+        ops.iter()
+            .filter_map(|op| match *op {
+                TimerOp::Set {
+                    kind,
+                    due_at,
+                    attempt,
+                }
+                | TimerOp::Ensure {
+                    kind,
+                    due_at,
+                    attempt,
+                } => Some(Self::new(order_id, kind, ms(due_at), attempt)),
+                TimerOp::Clear(_) => None,
+            })
+            .collect()
+    }
+}
+
+fn item(kind: TimerKind) -> String {
+    format!("t:{}", kind.as_str())
+}
+
+impl ScyllaStore {
+    /// Makes sure every shard has a watermark (the minute before now for a new keyspace).
+    pub(super) async fn init_watermarks(&self) -> Result<(), StoreError> {
+        let start = bucket_of(now_ms()) - 1;
+        for shard in 0..SHARDS as i32 {
+            self.session
+                .execute_unpaged(&self.st.init_watermark, (shard, start))
+                .await
+                .map_err(be)?;
+        }
+        Ok(())
+    }
+
+    async fn watermark(&self, shard: i32) -> Result<i64, StoreError> {
+        if let Some(Some(w)) = self.lock_watermarks().get(shard as usize) {
+            return Ok(*w);
+        }
+        let rows = self
+            .session
+            .execute_unpaged(&self.st.read_watermark, (shard,))
+            .await
+            .map_err(be)?
+            .into_rows_result()
+            .map_err(be)?;
+        let w = rows
+            .maybe_first_row::<(Option<i64>,)>()
+            .map_err(be)?
+            .and_then(|(b,)| b)
+            .ok_or_else(|| StoreError::Corrupt(format!("timer shard {shard} has no watermark")))?;
+        self.lock_watermarks()[shard as usize] = Some(w);
+        Ok(w)
+    }
+
+    fn lock_watermarks(&self) -> std::sync::MutexGuard<'_, Vec<Option<i64>>> {
+        self.watermarks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn advance_watermark(&self, shard: i32, to: i64) -> Result<(), StoreError> {
+        self.session
+            .execute_unpaged(&self.st.set_watermark, (to, shard))
+            .await
+            .map_err(be)?;
+        self.lock_watermarks()[shard as usize] = Some(to);
+        Ok(())
+    }
+
+    /// Writes index entries (before the writes that set their timers).
+    pub(super) async fn index(&self, entries: &[Entry]) -> Result<(), StoreError> {
+        for e in entries {
+            self.session
+                .execute_unpaged(
+                    &self.st.index_timer,
+                    (
+                        e.shard,
+                        e.bucket,
+                        CqlTimestamp(e.due_ms),
+                        e.order_id.as_str(),
+                        e.kind.as_str(),
+                        e.attempt,
+                    ),
+                )
+                .await
+                .map_err(be)?;
+        }
+        Ok(())
+    }
+
+    async fn unindex(&self, e: &Entry) -> Result<(), StoreError> {
+        self.session
+            .execute_unpaged(
+                &self.st.unindex_timer,
+                (
+                    e.shard,
+                    e.bucket,
+                    CqlTimestamp(e.due_ms),
+                    e.order_id.as_str(),
+                    e.kind.as_str(),
+                ),
+            )
+            .await
+            .map_err(be)?;
+        Ok(())
+    }
+
+    /// The order's timer row of `kind`: (due, attempt).
+    async fn timer_row(
+        &self,
+        order_id: &str,
+        kind: TimerKind,
+    ) -> Result<Option<(i64, i32)>, StoreError> {
+        let rows = self
+            .session
+            .execute_unpaged(&self.st.read_timer, (order_id, item(kind)))
+            .await
+            .map_err(be)?
+            .into_rows_result()
+            .map_err(be)?;
+        Ok(rows
+            .maybe_first_row::<(Option<CqlTimestamp>, Option<i32>)>()
+            .map_err(be)?
+            .and_then(|(due, attempt)| Some((due?.0, attempt?))))
+    }
+
+    /// Due entries of one shard, earliest first, at most `limit`; advances the shard's
+    /// watermark past old buckets read empty.
+    async fn due_in_shard(
+        &self,
+        shard: i32,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let now_bucket = bucket_of(now_ms);
+        let watermark = self.watermark(shard).await?;
+        // Buckets before this one were read empty (and are passed for good).
+        let mut passed = watermark;
+        let mut out = Vec::new();
+        let last = now_bucket.min(watermark + MAX_BUCKETS_PER_CLAIM);
+        for bucket in watermark..=last {
+            let want = limit - out.len();
+            let rows = self
+                .session
+                .execute_unpaged(
+                    &self.st.due_in_bucket,
+                    (
+                        shard,
+                        bucket,
+                        CqlTimestamp(now_ms),
+                        i32::try_from(want).unwrap_or(i32::MAX),
+                    ),
+                )
+                .await
+                .map_err(be)?
+                .into_rows_result()
+                .map_err(be)?;
+            let mut read = 0;
+            for row in rows
+                .rows::<(CqlTimestamp, String, String, Option<i32>)>()
+                .map_err(be)?
+            {
+                let (due, order_id, kind, attempt) = row.map_err(be)?;
+                read += 1;
+                let Some(kind) = TimerKind::parse(&kind) else {
+                    tracing::error!(%order_id, %kind, "unreadable timer index entry skipped");
+                    continue;
+                };
+                out.push(Entry {
+                    shard,
+                    bucket,
+                    due_ms: due.0,
+                    order_id,
+                    kind,
+                    attempt: attempt.unwrap_or(-1),
+                });
+            }
+            // Against the wall clock too: a claim "as of" a later time must not pass buckets
+            // that writers may still write to.
+            let settled = now_bucket.min(bucket_of(super::now_ms())) - 2;
+            if read == 0 && bucket == passed && bucket <= settled {
+                passed = bucket + 1;
+                self.advance_watermark(shard, passed).await?;
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl TimerStore for ScyllaStore {
+    async fn write_timers(&self, order_id: &OrderId, ops: Vec<TimerOp>) -> Result<(), StoreError> {
+        let id = order_id.as_str();
+        self.index(&Entry::for_ops(id, &ops)).await?;
+        for op in ops {
+            match op {
+                TimerOp::Set {
+                    kind,
+                    due_at,
+                    attempt,
+                } => {
+                    self.session
+                        .execute_unpaged(
+                            &self.st.set_timer,
+                            (
+                                id,
+                                item(kind),
+                                CqlTimestamp(ms(due_at)),
+                                i32::try_from(attempt).unwrap_or(i32::MAX),
+                            ),
+                        )
+                        .await
+                        .map_err(be)?;
+                }
+                TimerOp::Ensure {
+                    kind,
+                    due_at,
+                    attempt,
+                } => {
+                    self.session
+                        .execute_unpaged(
+                            &self.st.ensure_timer,
+                            (
+                                id,
+                                item(kind),
+                                CqlTimestamp(ms(due_at)),
+                                i32::try_from(attempt).unwrap_or(i32::MAX),
+                            ),
+                        )
+                        .await
+                        .map_err(be)?;
+                }
+                TimerOp::Clear(kind) => {
+                    self.session
+                        .execute_unpaged(&self.st.clear_timer, (id, item(kind)))
+                        .await
+                        .map_err(be)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn reschedule_timer(
+        &self,
+        order_id: &OrderId,
+        kind: TimerKind,
+        fired_attempt: u32,
+        next: Option<TimerOp>,
+    ) -> Result<(), StoreError> {
+        let id = order_id.as_str();
+        let fired = i32::try_from(fired_attempt).unwrap_or(i32::MAX);
+        let next = match next {
+            Some(TimerOp::Set {
+                kind: next_kind,
+                due_at,
+                attempt,
+            }) if next_kind == kind => Some((due_at, attempt)),
+            None | Some(TimerOp::Clear(_)) => None,
+            Some(other) => {
+                return Err(StoreError::Backend(format!(
+                    "a {} timer cannot be rescheduled as {other:?}",
+                    kind.as_str()
+                )));
+            }
+        };
+        match next {
+            Some((due_at, attempt)) => {
+                self.index(&[Entry::new(id, kind, ms(due_at), attempt)])
+                    .await?;
+                self.session
+                    .execute_unpaged(
+                        &self.st.reschedule_timer,
+                        (
+                            CqlTimestamp(ms(due_at)),
+                            i32::try_from(attempt).unwrap_or(i32::MAX),
+                            id,
+                            item(kind),
+                            fired,
+                        ),
+                    )
+                    .await
+                    .map_err(be)?;
+            }
+            None => {
+                self.session
+                    .execute_unpaged(&self.st.clear_fired_timer, (id, item(kind), fired))
+                    .await
+                    .map_err(be)?;
+            }
+        }
+        // Not applied: the timer was set again meanwhile, and is left alone.
+        Ok(())
+    }
+
+    async fn claim_due_timers(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<Timer>, StoreError> {
+        let now_ms = ms(now);
+        let mut due = Vec::new();
+        for shard in 0..SHARDS as i32 {
+            due.extend(self.due_in_shard(shard, now_ms, limit).await?);
+        }
+        due.sort_by(|a, b| (a.due_ms, &a.order_id).cmp(&(b.due_ms, &b.order_id)));
+        due.truncate(limit);
+        let mut claimed = Vec::with_capacity(due.len());
+        for entry in due {
+            let current = self.timer_row(&entry.order_id, entry.kind).await?;
+            let live = current.is_some_and(|(row_due, attempt)| {
+                attempt == entry.attempt && row_due <= entry.due_ms
+            });
+            if live {
+                let leased = Entry {
+                    bucket: write_bucket(ms(lease_until)),
+                    due_ms: ms(lease_until),
+                    ..entry.clone()
+                };
+                self.index(std::slice::from_ref(&leased)).await?;
+            }
+            self.unindex(&entry).await?;
+            if !live {
+                continue;
+            }
+            let Ok(order_id) = OrderId::parse(&entry.order_id) else {
+                tracing::error!(order_id = %entry.order_id, "unreadable timer entry dropped");
+                continue;
+            };
+            claimed.push(Timer {
+                order_id,
+                kind: entry.kind,
+                due_at: from_ms(entry.due_ms),
+                attempt: u32::try_from(entry.attempt).unwrap_or(0),
+            });
+        }
+        Ok(claimed)
+    }
+
+    async fn timer_counts(
+        &self,
+        overdue_before: OffsetDateTime,
+        pending_before: OffsetDateTime,
+    ) -> Result<(i64, i64), StoreError> {
+        let (overdue_ms, pending_ms) = (ms(overdue_before), ms(pending_before));
+        let (mut pending, mut overdue) = (0, 0);
+        for shard in 0..SHARDS as i32 {
+            let from = self.watermark(shard).await?;
+            let to = bucket_of(pending_ms).min(from + 24 * 60);
+            for (bound, total) in [(pending_ms, &mut pending), (overdue_ms, &mut overdue)] {
+                let last = to.min(bucket_of(bound));
+                if last < from {
+                    continue;
+                }
+                let buckets: Vec<i64> = (from..=last).collect();
+                let rows = self
+                    .session
+                    .execute_unpaged(
+                        &self.st.count_in_buckets,
+                        (shard, buckets, CqlTimestamp(bound)),
+                    )
+                    .await
+                    .map_err(be)?
+                    .into_rows_result()
+                    .map_err(be)?;
+                *total += rows
+                    .maybe_first_row::<(i64,)>()
+                    .map_err(be)?
+                    .map_or(0, |(n,)| n);
+            }
+        }
+        Ok((pending, overdue))
+    }
+
+    async fn orders_without_timers(
+        &self,
+        after: Option<OrderId>,
+        limit: usize,
+    ) -> Result<(Vec<OrderId>, Option<OrderId>), StoreError> {
+        let n = i32::try_from(limit).unwrap_or(i32::MAX);
+        let result = match &after {
+            Some(after) => {
+                self.session
+                    .execute_unpaged(&self.st.scan_orders_after, (after.as_str(), n))
+                    .await
+            }
+            None => {
+                self.session
+                    .execute_unpaged(&self.st.scan_orders, (n,))
+                    .await
+            }
+        }
+        .map_err(be)?
+        .into_rows_result()
+        .map_err(be)?;
+        let scanned: Vec<(String, Option<bool>)> = result
+            .rows::<(String, Option<bool>)>()
+            .map_err(be)?
+            .collect::<Result<_, _>>()
+            .map_err(be)?;
+        let mut found = Vec::new();
+        for (id, open_work) in &scanned {
+            if open_work != &Some(true) {
+                continue;
+            }
+            if self.timer_kinds(id).await?.is_empty()
+                && let Ok(id) = OrderId::parse(id)
+            {
+                found.push(id);
+            }
+        }
+        let next = if scanned.len() == limit {
+            scanned.last().and_then(|(id, _)| OrderId::parse(id).ok())
+        } else {
+            None
+        };
+        Ok((found, next))
+    }
+}
