@@ -17,8 +17,13 @@ use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::policies::load_balancing::DefaultPolicy;
+use scylla::response::query_result::QueryResult;
+use scylla::serialize::batch::BatchValues;
+use scylla::serialize::row::SerializeRow;
+use scylla::statement::batch::Batch;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::{Consistency, SerialConsistency};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use time::OffsetDateTime;
 
@@ -63,6 +68,26 @@ struct Statements {
     scan_orders_after: PreparedStatement,
 }
 
+/// Statements sent, by kind, since the store opened: what `docs/SCYLLA.md` promises per
+/// operation is checked against them (and they are what the benchmark reports).
+#[derive(Debug, Default)]
+pub struct StatementCounts {
+    /// LWT rounds (single statements and conditional batches).
+    pub lwt: AtomicU64,
+    /// Everything else (reads, plain writes and batches).
+    pub plain: AtomicU64,
+}
+
+impl StatementCounts {
+    /// (LWT rounds, other statements) so far.
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.lwt.load(Ordering::Relaxed),
+            self.plain.load(Ordering::Relaxed),
+        )
+    }
+}
+
 /// The CQL store.
 pub struct ScyllaStore {
     session: Session,
@@ -72,6 +97,8 @@ pub struct ScyllaStore {
     serial: SerialConsistency,
     /// Per timer shard, the oldest minute bucket that may hold due-time entries, once read.
     watermarks: std::sync::Mutex<Vec<Option<i64>>>,
+    /// Statements sent.
+    pub counts: StatementCounts,
 }
 
 /// Connects to the cluster (the keyspace must exist: see `schema::migrate`).
@@ -154,6 +181,7 @@ impl ScyllaStore {
             serial: serial(settings),
             settings: settings.clone(),
             watermarks: std::sync::Mutex::new(vec![None; timers::SHARDS as usize]),
+            counts: StatementCounts::default(),
         };
         store.init_watermarks().await?;
         Ok(store)
@@ -164,6 +192,40 @@ impl ScyllaStore {
     pub async fn migrate(settings: &ScyllaSettings) -> Result<Vec<i32>, StoreError> {
         let session = connect(settings).await?;
         schema::migrate(&session, settings).await
+    }
+}
+
+impl ScyllaStore {
+    /// Runs a prepared statement (an LWT when it is not idempotent: only LWT are marked so).
+    async fn exec(
+        &self,
+        statement: &PreparedStatement,
+        values: impl SerializeRow,
+    ) -> Result<QueryResult, StoreError> {
+        self.count(statement.get_is_idempotent());
+        self.session
+            .execute_unpaged(statement, values)
+            .await
+            .map_err(be)
+    }
+
+    /// Runs a batch (conditional when it is not idempotent).
+    async fn exec_batch(
+        &self,
+        batch: &Batch,
+        values: impl BatchValues,
+    ) -> Result<QueryResult, StoreError> {
+        self.count(batch.get_is_idempotent());
+        self.session.batch(batch, values).await.map_err(be)
+    }
+
+    fn count(&self, idempotent: bool) {
+        let counter = if idempotent {
+            &self.counts.plain
+        } else {
+            &self.counts.lwt
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -161,10 +161,8 @@ impl ScyllaStore {
 
     async fn token_holder(&self, token: &SubmitToken) -> Result<Option<Holder>, StoreError> {
         let rows = self
-            .session
-            .execute_unpaged(&self.st.read_token, (token.as_str(),))
-            .await
-            .map_err(be)?
+            .exec(&self.st.read_token, (token.as_str(),))
+            .await?
             .into_rows_result()
             .map_err(be)?;
         let row = rows
@@ -189,10 +187,8 @@ impl ScyllaStore {
         number: &str,
     ) -> Result<Option<Holder>, StoreError> {
         let rows = self
-            .session
-            .execute_unpaged(&self.st.read_no, (merchant, number))
-            .await
-            .map_err(be)?
+            .exec(&self.st.read_no, (merchant, number))
+            .await?
             .into_rows_result()
             .map_err(be)?;
         let row = rows
@@ -216,20 +212,18 @@ impl ScyllaStore {
         let (id, merchant) = (order.order_id.as_str(), order.merchant_id.as_str());
         for _ in 0..self.settings.max_lwt_rounds {
             let taken = Lwt::read(
-                self.session
-                    .execute_unpaged(
-                        &self.st.take_token,
-                        (
-                            TAKEN_TTL_SECS,
-                            id,
-                            CqlTimestamp(now_ms()),
-                            token.as_str(),
-                            merchant,
-                            CqlTimestamp(ms(now)),
-                        ),
-                    )
-                    .await
-                    .map_err(be)?,
+                self.exec(
+                    &self.st.take_token,
+                    (
+                        TAKEN_TTL_SECS,
+                        id,
+                        CqlTimestamp(now_ms()),
+                        token.as_str(),
+                        merchant,
+                        CqlTimestamp(ms(now)),
+                    ),
+                )
+                .await?,
             )?;
             if taken.applied {
                 return Ok(Ok(()));
@@ -257,19 +251,17 @@ impl ScyllaStore {
                         return Ok(Err(CreateOutcome::TokenInvalid));
                     }
                     let stolen = Lwt::read(
-                        self.session
-                            .execute_unpaged(
-                                &self.st.steal_token,
-                                (
-                                    TAKEN_TTL_SECS,
-                                    id,
-                                    CqlTimestamp(now_ms()),
-                                    token.as_str(),
-                                    other.as_str(),
-                                ),
-                            )
-                            .await
-                            .map_err(be)?,
+                        self.exec(
+                            &self.st.steal_token,
+                            (
+                                TAKEN_TTL_SECS,
+                                id,
+                                CqlTimestamp(now_ms()),
+                                token.as_str(),
+                                other.as_str(),
+                            ),
+                        )
+                        .await?,
                     )?;
                     if stolen.applied {
                         tracing::warn!(token = %token.as_str(), abandoned_by = %other, order_id = %id,
@@ -297,13 +289,11 @@ impl ScyllaStore {
         );
         for _ in 0..self.settings.max_lwt_rounds {
             let taken = Lwt::read(
-                self.session
-                    .execute_unpaged(
-                        &self.st.take_no,
-                        (merchant, number, id, CqlTimestamp(now_ms())),
-                    )
-                    .await
-                    .map_err(be)?,
+                self.exec(
+                    &self.st.take_no,
+                    (merchant, number, id, CqlTimestamp(now_ms())),
+                )
+                .await?,
             )?;
             if taken.applied {
                 return Ok(Ok(()));
@@ -327,13 +317,11 @@ impl ScyllaStore {
                 Held::InFlight(other) => return Err(StoreError::VersionConflict(other)),
                 Held::Abandoned(other) => {
                     let stolen = Lwt::read(
-                        self.session
-                            .execute_unpaged(
-                                &self.st.steal_no,
-                                (id, CqlTimestamp(now_ms()), merchant, number, other.as_str()),
-                            )
-                            .await
-                            .map_err(be)?,
+                        self.exec(
+                            &self.st.steal_no,
+                            (id, CqlTimestamp(now_ms()), merchant, number, other.as_str()),
+                        )
+                        .await?,
                     )?;
                     if stolen.applied {
                         tracing::warn!(merchant_id = %merchant, merchant_order_no = %number,
@@ -357,10 +345,8 @@ impl ScyllaStore {
         token: &SubmitToken,
         order_id: &OrderId,
     ) -> Result<(), StoreError> {
-        self.session
-            .execute_unpaged(&self.st.release_token, (token.as_str(), order_id.as_str()))
-            .await
-            .map_err(be)?;
+        self.exec(&self.st.release_token, (token.as_str(), order_id.as_str()))
+            .await?;
         Ok(())
     }
 
@@ -424,10 +410,8 @@ impl ScyllaStore {
     /// The kinds of timer an order has.
     pub(super) async fn timer_kinds(&self, order_id: &str) -> Result<Vec<TimerKind>, StoreError> {
         let rows = self
-            .session
-            .execute_unpaged(&self.st.order_timers, (order_id,))
-            .await
-            .map_err(be)?
+            .exec(&self.st.order_timers, (order_id,))
+            .await?
             .into_rows_result()
             .map_err(be)?;
         rows.rows::<(String, Option<CqlTimestamp>, Option<i32>)>()
@@ -452,19 +436,17 @@ impl OrderRecords for ScyllaStore {
         let now = OffsetDateTime::now_utc();
         let ttl = (token.expires_at - now).whole_seconds() + TOKEN_GRACE_SECS;
         let ttl = i32::try_from(ttl.clamp(1, i64::from(TAKEN_TTL_SECS))).unwrap_or(1);
-        self.session
-            .execute_unpaged(
-                &self.st.insert_token,
-                (
-                    token.token.as_str(),
-                    token.merchant_id.as_str(),
-                    CqlTimestamp(ms(token.expires_at)),
-                    ttl,
-                    past_timestamp_us(),
-                ),
-            )
-            .await
-            .map_err(be)?;
+        self.exec(
+            &self.st.insert_token,
+            (
+                token.token.as_str(),
+                token.merchant_id.as_str(),
+                CqlTimestamp(ms(token.expires_at)),
+                ttl,
+                past_timestamp_us(),
+            ),
+        )
+        .await?;
         Ok(())
     }
 
@@ -521,7 +503,7 @@ impl OrderRecords for ScyllaStore {
         // The due-time index first: an entry whose timer is never written is stale, and
         // dropped when it comes due; a timer without its entry would never fire.
         self.index(&Entry::for_ops(id, &timers)).await?;
-        self.session.batch(&batch, values).await.map_err(be)?;
+        self.exec_batch(&batch, values).await?;
         Ok(CreateOutcome::Created)
     }
 
@@ -555,7 +537,7 @@ impl OrderRecords for ScyllaStore {
         ]];
         self.append_rows(&mut batch, &mut values, id, &events, &timers, &existing);
         self.index(&Entry::for_ops(id, &timers)).await?;
-        let result = self.session.batch(&batch, values).await.map_err(be)?;
+        let result = self.exec_batch(&batch, values).await?;
         if Lwt::read(result)?.applied {
             Ok(())
         } else {
@@ -565,10 +547,8 @@ impl OrderRecords for ScyllaStore {
 
     async fn load_order(&self, order_id: &OrderId) -> Result<Option<Order>, StoreError> {
         let rows = self
-            .session
-            .execute_unpaged(&self.st.load_order, (order_id.as_str(),))
-            .await
-            .map_err(be)?
+            .exec(&self.st.load_order, (order_id.as_str(),))
+            .await?
             .into_rows_result()
             .map_err(be)?;
         match rows.maybe_first_row::<(Option<String>,)>().map_err(be)? {
@@ -606,10 +586,8 @@ impl OrderRecords for ScyllaStore {
 
     async fn order_events(&self, order_id: &OrderId) -> Result<Vec<Event>, StoreError> {
         let rows = self
-            .session
-            .execute_unpaged(&self.st.order_events, (order_id.as_str(),))
-            .await
-            .map_err(be)?
+            .exec(&self.st.order_events, (order_id.as_str(),))
+            .await?
             .into_rows_result()
             .map_err(be)?;
         rows.rows::<(Option<i32>, Option<String>)>()

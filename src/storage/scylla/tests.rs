@@ -219,3 +219,46 @@ async fn a_number_left_by_a_dead_create_is_taken_over_after_its_lease() {
         .unwrap();
     assert_eq!(found.map(|o| o.order_id), Some(retry.order_id));
 }
+
+/// The aim, counted: a create is two LWT rounds (token, number) and one batch, a change
+/// is one LWT round; each timer a write sets adds one plain index insert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_is_two_lwt_rounds_and_a_change_one() {
+    let Some(store) = store().await else { return };
+    let m = suite::merchant("count");
+    let t = suite::token(store.as_ref(), &m, 60).await;
+    let (order, events) = suite::new_order(&m, "C1");
+    let timers = crate::domain::timer::on_create(&order);
+    assert_eq!(timers.len(), 1, "a create sets its expiry timer");
+    let before = store.counts.get();
+    let created = store
+        .create_order(t, order.clone(), events, timers, OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    assert_eq!(created, CreateOutcome::Created);
+    let after_create = store.counts.get();
+    assert_eq!(
+        (after_create.0 - before.0, after_create.1 - before.1),
+        (2, 2),
+        "create: 2 LWT rounds; the order's batch and one index entry"
+    );
+    let (next, events) = suite::paying(&order);
+    let poll = crate::domain::TimerOp::Set {
+        kind: crate::domain::TimerKind::Poll,
+        due_at: OffsetDateTime::now_utc() + time::Duration::seconds(5),
+        attempt: 0,
+    };
+    store
+        .update_order(next, order.version, order.status, events, vec![poll])
+        .await
+        .unwrap();
+    let after_change = store.counts.get();
+    assert_eq!(
+        (
+            after_change.0 - after_create.0,
+            after_change.1 - after_create.1
+        ),
+        (1, 1),
+        "change: 1 LWT round (the conditional batch) and one index entry"
+    );
+}

@@ -110,10 +110,7 @@ impl ScyllaStore {
     pub(super) async fn init_watermarks(&self) -> Result<(), StoreError> {
         let start = bucket_of(now_ms()) - 1;
         for shard in 0..SHARDS as i32 {
-            self.session
-                .execute_unpaged(&self.st.init_watermark, (shard, start))
-                .await
-                .map_err(be)?;
+            self.exec(&self.st.init_watermark, (shard, start)).await?;
         }
         Ok(())
     }
@@ -123,10 +120,8 @@ impl ScyllaStore {
             return Ok(*w);
         }
         let rows = self
-            .session
-            .execute_unpaged(&self.st.read_watermark, (shard,))
-            .await
-            .map_err(be)?
+            .exec(&self.st.read_watermark, (shard,))
+            .await?
             .into_rows_result()
             .map_err(be)?;
         let w = rows
@@ -145,10 +140,7 @@ impl ScyllaStore {
     }
 
     async fn advance_watermark(&self, shard: i32, to: i64) -> Result<(), StoreError> {
-        self.session
-            .execute_unpaged(&self.st.set_watermark, (to, shard))
-            .await
-            .map_err(be)?;
+        self.exec(&self.st.set_watermark, (to, shard)).await?;
         self.lock_watermarks()[shard as usize] = Some(to);
         Ok(())
     }
@@ -156,38 +148,34 @@ impl ScyllaStore {
     /// Writes index entries (before the writes that set their timers).
     pub(super) async fn index(&self, entries: &[Entry]) -> Result<(), StoreError> {
         for e in entries {
-            self.session
-                .execute_unpaged(
-                    &self.st.index_timer,
-                    (
-                        e.shard,
-                        e.bucket,
-                        CqlTimestamp(e.due_ms),
-                        e.order_id.as_str(),
-                        e.kind.as_str(),
-                        e.attempt,
-                    ),
-                )
-                .await
-                .map_err(be)?;
-        }
-        Ok(())
-    }
-
-    async fn unindex(&self, e: &Entry) -> Result<(), StoreError> {
-        self.session
-            .execute_unpaged(
-                &self.st.unindex_timer,
+            self.exec(
+                &self.st.index_timer,
                 (
                     e.shard,
                     e.bucket,
                     CqlTimestamp(e.due_ms),
                     e.order_id.as_str(),
                     e.kind.as_str(),
+                    e.attempt,
                 ),
             )
-            .await
-            .map_err(be)?;
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn unindex(&self, e: &Entry) -> Result<(), StoreError> {
+        self.exec(
+            &self.st.unindex_timer,
+            (
+                e.shard,
+                e.bucket,
+                CqlTimestamp(e.due_ms),
+                e.order_id.as_str(),
+                e.kind.as_str(),
+            ),
+        )
+        .await?;
         Ok(())
     }
 
@@ -198,10 +186,8 @@ impl ScyllaStore {
         kind: TimerKind,
     ) -> Result<Option<(i64, i32)>, StoreError> {
         let rows = self
-            .session
-            .execute_unpaged(&self.st.read_timer, (order_id, item(kind)))
-            .await
-            .map_err(be)?
+            .exec(&self.st.read_timer, (order_id, item(kind)))
+            .await?
             .into_rows_result()
             .map_err(be)?;
         Ok(rows
@@ -227,8 +213,7 @@ impl ScyllaStore {
         for bucket in watermark..=last {
             let want = limit - out.len();
             let rows = self
-                .session
-                .execute_unpaged(
+                .exec(
                     &self.st.due_in_bucket,
                     (
                         shard,
@@ -237,8 +222,7 @@ impl ScyllaStore {
                         i32::try_from(want).unwrap_or(i32::MAX),
                     ),
                 )
-                .await
-                .map_err(be)?
+                .await?
                 .into_rows_result()
                 .map_err(be)?;
             let mut read = 0;
@@ -288,42 +272,35 @@ impl TimerStore for ScyllaStore {
                     due_at,
                     attempt,
                 } => {
-                    self.session
-                        .execute_unpaged(
-                            &self.st.set_timer,
-                            (
-                                id,
-                                item(kind),
-                                CqlTimestamp(ms(due_at)),
-                                i32::try_from(attempt).unwrap_or(i32::MAX),
-                            ),
-                        )
-                        .await
-                        .map_err(be)?;
+                    self.exec(
+                        &self.st.set_timer,
+                        (
+                            id,
+                            item(kind),
+                            CqlTimestamp(ms(due_at)),
+                            i32::try_from(attempt).unwrap_or(i32::MAX),
+                        ),
+                    )
+                    .await?;
                 }
                 TimerOp::Ensure {
                     kind,
                     due_at,
                     attempt,
                 } => {
-                    self.session
-                        .execute_unpaged(
-                            &self.st.ensure_timer,
-                            (
-                                id,
-                                item(kind),
-                                CqlTimestamp(ms(due_at)),
-                                i32::try_from(attempt).unwrap_or(i32::MAX),
-                            ),
-                        )
-                        .await
-                        .map_err(be)?;
+                    self.exec(
+                        &self.st.ensure_timer,
+                        (
+                            id,
+                            item(kind),
+                            CqlTimestamp(ms(due_at)),
+                            i32::try_from(attempt).unwrap_or(i32::MAX),
+                        ),
+                    )
+                    .await?;
                 }
                 TimerOp::Clear(kind) => {
-                    self.session
-                        .execute_unpaged(&self.st.clear_timer, (id, item(kind)))
-                        .await
-                        .map_err(be)?;
+                    self.exec(&self.st.clear_timer, (id, item(kind))).await?;
                 }
             }
         }
@@ -357,25 +334,21 @@ impl TimerStore for ScyllaStore {
             Some((due_at, attempt)) => {
                 self.index(&[Entry::new(id, kind, ms(due_at), attempt)])
                     .await?;
-                self.session
-                    .execute_unpaged(
-                        &self.st.reschedule_timer,
-                        (
-                            CqlTimestamp(ms(due_at)),
-                            i32::try_from(attempt).unwrap_or(i32::MAX),
-                            id,
-                            item(kind),
-                            fired,
-                        ),
-                    )
-                    .await
-                    .map_err(be)?;
+                self.exec(
+                    &self.st.reschedule_timer,
+                    (
+                        CqlTimestamp(ms(due_at)),
+                        i32::try_from(attempt).unwrap_or(i32::MAX),
+                        id,
+                        item(kind),
+                        fired,
+                    ),
+                )
+                .await?;
             }
             None => {
-                self.session
-                    .execute_unpaged(&self.st.clear_fired_timer, (id, item(kind), fired))
-                    .await
-                    .map_err(be)?;
+                self.exec(&self.st.clear_fired_timer, (id, item(kind), fired))
+                    .await?;
             }
         }
         // Not applied: the timer was set again meanwhile, and is left alone.
@@ -444,13 +417,11 @@ impl TimerStore for ScyllaStore {
                 }
                 let buckets: Vec<i64> = (from..=last).collect();
                 let rows = self
-                    .session
-                    .execute_unpaged(
+                    .exec(
                         &self.st.count_in_buckets,
                         (shard, buckets, CqlTimestamp(bound)),
                     )
-                    .await
-                    .map_err(be)?
+                    .await?
                     .into_rows_result()
                     .map_err(be)?;
                 *total += rows
@@ -470,15 +441,10 @@ impl TimerStore for ScyllaStore {
         let n = i32::try_from(limit).unwrap_or(i32::MAX);
         let result = match &after {
             Some(after) => {
-                self.session
-                    .execute_unpaged(&self.st.scan_orders_after, (after.as_str(), n))
+                self.exec(&self.st.scan_orders_after, (after.as_str(), n))
                     .await
             }
-            None => {
-                self.session
-                    .execute_unpaged(&self.st.scan_orders, (n,))
-                    .await
-            }
+            None => self.exec(&self.st.scan_orders, (n,)).await,
         }
         .map_err(be)?
         .into_rows_result()
