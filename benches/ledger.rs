@@ -19,7 +19,7 @@ use paycore::domain::{
 };
 use paycore::metrics::Metrics;
 use paycore::storage::sqlite::SqliteStore;
-use paycore::storage::{LedgerStore, OrderRecords, OrderStore, TokenRecord};
+use paycore::storage::{EventLog, LedgerStore, OrderRecords, OrderStore, TokenRecord};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -143,7 +143,7 @@ fn bench(c: &mut Criterion) {
                             cursor += 1;
                             let started = Instant::now();
                             let out = store
-                                .write_batch(txns, "ledger", cursor)
+                                .write_batch(txns, "ledger", 0, cursor)
                                 .await
                                 .expect("batch stored");
                             total += started.elapsed();
@@ -270,12 +270,16 @@ fn bench_consumer(c: &mut Criterion) {
                     // Told to stop from the start: it books everything committed, then ends.
                     let (_stop, stopped) = tokio::sync::watch::channel(true);
                     let started = Instant::now();
-                    consumer::spawn(deps, paycore::streams::consumer::Health::default(), stopped)
-                        .await
-                        .expect("consumer");
+                    for task in consumer::spawn(
+                        deps,
+                        paycore::streams::consumer::Health::default(),
+                        stopped,
+                    ) {
+                        task.await.expect("consumer");
+                    }
                     total += started.elapsed();
                     assert_eq!(
-                        store.cursor(consumer::CURSOR).await.expect("cursor"),
+                        store.cursor(consumer::CURSOR, 0).await.expect("cursor"),
                         ORDERS as u64 * 3
                     );
                     store.close().await;

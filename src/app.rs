@@ -16,8 +16,8 @@ use crate::http::{self, AppState};
 use crate::kafka::CommandDeps;
 use crate::metrics::Metrics;
 use crate::storage::sqlite::SqliteStore;
-use crate::storage::{LedgerStore, NotificationStore, OrderStore};
-use crate::streams::consumer::{self, Health, LogConsumer, RunSpec, supervise};
+use crate::storage::{EventLog, LedgerStore, NotificationStore, OrderStore};
+use crate::streams::consumer::{self, Health, LogConsumer, RunSpec};
 use crate::streams::kafka::KafkaSink;
 use crate::streams::{EventSink, relay};
 use actix_web::{App, HttpServer, web};
@@ -266,6 +266,7 @@ impl Application {
         if let Some(sink) = &sink {
             let spec = RunSpec {
                 name: relay::CURSOR.to_string(),
+                partition: 0,
                 store: order_store.clone(),
                 commits: store.watch_events_committed(),
                 batch: settings.stream.relay_batch,
@@ -275,17 +276,12 @@ impl Application {
                 sink: sink.clone(),
                 metrics: metrics.clone(),
             });
-            let (h, stop) = (health.clone(), shutdown_rx.clone());
-            background.push(supervise(
-                relay::CURSOR,
-                health.clone(),
+            background.extend(consumer::spawn_partitions(
+                spec,
+                relay,
+                &health,
                 metrics.clone(),
                 shutdown_rx.clone(),
-                move || {
-                    let (spec, relay, h, stop) =
-                        (spec.clone(), relay.clone(), h.clone(), stop.clone());
-                    async move { consumer::run(spec, relay.as_ref(), &h, stop).await }
-                },
             ));
         }
         if settings.notifications.enabled {
@@ -311,7 +307,7 @@ impl Application {
                 metrics: metrics.clone(),
                 commits: store.watch_events_committed(),
             };
-            background.push(ledger::spawn(deps, health.clone(), shutdown_rx.clone()));
+            background.extend(ledger::spawn(deps, health.clone(), shutdown_rx.clone()));
         }
         background.push(tokio::spawn(purge_loop(
             order_store.clone(),

@@ -73,19 +73,26 @@ enum LedgerCommand {
 }
 
 async fn log_command(settings: &Settings, cmd: LogCommand) -> anyhow::Result<()> {
-    use paycore::storage::OrderStore;
+    use paycore::storage::{EventLog, OrderStore};
     let metrics = std::sync::Arc::new(paycore::metrics::Metrics::new());
     let store = paycore::storage::sqlite::SqliteStore::open(&settings.storage.sqlite, metrics)
         .context("opening storage")?;
     let result = async {
         match cmd {
             LogCommand::Consumers => {
-                let (cursors, head) = store.cursors().await?;
-                println!("head {head}");
-                for (name, cursor) in cursors {
+                let (cursors, heads) = store.cursors().await?;
+                let partitions = heads.len() as u32;
+                for (p, head) in heads.iter().enumerate() {
+                    println!("head {p}\t{head}");
+                }
+                for (name, at) in cursors {
+                    let head = heads.get(at.partition as usize).copied().unwrap_or(0);
+                    let task =
+                        paycore::streams::consumer::task_name(&name, at.partition, partitions);
                     println!(
-                        "{name}\tcursor {cursor}\tlag {}",
-                        head.saturating_sub(cursor)
+                        "{task}\tcursor {}\tlag {}",
+                        at.seq,
+                        head.saturating_sub(at.seq)
                     );
                 }
             }

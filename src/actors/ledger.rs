@@ -21,7 +21,7 @@ use crate::domain::ledger::LedgerTxn;
 use crate::domain::ledger_book::{self, NO_MONEY_EVENTS, OrderBook};
 use crate::metrics::Metrics;
 use crate::storage::{LedgerStore, OrderStore, StoreError, StoredEvent};
-use crate::streams::consumer::{self, Consume, Health, RunSpec, supervise};
+use crate::streams::consumer::{self, Consume, Health, RunSpec};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -45,20 +45,21 @@ pub struct LedgerDeps {
 
 /// Starts the ledger consumer from its cursor (which must be registered), supervised: started
 /// again after a failure, stopped once `shutdown` turns true after booking what is committed.
-pub fn spawn(deps: LedgerDeps, health: Health, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+pub fn spawn(
+    deps: LedgerDeps,
+    health: Health,
+    shutdown: watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
     let spec = RunSpec {
         name: CURSOR.to_string(),
+        partition: 0,
         store: deps.events.clone(),
         commits: deps.commits.clone(),
         batch: deps.batch,
     };
     let metrics = deps.metrics.clone();
     let ledger = Arc::new(Ledger { deps });
-    let (h, stop) = (health.clone(), shutdown.clone());
-    supervise(CURSOR, health, metrics, shutdown, move || {
-        let (spec, ledger, h, stop) = (spec.clone(), ledger.clone(), h.clone(), stop.clone());
-        async move { consumer::run(spec, ledger.as_ref(), &h, stop).await }
-    })
+    consumer::spawn_partitions(spec, ledger, &health, metrics, shutdown)
 }
 
 /// The consumer.
@@ -68,14 +69,27 @@ struct Ledger {
 
 #[async_trait::async_trait]
 impl Consume for Ledger {
-    async fn take(&self, events: Vec<StoredEvent>, through: u64) -> Result<(), String> {
-        self.book(&events, through).await.map_err(|e| e.to_string())
+    async fn take(
+        &self,
+        partition: u32,
+        events: Vec<StoredEvent>,
+        through: u64,
+    ) -> Result<(), String> {
+        self.book(partition, &events, through)
+            .await
+            .map_err(|e| e.to_string())
     }
 }
 
 impl Ledger {
-    /// Books one batch of events and moves the cursor to `last`, in one write.
-    async fn book(&self, events: &[StoredEvent], last: u64) -> Result<(), StoreError> {
+    /// Books one batch of events (of `partition`) and moves the cursor there to `last`, in one
+    /// write.
+    async fn book(
+        &self,
+        partition: u32,
+        events: &[StoredEvent],
+        last: u64,
+    ) -> Result<(), StoreError> {
         let d = &self.deps;
         let orders: BTreeSet<String> = events
             .iter()
@@ -128,7 +142,7 @@ impl Ledger {
                 }
             }
         }
-        let out = d.store.write_batch(txns, CURSOR, last).await?;
+        let out = d.store.write_batch(txns, CURSOR, partition, last).await?;
         d.metrics.ledger_batches.inc();
         d.metrics.ledger_transactions.inc_by(out.written as u64);
         d.metrics.ledger_postings.inc_by(out.postings as u64);

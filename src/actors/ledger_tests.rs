@@ -9,9 +9,9 @@ use crate::domain::{
     Command, Event, EventId, MerchantId, NewOrder, Order, OrderId, OrderStatus, PayMethod,
     PaySerialNo, SubmitToken,
 };
-use crate::storage::OrderRecords;
 use crate::storage::TokenRecord;
 use crate::storage::sqlite::SqliteStore;
+use crate::storage::{EventLog, OrderRecords};
 use std::time::Duration;
 use time::OffsetDateTime;
 
@@ -66,7 +66,7 @@ async fn paying_order(store: &SqliteStore, no: &str) -> Order {
 
 async fn wait_cursor(store: &SqliteStore, at_least: u64) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while store.cursor(CURSOR).await.unwrap() < at_least {
+    while store.cursor(CURSOR, 0).await.unwrap() < at_least {
         assert!(
             std::time::Instant::now() < deadline,
             "the ledger never reached {at_least}"
@@ -79,8 +79,8 @@ async fn wait_cursor(store: &SqliteStore, at_least: u64) {
 async fn the_consumer_books_what_is_committed_and_verify_judges_lag_by_its_cursor() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
-    let cursor = OrderStore::register_cursor(&*store, CURSOR).await.unwrap();
-    assert_eq!(cursor, 0);
+    let cursor = EventLog::register_cursor(&*store, CURSOR).await.unwrap();
+    assert_eq!(cursor, vec![0]);
     let order = paying_order(&store, "C1").await;
 
     // Nothing booked yet: the order is behind the cursor, which is no failure.
@@ -103,7 +103,7 @@ async fn the_consumer_books_what_is_committed_and_verify_judges_lag_by_its_curso
         metrics: metrics.clone(),
         commits: store.watch_events_committed(),
     };
-    let task = spawn(deps, Health::default(), stopped);
+    let task = joined(spawn(deps, Health::default(), stopped));
     wait_cursor(&store, 2).await;
     let booked = store.order_ledger(&order.order_id).await.unwrap();
     assert_eq!(booked.len(), 1);
@@ -171,12 +171,12 @@ async fn the_consumer_books_what_is_committed_and_verify_judges_lag_by_its_curso
     };
     tokio::time::timeout(
         Duration::from_secs(5),
-        spawn(deps, Health::default(), stopped),
+        joined(spawn(deps, Health::default(), stopped)),
     )
     .await
     .expect("the consumer stops")
     .unwrap();
-    assert_eq!(store.cursor(CURSOR).await.unwrap(), 7);
+    assert_eq!(store.cursor(CURSOR, 0).await.unwrap(), 7);
     assert_eq!(store.order_ledger(&third.order_id).await.unwrap().len(), 1);
     store.close().await;
 }
@@ -186,11 +186,11 @@ async fn a_transaction_id_stored_with_other_content_stops_the_ledger_there() {
     use crate::domain::ledger::{Account, AccountKind, Posting, TxnKind, TxnParts, txn_id};
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
-    OrderStore::register_cursor(&*store, CURSOR).await.unwrap();
+    EventLog::register_cursor(&*store, CURSOR).await.unwrap();
     paying_order(&store, "X1").await;
     // The id the consumer derives for the order's hold, stored already with other content
     // (under another order, so the order's own book does not see it).
-    let paying = store.events_after(0, 10).await.unwrap()[1].event.clone();
+    let paying = store.events_after(0, 0, 10).await.unwrap()[1].event.clone();
     assert_eq!(paying.event_type, "order.paying");
     let leg =
         |kind, owner: &str, amount| Posting::new(Account::new(kind, owner).unwrap(), "CNY", amount);
@@ -208,7 +208,10 @@ async fn a_transaction_id_stored_with_other_content_stops_the_ledger_there() {
         ],
     })
     .unwrap();
-    store.write_batch(vec![squatter], "other", 0).await.unwrap();
+    store
+        .write_batch(vec![squatter], "other", 0, 0)
+        .await
+        .unwrap();
 
     let metrics = Arc::new(Metrics::new());
     let (stop, stopped) = watch::channel(false);
@@ -219,10 +222,10 @@ async fn a_transaction_id_stored_with_other_content_stops_the_ledger_there() {
         metrics: metrics.clone(),
         commits: store.watch_events_committed(),
     };
-    let task = spawn(deps, Health::default(), stopped);
+    let task = joined(spawn(deps, Health::default(), stopped));
     // It retries (every RETRY_PAUSE) and never passes the conflict over.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    assert_eq!(store.cursor(CURSOR).await.unwrap(), 0);
+    assert_eq!(store.cursor(CURSOR, 0).await.unwrap(), 0);
     assert_eq!(metrics.ledger_batches.get(), 0);
     assert_eq!(metrics.ledger_rejected.get(), 0);
     stop.send(true).unwrap();
@@ -230,6 +233,14 @@ async fn a_transaction_id_stored_with_other_content_stops_the_ledger_there() {
         .await
         .expect("the consumer stops")
         .unwrap();
-    assert_eq!(store.cursor(CURSOR).await.unwrap(), 0);
+    assert_eq!(store.cursor(CURSOR, 0).await.unwrap(), 0);
     store.close().await;
+}
+
+/// Waits for every loop a spawn started (one per log partition).
+async fn joined(tasks: Vec<tokio::task::JoinHandle<()>>) -> Result<(), tokio::task::JoinError> {
+    for task in tasks {
+        task.await?;
+    }
+    Ok(())
 }

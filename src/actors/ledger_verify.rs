@@ -30,8 +30,8 @@ impl Default for VerifyLimits {
 /// What a verify run found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VerifyReport {
-    /// The ledger cursor the lag was judged by.
-    pub cursor: u64,
+    /// The ledger cursors the lag was judged by, by log partition.
+    pub cursors: Vec<u64>,
     /// Ledger transactions stored.
     pub transactions: u64,
     /// Postings stored.
@@ -67,7 +67,14 @@ impl std::fmt::Display for VerifyReport {
         writeln!(
             f,
             "ledger: {} transactions, {} postings; {} orders checked; ledger cursor {}",
-            self.transactions, self.postings, self.orders_checked, self.cursor
+            self.transactions,
+            self.postings,
+            self.orders_checked,
+            self.cursors
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
         )?;
         if self.not_yet_booked > 0 {
             writeln!(
@@ -102,11 +109,14 @@ pub async fn verify(
     limits: VerifyLimits,
 ) -> Result<VerifyReport, StoreError> {
     let max = limits.max_listed;
-    // The cursor first: every order checked below was booked up to it at least.
-    let cursor = orders.cursor(CURSOR).await?;
+    // The cursors first: every order checked below was booked up to them at least.
+    let mut cursors = Vec::new();
+    for partition in 0..orders.log_partitions() {
+        cursors.push(orders.cursor(CURSOR, partition).await?);
+    }
     let scan = ledger.scan_ledger(max).await?;
     let mut report = VerifyReport {
-        cursor,
+        cursors: cursors.clone(),
         transactions: scan.transactions,
         postings: scan.postings,
         ..VerifyReport::default()
@@ -125,9 +135,13 @@ pub async fn verify(
         after = Some(last.order.order_id.to_string());
         let full = page.len() >= limits.page.max(1);
         // Purged events passed every cursor, the ledger's included.
-        let (booked, lagging): (Vec<_>, Vec<_>) = page
-            .into_iter()
-            .partition(|o| o.last_event_seq.is_none_or(|s| s <= cursor));
+        let (booked, lagging): (Vec<_>, Vec<_>) = page.into_iter().partition(|o| {
+            o.last_event.is_none_or(|at| {
+                cursors
+                    .get(at.partition as usize)
+                    .is_some_and(|&c| at.seq <= c)
+            })
+        });
         for o in lagging {
             report.not_yet_booked += 1;
             if report.not_yet_booked_listed.len() < max {

@@ -99,6 +99,7 @@ pub fn spawn(
     });
     let spec = RunSpec {
         name: CURSOR.to_string(),
+        partition: 0,
         store: deps.events,
         commits: deps.commits,
         batch: s.batch,
@@ -113,17 +114,12 @@ pub fn spawn(
         metrics: deps.metrics.clone(),
         wake: deps.wake,
     });
-    let (h, stop) = (health.clone(), shutdown.clone());
-    let consumer_task = supervise(
-        CURSOR,
-        health.clone(),
+    let mut tasks = consumer::spawn_partitions(
+        spec,
+        consumer,
+        &health,
         deps.metrics.clone(),
         shutdown.clone(),
-        move || {
-            let (spec, consumer, h, stop) =
-                (spec.clone(), consumer.clone(), h.clone(), stop.clone());
-            async move { consumer::run(spec, consumer.as_ref(), &h, stop).await }
-        },
     );
     let stop = shutdown.clone();
     let delivery_task = supervise(
@@ -139,7 +135,8 @@ pub fn spawn(
             }
         },
     );
-    Ok(vec![consumer_task, delivery_task])
+    tasks.push(delivery_task);
+    Ok(tasks)
 }
 
 /// The outbox consumer.
@@ -152,7 +149,12 @@ struct Consumer {
 #[async_trait::async_trait]
 impl Consume for Consumer {
     /// Turns a batch of events into notification rows, stored with the cursor in one write.
-    async fn take(&self, events: Vec<StoredEvent>, through: u64) -> Result<(), String> {
+    async fn take(
+        &self,
+        partition: u32,
+        events: Vec<StoredEvent>,
+        through: u64,
+    ) -> Result<(), String> {
         let now = OffsetDateTime::now_utc();
         let rows: Vec<Notification> = events
             .iter()
@@ -163,7 +165,7 @@ impl Consume for Consumer {
             .collect();
         let any = !rows.is_empty();
         self.store
-            .enqueue_notifications(rows, CURSOR, through)
+            .enqueue_notifications(rows, CURSOR, partition, through)
             .await
             .map_err(|e| e.to_string())?;
         if any {

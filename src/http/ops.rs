@@ -51,27 +51,30 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 /// Every registered log consumer with its cursor and lag (also set as gauges), and whether all
 /// are within `max_consumer_lag`.
 async fn consumer_report(state: &AppState) -> (serde_json::Value, bool) {
-    let (cursors, head) = match state.store.cursors().await {
+    let (cursors, heads) = match state.store.cursors().await {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read consumer cursors");
             return (serde_json::Value::Null, false);
         }
     };
+    let partitions = heads.len() as u32;
     let mut ok = true;
     let mut out = serde_json::Map::new();
-    for (name, cursor) in cursors {
-        let lag = head.saturating_sub(cursor);
+    for (name, at) in cursors {
+        let head = heads.get(at.partition as usize).copied().unwrap_or(0);
+        let lag = head.saturating_sub(at.seq);
+        let task = crate::streams::consumer::task_name(&name, at.partition, partitions);
         state
             .metrics
             .stream_consumer_lag
-            .with_label_values(&[name.as_str()])
+            .with_label_values(&[task.as_str()])
             .set(i64::try_from(lag).unwrap_or(i64::MAX));
         let lagging = lag > state.max_consumer_lag;
         ok &= !lagging;
         out.insert(
-            name,
-            serde_json::json!({"cursor": cursor, "lag": lag, "lagging": lagging}),
+            task,
+            serde_json::json!({"cursor": at.seq, "lag": lag, "lagging": lagging}),
         );
     }
     (serde_json::Value::Object(out), ok)

@@ -37,8 +37,8 @@ pub struct BatchOutcome {
 pub struct AuditOrder {
     /// The order.
     pub order: Order,
-    /// Largest outbox seq of its events still stored.
-    pub last_event_seq: Option<u64>,
+    /// Where its last event still stored is in the log.
+    pub last_event: Option<super::Position>,
 }
 
 /// A problem a whole-ledger check found.
@@ -66,7 +66,8 @@ pub struct LedgerScan {
 #[async_trait]
 pub trait LedgerStore: Send + Sync + 'static {
     /// Stores a batch of ledger transactions, updates the balance snapshots of the accounts
-    /// they post to, and moves the consumer cursor `cursor_name` to `cursor_seq`, all in one
+    /// they post to, and moves the consumer cursor `cursor_name` in log partition `partition`
+    /// to `cursor_seq`, all in one
     /// transaction. Idempotent by transaction id: one already stored with identical content is
     /// skipped (its postings are not applied to balances again); one stored with other content
     /// is `StoreError::IdConflict`, and then nothing of the batch is written, cursor included.
@@ -74,6 +75,7 @@ pub trait LedgerStore: Send + Sync + 'static {
         &self,
         txns: Vec<LedgerTxn>,
         cursor_name: &str,
+        partition: u32,
         cursor_seq: u64,
     ) -> Result<BatchOutcome, StoreError>;
 

@@ -80,7 +80,9 @@ pub struct TokenRecord {
 /// every consumer reading the same position gets the same decoded event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredEvent {
-    /// Position in the outbox; strictly increasing in commit order.
+    /// The log partition it is in (its order's).
+    pub partition: u32,
+    /// Position in its partition; strictly increasing in commit order.
     pub seq: u64,
     /// The event.
     pub event: Arc<Event>,
@@ -180,9 +182,72 @@ pub trait TimerStore: Send + Sync + 'static {
     ) -> Result<(Vec<OrderId>, Option<OrderId>), StoreError>;
 }
 
+/// The event log: the events committed with order changes, by partition, and the durable
+/// cursors of its consumers. An order's events are all in one partition (derived from its id),
+/// in `version` order; within a partition positions increase in commit order. A consumer keeps
+/// one cursor per partition and reads each partition on its own. The embedded log (SQLite's
+/// outbox) is one partition; the CQL log has one per shard.
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// How many partitions the log has, numbered from 0.
+    fn log_partitions(&self) -> u32;
+
+    /// Reads up to `limit` events of `partition` after `seq`, in order.
+    async fn events_after(
+        &self,
+        partition: u32,
+        seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Reads a named consumer's cursor in `partition` (0 when unset).
+    async fn cursor(&self, name: &str, partition: u32) -> Result<u64, StoreError>;
+
+    /// Durably stores a named consumer's cursor in `partition` (it never moves back).
+    async fn set_cursor(&self, name: &str, partition: u32, seq: u64) -> Result<(), StoreError>;
+
+    /// Makes sure the consumer `name` has a cursor in every partition, so the purge waits for
+    /// it, and answers them by partition. A cursor that did not exist starts at the end of its
+    /// partition: a consumer switched on sees what is committed from now on, not the retained
+    /// history.
+    async fn register_cursor(&self, name: &str) -> Result<Vec<u64>, StoreError>;
+
+    /// Removes the consumer's cursors (a consumer switched off must not hold the purge).
+    async fn drop_cursor(&self, name: &str) -> Result<(), StoreError>;
+
+    /// Every registered cursor (name and position), and each partition's head (the largest
+    /// position ever handed out in it, purged or not), read together.
+    async fn cursors(&self) -> Result<(Vec<(String, Position)>, Vec<u64>), StoreError>;
+}
+
+/// Where an event sits in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position {
+    /// The partition.
+    pub partition: u32,
+    /// Strictly increasing in commit order within the partition.
+    pub seq: u64,
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.partition, self.seq)
+    }
+}
+
+impl StoredEvent {
+    /// The event's position in the log.
+    pub fn position(&self) -> Position {
+        Position {
+            partition: self.partition,
+            seq: self.seq,
+        }
+    }
+}
+
 /// Everything paycore stores about orders. One implementation per backend.
 #[async_trait]
-pub trait OrderStore: OrderRecords + TimerStore {
+pub trait OrderStore: OrderRecords + TimerStore + EventLog {
     /// Stores `order` with its events and timers and the command's `reply` (its 201 answer),
     /// atomically: a create by Kafka command is admitted by its (merchant, request id) key
     /// instead of a submit token, and its effect and its stored answer are one write. For any
@@ -209,27 +274,6 @@ pub trait OrderStore: OrderRecords + TimerStore {
         events: Vec<Event>,
         timers: Vec<TimerOp>,
     ) -> Result<(), StoreError>;
-
-    /// Reads up to `limit` outbox events after `seq`, in order.
-    async fn events_after(&self, seq: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError>;
-
-    /// Reads a named stream cursor (0 when unset).
-    async fn cursor(&self, name: &str) -> Result<u64, StoreError>;
-
-    /// Durably stores a named stream cursor (it never moves back).
-    async fn set_cursor(&self, name: &str, seq: u64) -> Result<(), StoreError>;
-
-    /// Makes sure the consumer cursor `name` exists, so the outbox purge waits for it, and
-    /// answers it. A cursor that did not exist starts at the end of the outbox: a consumer
-    /// switched on sees what is committed from now on, not the retained history.
-    async fn register_cursor(&self, name: &str) -> Result<u64, StoreError>;
-
-    /// Removes the consumer cursor `name` (a consumer switched off must not hold the purge).
-    async fn drop_cursor(&self, name: &str) -> Result<(), StoreError>;
-
-    /// Every registered cursor, by name, and the log's head (the largest position ever handed
-    /// out, purged or not), read together.
-    async fn cursors(&self) -> Result<(Vec<(String, u64)>, u64), StoreError>;
 
     /// Orders per status, kept exact in the same transactions that change statuses.
     async fn status_counts(&self) -> Result<Vec<(OrderStatus, i64)>, StoreError>;

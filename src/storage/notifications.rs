@@ -43,12 +43,13 @@ impl MerchantRoom {
 #[async_trait]
 pub trait NotificationStore: Send + Sync + 'static {
     /// Stores the notifications (one already stored, by id, is left as it is) and moves the
-    /// consumer's cursor to `seq`, in one transaction: a crash before it redoes both, after it
+    /// consumer's cursor in log partition `partition` to `seq`, in one transaction: a crash before it redoes both, after it
     /// neither.
     async fn enqueue_notifications(
         &self,
         rows: Vec<Notification>,
         cursor_name: &str,
+        partition: u32,
         seq: u64,
     ) -> Result<(), StoreError>;
 

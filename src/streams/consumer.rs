@@ -13,6 +13,7 @@
 //!   which polls, handles and commits at its own pace.
 
 use crate::metrics::Metrics;
+pub use crate::storage::Position;
 use crate::storage::{OrderStore, StoreError, StoredEvent};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
@@ -37,31 +38,6 @@ const STABLE_AFTER: Duration = Duration::from_secs(60);
 /// Longest consumer name.
 const MAX_NAME: usize = 64;
 
-/// Where an event sits in the log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Position {
-    /// The partition (always [`EMBEDDED_PARTITION`] for the outbox).
-    pub partition: u32,
-    /// Strictly increasing in commit order within the partition.
-    pub seq: u64,
-}
-
-impl std::fmt::Display for Position {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.partition, self.seq)
-    }
-}
-
-impl StoredEvent {
-    /// The event's position in the log.
-    pub fn position(&self) -> Position {
-        Position {
-            partition: EMBEDDED_PARTITION,
-            seq: self.seq,
-        }
-    }
-}
-
 /// Checks a consumer name: 1 to 64 of `a-z`, `0-9`, `.`, `_`, `-`.
 pub fn validate_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
@@ -81,10 +57,15 @@ pub fn validate_name(name: &str) -> Result<(), String> {
 /// What a paycore-owned consumer does with a batch.
 #[async_trait]
 pub trait Consume: Send + Sync + 'static {
-    /// Takes in `events` (log order, all after the cursor) and moves the consumer's cursor to
-    /// `through`, atomically with its effect when it has one. `Err` leaves the cursor where it
-    /// was; the batch is read again after a pause.
-    async fn take(&self, events: Vec<StoredEvent>, through: u64) -> Result<(), String>;
+    /// Takes in `events` (log order, all of `partition` and after the cursor there) and moves
+    /// the consumer's cursor in `partition` to `through`, atomically with its effect when it
+    /// has one. `Err` leaves the cursor where it was; the batch is read again after a pause.
+    async fn take(
+        &self,
+        partition: u32,
+        events: Vec<StoredEvent>,
+        through: u64,
+    ) -> Result<(), String>;
 }
 
 /// A consumer loop's settings.
@@ -92,6 +73,8 @@ pub trait Consume: Send + Sync + 'static {
 pub struct RunSpec {
     /// Its cursor's name.
     pub name: String,
+    /// The log partition this loop reads (a consumer runs one loop per partition).
+    pub partition: u32,
     /// The log.
     pub store: Arc<dyn OrderStore>,
     /// Changes after commits that stored events.
@@ -111,24 +94,29 @@ pub async fn run<C: Consume + ?Sized>(
 ) -> Result<(), String> {
     let RunSpec {
         name,
+        partition,
         store,
         mut commits,
         batch,
     } = spec;
-    let mut cursor = store.cursor(&name).await.map_err(|e| e.to_string())?;
-    health.progress(&name, cursor);
+    let task = task_name(&name, partition, store.log_partitions());
+    let mut cursor = store
+        .cursor(&name, partition)
+        .await
+        .map_err(|e| e.to_string())?;
+    health.progress(&task, cursor);
     loop {
         let stopping = *shutdown.borrow();
         // Seen before reading: a commit after this point changes it again and wakes us.
         commits.borrow_and_update();
-        let read = match store.events_after(cursor, batch).await {
+        let read = match store.events_after(partition, cursor, batch).await {
             Ok(events) => match events.last().map(|e| e.seq) {
                 None => Ok(0),
                 Some(through) => {
                     let n = events.len();
-                    consumer.take(events, through).await.map(|()| {
+                    consumer.take(partition, events, through).await.map(|()| {
                         cursor = through;
-                        health.progress(&name, cursor);
+                        health.progress(&task, cursor);
                         n
                     })
                 }
@@ -140,8 +128,8 @@ pub async fn run<C: Consume + ?Sized>(
             Ok(_) if stopping => return Ok(()),
             Ok(_) => {}
             Err(e) => {
-                tracing::warn!(consumer = %name, cursor, error = %e, "consumer batch failed; reading again from its cursor");
-                health.failed_batch(&name, &e);
+                tracing::warn!(consumer = %name, partition, cursor, error = %e, "consumer batch failed; reading again from its cursor");
+                health.failed_batch(&task, &e);
                 if stopping {
                     return Ok(());
                 }
@@ -159,6 +147,49 @@ pub async fn run<C: Consume + ?Sized>(
             _ = tokio::time::sleep(IDLE_POLL) => {}
             _ = shutdown.changed() => {}
         }
+    }
+}
+
+/// Runs `consumer` over every partition of the log, one supervised loop per partition, each
+/// from its own cursor (`spec.partition` is ignored).
+pub fn spawn_partitions<C: Consume>(
+    spec: RunSpec,
+    consumer: Arc<C>,
+    health: &Health,
+    metrics: Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    let partitions = spec.store.log_partitions();
+    (0..partitions)
+        .map(|partition| {
+            let spec = RunSpec {
+                partition,
+                ..spec.clone()
+            };
+            let task = task_name(&spec.name, partition, partitions);
+            let (h, stop, consumer) = (health.clone(), shutdown.clone(), consumer.clone());
+            supervise(
+                &task,
+                health.clone(),
+                metrics.clone(),
+                shutdown.clone(),
+                move || {
+                    let (spec, consumer, h, stop) =
+                        (spec.clone(), consumer.clone(), h.clone(), stop.clone());
+                    async move { run(spec, consumer.as_ref(), &h, stop).await }
+                },
+            )
+        })
+        .collect()
+}
+
+/// The name a consumer's loop over one partition goes by in `/readyz` and the logs: the
+/// consumer's name when the log has one partition, `name@partition` otherwise.
+pub fn task_name(name: &str, partition: u32, partitions: u32) -> String {
+    if partitions <= 1 {
+        name.to_string()
+    } else {
+        format!("{name}@{partition}")
     }
 }
 
@@ -291,21 +322,26 @@ where
     })
 }
 
-/// A durable named consumer for code that embeds paycore: it polls batches after its cursor,
-/// handles them, and commits what it handled. What it has not committed is read again by the
-/// next `LogConsumer` opened under the same name (after a crash, a restart, or [`rewind`]).
+/// A durable named consumer for code that embeds paycore: it polls batches after its cursors
+/// (one per log partition), handles them, and commits what it handled. What it has not
+/// committed is read again by the next `LogConsumer` opened under the same name (after a crash,
+/// a restart, or [`rewind`]).
 ///
 /// [`rewind`]: LogConsumer::rewind
 pub struct LogConsumer {
     name: String,
     store: Arc<dyn OrderStore>,
     commits: watch::Receiver<u64>,
-    committed: u64,
-    read: u64,
+    /// By partition.
+    committed: Vec<u64>,
+    /// By partition.
+    read: Vec<u64>,
+    /// The partition the next poll looks at first (partitions take turns).
+    next: usize,
 }
 
 impl LogConsumer {
-    /// Opens the consumer `name`, registering its cursor if it is new (a new consumer starts at
+    /// Opens the consumer `name`, registering its cursors if it is new (a new consumer starts at
     /// the end of the log: it sees what is committed from now on).
     pub async fn open(
         store: Arc<dyn OrderStore>,
@@ -318,8 +354,9 @@ impl LogConsumer {
             name: name.to_string(),
             store,
             commits,
+            read: committed.clone(),
             committed,
-            read: committed,
+            next: 0,
         })
     }
 
@@ -328,25 +365,34 @@ impl LogConsumer {
         &self.name
     }
 
-    /// The position up to which it has committed.
-    pub fn committed(&self) -> u64 {
-        self.committed
+    /// The positions up to which it has committed, by partition.
+    pub fn committed(&self) -> &[u64] {
+        &self.committed
     }
 
-    /// Up to `max` events after what it read so far; waits up to `wait` for a commit when
-    /// there are none (then answers an empty batch).
+    /// Up to `max` events of one partition after what it read there so far (partitions take
+    /// turns); waits up to `wait` for a commit when there are none (then answers an empty
+    /// batch).
     pub async fn poll(
         &mut self,
         max: usize,
         wait: Duration,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let deadline = tokio::time::Instant::now() + wait;
+        let partitions = self.read.len();
         loop {
             self.commits.borrow_and_update();
-            let events = self.store.events_after(self.read, max.max(1)).await?;
-            if let Some(last) = events.last() {
-                self.read = last.seq;
-                return Ok(events);
+            for k in 0..partitions {
+                let p = (self.next + k) % partitions;
+                let events = self
+                    .store
+                    .events_after(p as u32, self.read[p], max.max(1))
+                    .await?;
+                if let Some(last) = events.last() {
+                    self.read[p] = last.seq;
+                    self.next = (p + 1) % partitions;
+                    return Ok(events);
+                }
             }
             tokio::select! {
                 changed = self.commits.changed() => {
@@ -359,25 +405,36 @@ impl LogConsumer {
         }
     }
 
-    /// Durably records that everything up to and including `seq` is handled. `seq` beyond
-    /// what was polled is refused: committing unseen events would lose them.
-    pub async fn commit(&mut self, seq: u64) -> Result<(), StoreError> {
-        if seq > self.read {
+    /// Durably records that everything of `at.partition` up to and including `at.seq` is
+    /// handled. A position beyond what was polled is refused: committing unseen events would
+    /// lose them.
+    pub async fn commit(&mut self, at: Position) -> Result<(), StoreError> {
+        let p = at.partition as usize;
+        let Some(&read) = self.read.get(p) else {
             return Err(StoreError::Backend(format!(
-                "consumer {} cannot commit {seq}: it has read up to {}",
-                self.name, self.read
+                "consumer {} cannot commit {at}: the log has {} partitions",
+                self.name,
+                self.read.len()
+            )));
+        };
+        if at.seq > read {
+            return Err(StoreError::Backend(format!(
+                "consumer {} cannot commit {at}: it has read up to {read} there",
+                self.name
             )));
         }
-        if seq > self.committed {
-            self.store.set_cursor(&self.name, seq).await?;
-            self.committed = seq;
+        if at.seq > self.committed[p] {
+            self.store
+                .set_cursor(&self.name, at.partition, at.seq)
+                .await?;
+            self.committed[p] = at.seq;
         }
         Ok(())
     }
 
     /// Forgets what was polled but not committed: the next poll reads it again.
     pub fn rewind(&mut self) {
-        self.read = self.committed;
+        self.read = self.committed.clone();
     }
 
     /// Removes the consumer's cursor, so it no longer holds the purge.

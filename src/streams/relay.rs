@@ -25,7 +25,12 @@ pub struct Relay {
 
 #[async_trait::async_trait]
 impl Consume for Relay {
-    async fn take(&self, events: Vec<StoredEvent>, through: u64) -> Result<(), String> {
+    async fn take(
+        &self,
+        partition: u32,
+        events: Vec<StoredEvent>,
+        through: u64,
+    ) -> Result<(), String> {
         self.sink
             .publish(&events)
             .await
@@ -37,7 +42,7 @@ impl Consume for Relay {
                 .inc();
         }
         self.store
-            .set_cursor(CURSOR, through)
+            .set_cursor(CURSOR, partition, through)
             .await
             .map_err(|e| e.to_string())
     }

@@ -353,7 +353,7 @@ pub async fn events_until(
                 .collect::<Vec<_>>()
         );
         let batch = log.poll(256, Duration::from_millis(500)).await.unwrap();
-        let Some(through) = batch.last().map(|e| e.seq) else {
+        let Some(through) = batch.last().map(|e| e.position()) else {
             continue;
         };
         for e in batch {

@@ -238,7 +238,7 @@ async fn events_reach_the_topic_keyed_by_order_in_version_order_with_their_heade
 async fn relay_cursor(t: &TestApp) -> u64 {
     t.app()
         .store()
-        .cursor(paycore::streams::relay::CURSOR)
+        .cursor(paycore::streams::relay::CURSOR, 0)
         .await
         .unwrap()
 }

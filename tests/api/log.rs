@@ -38,7 +38,12 @@ async fn a_consumer_reads_at_least_once_resumes_from_its_cursor_and_holds_the_pu
     assert_eq!(mine[0].position().partition, 0);
     assert!(first.windows(2).all(|w| w[0].seq < w[1].seq), "log order");
     assert!(
-        log.commit(first.last().unwrap().seq + 1).await.is_err(),
+        log.commit(paycore::storage::Position {
+            partition: 0,
+            seq: first.last().unwrap().seq + 1
+        })
+        .await
+        .is_err(),
         "cannot commit unseen events"
     );
 
@@ -50,9 +55,9 @@ async fn a_consumer_reads_at_least_once_resumes_from_its_cursor_and_holds_the_pu
 
     // Commit only the first: the purge may take it, not the rest.
     let created_seq = mine[0].seq;
-    log.commit(created_seq).await.unwrap();
+    log.commit(mine[0].position()).await.unwrap();
     purge_all(&t).await;
-    let left = t.app().store().events_after(0, 100).await.unwrap();
+    let left = t.app().store().events_after(0, 0, 100).await.unwrap();
     assert!(
         left.iter().all(|e| e.seq > created_seq),
         "what every cursor passed is purged"
@@ -64,7 +69,7 @@ async fn a_consumer_reads_at_least_once_resumes_from_its_cursor_and_holds_the_pu
     );
     drop(log);
     let mut log = t.app().consumer("ext").await.unwrap();
-    assert_eq!(log.committed(), created_seq);
+    assert_eq!(log.committed(), [created_seq]);
     let resumed = log.poll(100, Duration::from_secs(5)).await.unwrap();
     assert!(resumed[0].seq > created_seq);
     assert_eq!(
@@ -84,7 +89,7 @@ async fn a_consumer_reads_at_least_once_resumes_from_its_cursor_and_holds_the_pu
     assert!(
         t.app()
             .store()
-            .events_after(0, 100)
+            .events_after(0, 0, 100)
             .await
             .unwrap()
             .is_empty()

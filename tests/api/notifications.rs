@@ -599,7 +599,7 @@ async fn the_notifier_cursor_survives_a_restart_nothing_twice_nothing_lost() {
     for i in 0..3 {
         orders.push(create_and_close(&t, "demo", &format!("RS-B{i}"), &endpoint.url()).await);
     }
-    let before = t.app().store().cursor("notifier").await.unwrap();
+    let before = t.app().store().cursor("notifier", 0).await.unwrap();
     assert!(before > 0);
     let dir = t.stop().await;
 
@@ -616,7 +616,7 @@ async fn the_notifier_cursor_survives_a_restart_nothing_twice_nothing_lost() {
         http: reqwest::Client::new(),
         dir,
     };
-    assert!(t.app().store().cursor("notifier").await.unwrap() >= before);
+    assert!(t.app().store().cursor("notifier", 0).await.unwrap() >= before);
     let all = wait_until(WAIT, || async { endpoint.accepted().len() == 6 }).await;
     assert!(all, "{:?}", endpoint.received());
     for id in &orders {

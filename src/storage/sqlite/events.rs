@@ -36,6 +36,7 @@ impl Decoded {
             for (i, (seq, body)) in rows.into_iter().enumerate() {
                 match recent.get(&seq) {
                     Some((event, encoded)) => out.push(Some(StoredEvent {
+                        partition: 0,
                         seq,
                         event: event.clone(),
                         encoded: encoded.clone(),
@@ -61,6 +62,7 @@ impl Decoded {
         for (i, seq, event, encoded) in decoded {
             recent.put(seq, (event.clone(), encoded.clone()));
             out[i] = Some(StoredEvent {
+                partition: 0,
                 seq,
                 event,
                 encoded,
@@ -131,6 +133,7 @@ mod tests {
         let (seq, body) = row(5, "evt_01JDX2M4Q8R5T7V9W1Y3Z5B7E1");
         let event = Arc::new(crate::streams::codec::decode(1, &body).unwrap());
         d.put(vec![StoredEvent {
+            partition: 0,
             seq,
             event: event.clone(),
             encoded: body.clone().into(),

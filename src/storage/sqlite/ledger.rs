@@ -362,8 +362,10 @@ impl LedgerStore for SqliteStore {
         &self,
         txns: Vec<LedgerTxn>,
         cursor_name: &str,
+        partition: u32,
         cursor_seq: u64,
     ) -> Result<BatchOutcome, StoreError> {
+        super::one_partition(partition)?;
         let rows = txns.iter().map(TxnRow::encode).collect();
         self.ledger_write(LedgerOp::Batch {
             rows,
@@ -517,7 +519,10 @@ impl LedgerStore for SqliteStore {
                     .map_err(|e| StoreError::Corrupt(format!("order body: {e}")))?;
                 out.push(AuditOrder {
                     order,
-                    last_event_seq: seq.map(|s| s as u64),
+                    last_event: seq.map(|s| crate::storage::Position {
+                        partition: 0,
+                        seq: s as u64,
+                    }),
                 });
             }
             Ok(out)

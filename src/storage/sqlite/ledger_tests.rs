@@ -6,6 +6,7 @@ use super::*;
 use crate::config::SqliteSettings;
 use crate::domain::ledger::AccountKind;
 use crate::metrics::Metrics;
+use crate::storage::EventLog;
 use crate::storage::OrderStore;
 use std::sync::Arc;
 
@@ -97,7 +98,10 @@ async fn a_batch_and_its_cursor_commit_together_and_a_replay_changes_nothing() {
     let demo = MerchantId::parse("demo").unwrap();
     let order = OrderId::generate();
     let txns = paid_and_refunded(order.as_str());
-    let out = store.write_batch(txns.clone(), "ledger", 7).await.unwrap();
+    let out = store
+        .write_batch(txns.clone(), "ledger", 0, 7)
+        .await
+        .unwrap();
     assert_eq!(
         out,
         BatchOutcome {
@@ -106,7 +110,7 @@ async fn a_batch_and_its_cursor_commit_together_and_a_replay_changes_nothing() {
             postings: 8
         }
     );
-    assert_eq!(store.cursor("ledger").await.unwrap(), 7);
+    assert_eq!(store.cursor("ledger", 0).await.unwrap(), 7);
     let booked: Vec<LedgerTxn> = store
         .order_ledger(&order)
         .await
@@ -140,7 +144,10 @@ async fn a_batch_and_its_cursor_commit_together_and_a_replay_changes_nothing() {
 
     // The same batch again (a crash after the commit, before the consumer heard): all skipped,
     // the balances untouched; the cursor never moves back.
-    let again = store.write_batch(txns.clone(), "ledger", 5).await.unwrap();
+    let again = store
+        .write_batch(txns.clone(), "ledger", 0, 5)
+        .await
+        .unwrap();
     assert_eq!(
         again,
         BatchOutcome {
@@ -150,13 +157,13 @@ async fn a_batch_and_its_cursor_commit_together_and_a_replay_changes_nothing() {
         }
     );
     assert_eq!(store.merchant_balances(&demo).await.unwrap(), balances);
-    assert_eq!(store.cursor("ledger").await.unwrap(), 7);
+    assert_eq!(store.cursor("ledger", 0).await.unwrap(), 7);
     // Part old, part new, and a duplicate inside the batch: only the new one counts.
     let second = OrderId::generate();
     let mut mixed = vec![txns[0].clone()];
     mixed.extend(paid_and_refunded(second.as_str()));
     mixed.push(mixed[1].clone());
-    let out = store.write_batch(mixed, "ledger", 9).await.unwrap();
+    let out = store.write_batch(mixed, "ledger", 0, 9).await.unwrap();
     assert_eq!(
         out,
         BatchOutcome {
@@ -170,7 +177,7 @@ async fn a_batch_and_its_cursor_commit_together_and_a_replay_changes_nothing() {
         balance(&balances, AccountKind::MerchantPayable),
         (1400, 2000, 600)
     );
-    assert_eq!(store.cursor("ledger").await.unwrap(), 9);
+    assert_eq!(store.cursor("ledger", 0).await.unwrap(), 9);
     let by_order = store
         .transactions_for_orders(vec![
             order.to_string(),
@@ -197,7 +204,10 @@ async fn same_id_with_other_content_refuses_the_whole_batch() {
     let demo = MerchantId::parse("demo").unwrap();
     let order = OrderId::generate();
     let txns = paid_and_refunded(order.as_str());
-    store.write_batch(txns.clone(), "ledger", 3).await.unwrap();
+    store
+        .write_batch(txns.clone(), "ledger", 0, 3)
+        .await
+        .unwrap();
     let before = store.merchant_balances(&demo).await.unwrap();
 
     let other = OrderId::generate();
@@ -217,6 +227,7 @@ async fn same_id_with_other_content_refuses_the_whole_batch() {
         .write_batch(
             vec![fresh[0].clone(), fresh[1].clone(), forged],
             "ledger",
+            0,
             4,
         )
         .await
@@ -229,7 +240,7 @@ async fn same_id_with_other_content_refuses_the_whole_batch() {
     // not the cursor.
     assert!(store.order_ledger(&other).await.unwrap().is_empty());
     assert_eq!(store.merchant_balances(&demo).await.unwrap(), before);
-    assert_eq!(store.cursor("ledger").await.unwrap(), 3);
+    assert_eq!(store.cursor("ledger", 0).await.unwrap(), 3);
     // Other content in any field is a conflict: the event, the kind, the hold resolved.
     let mut other_event = txns[0].clone();
     other_event = LedgerTxn::new(TxnParts {
@@ -244,7 +255,7 @@ async fn same_id_with_other_content_refuses_the_whole_batch() {
     })
     .unwrap();
     assert!(matches!(
-        store.write_batch(vec![other_event], "ledger", 4).await,
+        store.write_batch(vec![other_event], "ledger", 0, 4).await,
         Err(StoreError::IdConflict(_))
     ));
     let unresolved = txn(
@@ -260,7 +271,7 @@ async fn same_id_with_other_content_refuses_the_whole_batch() {
         ],
     );
     assert!(matches!(
-        store.write_batch(vec![unresolved], "ledger", 4).await,
+        store.write_batch(vec![unresolved], "ledger", 0, 4).await,
         Err(StoreError::IdConflict(_))
     ));
     assert_eq!(store.scan_ledger(100).await.unwrap().findings, vec![]);
@@ -273,7 +284,10 @@ async fn the_scan_finds_rows_edited_behind_the_stores_back() {
     let store = open(&dir);
     let order = OrderId::generate();
     let txns = paid_and_refunded(order.as_str());
-    store.write_batch(txns.clone(), "ledger", 1).await.unwrap();
+    store
+        .write_batch(txns.clone(), "ledger", 0, 1)
+        .await
+        .unwrap();
     assert_eq!(store.scan_ledger(100).await.unwrap().findings, vec![]);
     let db = raw(&dir);
     // A refund posting made larger; a second void of the same hold; a posting whose
@@ -373,15 +387,15 @@ proptest::proptest! {
             let store = open(&dir);
             let mut written = 0;
             for (i, b) in batches.iter().enumerate() {
-                written += store.write_batch(b.clone(), "ledger", i as u64 + 1).await.unwrap().written;
+                written += store.write_batch(b.clone(), "ledger", 0, i as u64 + 1).await.unwrap().written;
             }
             assert_eq!(written, all.len());
             if !batches.is_empty() {
                 let again = replay.get(&batches);
-                let out = store.write_batch(again.clone(), "ledger", 1).await.unwrap();
+                let out = store.write_batch(again.clone(), "ledger", 0, 1).await.unwrap();
                 assert_eq!((out.written, out.skipped), (0, again.len()));
             }
-            assert_eq!(store.cursor("ledger").await.unwrap(), batches.len() as u64);
+            assert_eq!(store.cursor("ledger", 0).await.unwrap(), batches.len() as u64);
             for id in &ids {
                 let mine: Vec<LedgerTxn> =
                     all.iter().filter(|t| t.order_id() == id.as_str()).cloned().collect();

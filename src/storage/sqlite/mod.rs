@@ -18,7 +18,8 @@ use crate::domain::{
 };
 use crate::metrics::Metrics;
 use crate::storage::{
-    CreateOutcome, OrderRecords, OrderStore, StoreError, StoredEvent, TimerStore, TokenRecord,
+    CreateOutcome, EventLog, OrderRecords, OrderStore, Position, StoreError, StoredEvent,
+    TimerStore, TokenRecord,
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -468,6 +469,121 @@ impl TimerStore for SqliteStore {
     }
 }
 
+/// The outbox is the log's one partition, 0.
+fn one_partition(partition: u32) -> Result<(), StoreError> {
+    if partition == 0 {
+        Ok(())
+    } else {
+        Err(StoreError::Backend(format!(
+            "the embedded log has one partition (0), not {partition}"
+        )))
+    }
+}
+
+#[async_trait]
+impl EventLog for SqliteStore {
+    fn log_partitions(&self) -> u32 {
+        1
+    }
+
+    async fn events_after(
+        &self,
+        partition: u32,
+        seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        one_partition(partition)?;
+        let rows = self
+            .read(move |c| {
+                let mut stmt = c
+                    .prepare_cached(
+                        "SELECT seq, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                    )
+                    .map_err(be)?;
+                let rows = stmt
+                    .query_map([seq as i64, limit as i64], |r| {
+                        Ok((
+                            r.get::<_, i64>(0)? as u64,
+                            r.get::<_, String>(1)?.into_bytes(),
+                        ))
+                    })
+                    .map_err(be)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(be)
+            })
+            .await?;
+        self.decoded.resolve(rows)
+    }
+
+    async fn cursor(&self, name: &str, partition: u32) -> Result<u64, StoreError> {
+        one_partition(partition)?;
+        let name = name.to_string();
+        self.read(move |c| {
+            let seq: Option<i64> = c
+                .query_row(
+                    "SELECT seq FROM stream_cursors WHERE name = ?1",
+                    [&name],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(be)?;
+            Ok(seq.unwrap_or(0) as u64)
+        })
+        .await
+    }
+
+    async fn set_cursor(&self, name: &str, partition: u32, seq: u64) -> Result<(), StoreError> {
+        one_partition(partition)?;
+        self.write(WriteOp::SetCursor {
+            name: name.to_string(),
+            seq,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn register_cursor(&self, name: &str) -> Result<Vec<u64>, StoreError> {
+        let name = name.to_string();
+        match self.write(WriteOp::RegisterCursor { name }).await? {
+            WriteOk::Cursor(seq) => Ok(vec![seq]),
+            other => Err(StoreError::Backend(format!(
+                "unexpected writer answer {other:?}"
+            ))),
+        }
+    }
+
+    async fn drop_cursor(&self, name: &str) -> Result<(), StoreError> {
+        let name = name.to_string();
+        self.write(WriteOp::DropCursor { name }).await.map(|_| ())
+    }
+
+    async fn cursors(&self) -> Result<(Vec<(String, Position)>, Vec<u64>), StoreError> {
+        self.read(|c| {
+            let tx = c.unchecked_transaction().map_err(be)?;
+            let head: i64 = tx
+                .query_row(
+                    "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0),
+                                COALESCE((SELECT MAX(seq) FROM events), 0))",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(be)?;
+            let mut stmt = tx
+                .prepare_cached("SELECT name, seq FROM stream_cursors ORDER BY name")
+                .map_err(be)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    let seq = r.get::<_, i64>(1)? as u64;
+                    Ok((r.get::<_, String>(0)?, Position { partition: 0, seq }))
+                })
+                .map_err(be)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(be)?;
+            Ok((rows, vec![head as u64]))
+        })
+        .await
+    }
+}
+
 #[async_trait]
 impl OrderStore for SqliteStore {
     async fn create_order_for_command(
@@ -500,92 +616,6 @@ impl OrderStore for SqliteStore {
             events,
             timers,
         )
-        .await
-    }
-
-    async fn events_after(&self, seq: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
-        let rows = self
-            .read(move |c| {
-                let mut stmt = c
-                    .prepare_cached(
-                        "SELECT seq, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-                    )
-                    .map_err(be)?;
-                let rows = stmt
-                    .query_map([seq as i64, limit as i64], |r| {
-                        Ok((
-                            r.get::<_, i64>(0)? as u64,
-                            r.get::<_, String>(1)?.into_bytes(),
-                        ))
-                    })
-                    .map_err(be)?;
-                rows.collect::<Result<Vec<_>, _>>().map_err(be)
-            })
-            .await?;
-        self.decoded.resolve(rows)
-    }
-
-    async fn cursor(&self, name: &str) -> Result<u64, StoreError> {
-        let name = name.to_string();
-        self.read(move |c| {
-            let seq: Option<i64> = c
-                .query_row(
-                    "SELECT seq FROM stream_cursors WHERE name = ?1",
-                    [&name],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(be)?;
-            Ok(seq.unwrap_or(0) as u64)
-        })
-        .await
-    }
-
-    async fn set_cursor(&self, name: &str, seq: u64) -> Result<(), StoreError> {
-        self.write(WriteOp::SetCursor {
-            name: name.to_string(),
-            seq,
-        })
-        .await
-        .map(|_| ())
-    }
-
-    async fn register_cursor(&self, name: &str) -> Result<u64, StoreError> {
-        let name = name.to_string();
-        match self.write(WriteOp::RegisterCursor { name }).await? {
-            WriteOk::Cursor(seq) => Ok(seq),
-            other => Err(StoreError::Backend(format!(
-                "unexpected writer answer {other:?}"
-            ))),
-        }
-    }
-
-    async fn drop_cursor(&self, name: &str) -> Result<(), StoreError> {
-        let name = name.to_string();
-        self.write(WriteOp::DropCursor { name }).await.map(|_| ())
-    }
-
-    async fn cursors(&self) -> Result<(Vec<(String, u64)>, u64), StoreError> {
-        self.read(|c| {
-            let tx = c.unchecked_transaction().map_err(be)?;
-            let head: i64 = tx
-                .query_row(
-                    "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0),
-                                COALESCE((SELECT MAX(seq) FROM events), 0))",
-                    [],
-                    |r| r.get(0),
-                )
-                .map_err(be)?;
-            let mut stmt = tx
-                .prepare_cached("SELECT name, seq FROM stream_cursors ORDER BY name")
-                .map_err(be)?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))
-                .map_err(be)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(be)?;
-            Ok((rows, head as u64))
-        })
         .await
     }
 

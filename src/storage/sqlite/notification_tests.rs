@@ -5,8 +5,8 @@ use crate::config::SqliteSettings;
 use crate::domain::notification::{DEFAULT_NOTIFY_EVENTS, Subscription};
 use crate::domain::{Event, OrderId};
 use crate::metrics::Metrics;
-use crate::storage::OrderRecords;
 use crate::storage::OrderStore;
+use crate::storage::{EventLog, OrderRecords};
 use std::sync::Arc;
 
 fn open(dir: &tempfile::TempDir) -> SqliteStore {
@@ -60,20 +60,20 @@ fn ids(rows: &[Notification]) -> Vec<&NotificationId> {
 async fn enqueue_is_idempotent_and_moves_the_cursor_with_the_rows() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
-    assert_eq!(store.register_cursor("notifier").await.unwrap(), 0);
+    assert_eq!(store.register_cursor("notifier").await.unwrap(), vec![0]);
     let order = OrderId::generate();
     let n = row("m1", &order, 2, 0);
     store
-        .enqueue_notifications(vec![n.clone()], "notifier", 7)
+        .enqueue_notifications(vec![n.clone()], "notifier", 0, 7)
         .await
         .unwrap();
     // Read again after a crash before the cursor moved: stored once, cursor never goes back.
     store
-        .enqueue_notifications(vec![n.clone()], "notifier", 5)
+        .enqueue_notifications(vec![n.clone()], "notifier", 0, 5)
         .await
         .unwrap();
-    assert_eq!(store.cursor("notifier").await.unwrap(), 7);
-    assert_eq!(store.register_cursor("notifier").await.unwrap(), 7);
+    assert_eq!(store.cursor("notifier", 0).await.unwrap(), 7);
+    assert_eq!(store.register_cursor("notifier").await.unwrap(), vec![7]);
     let m1 = MerchantId::parse("m1").unwrap();
     let listed = store.notifications_for_order(&m1, &order).await.unwrap();
     assert_eq!(listed, vec![n]);
@@ -113,8 +113,8 @@ async fn a_registered_cursor_holds_the_purge_and_a_new_one_starts_at_the_end() {
         .create_order(token, order, events, vec![], now)
         .await
         .unwrap();
-    let seq = store.events_after(0, 1).await.unwrap()[0].seq;
-    store.set_cursor("relay", seq).await.unwrap();
+    let seq = store.events_after(0, 0, 1).await.unwrap()[0].seq;
+    store.set_cursor("relay", 0, seq).await.unwrap();
     let later = OffsetDateTime::now_utc() + time::Duration::seconds(1);
     assert_eq!(
         store.purge(later, later).await.unwrap(),
@@ -124,7 +124,7 @@ async fn a_registered_cursor_holds_the_purge_and_a_new_one_starts_at_the_end() {
     store.drop_cursor("notifier").await.unwrap();
     assert_eq!(store.purge(later, later).await.unwrap(), 1);
     // Switched on again: it starts after what was committed (and purged) meanwhile.
-    assert_eq!(store.register_cursor("notifier").await.unwrap(), seq);
+    assert_eq!(store.register_cursor("notifier").await.unwrap(), vec![seq]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,7 +149,7 @@ async fn claims_are_due_ordered_leased_bounded_per_merchant_and_in_version_order
         not_due.clone(),
     ];
     store
-        .enqueue_notifications(all, "notifier", 1)
+        .enqueue_notifications(all, "notifier", 0, 1)
         .await
         .unwrap();
 
@@ -251,7 +251,7 @@ async fn redeliver_restarts_a_finished_notification_of_its_merchant_only() {
     let n = row("a", &order, 2, 0);
     let id = n.notification_id.clone();
     store
-        .enqueue_notifications(vec![n], "notifier", 1)
+        .enqueue_notifications(vec![n], "notifier", 0, 1)
         .await
         .unwrap();
     let (a, b) = (

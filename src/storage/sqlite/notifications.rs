@@ -300,8 +300,10 @@ impl NotificationStore for SqliteStore {
         &self,
         rows: Vec<Notification>,
         cursor_name: &str,
+        partition: u32,
         seq: u64,
     ) -> Result<(), StoreError> {
+        super::one_partition(partition)?;
         self.notification_write(NotificationOp::Enqueue {
             rows,
             cursor: cursor_name.to_string(),

@@ -3,6 +3,7 @@
 use super::*;
 use crate::config::SqliteSettings;
 use crate::domain::*;
+use crate::storage::EventLog;
 use time::Duration as TDuration;
 
 fn settings(dir: &tempfile::TempDir) -> SqliteSettings {
@@ -256,7 +257,7 @@ async fn update_checks_version_and_keeps_counts_and_outbox() {
         store.status_counts().await.unwrap(),
         vec![(OrderStatus::Created, 0), (OrderStatus::Paying, 1)]
     );
-    let outbox = store.events_after(0, 10).await.unwrap();
+    let outbox = store.events_after(0, 0, 10).await.unwrap();
     let types: Vec<_> = outbox
         .iter()
         .map(|e| (e.event.event_type.as_str(), e.event.version))
@@ -264,7 +265,11 @@ async fn update_checks_version_and_keeps_counts_and_outbox() {
     assert_eq!(types, vec![("order.created", 1), ("order.paying", 2)]);
     assert!(outbox[0].seq < outbox[1].seq);
     assert_eq!(
-        store.events_after(outbox[0].seq, 10).await.unwrap().len(),
+        store
+            .events_after(0, outbox[0].seq, 10)
+            .await
+            .unwrap()
+            .len(),
         1
     );
 }
@@ -284,7 +289,7 @@ async fn acknowledged_writes_survive_reopening() {
                 .await
                 .unwrap();
         }
-        store.set_cursor("relay", 7).await.unwrap();
+        store.set_cursor("relay", 0, 7).await.unwrap();
         // No close: the store is dropped as a crash would leave it (the writer thread is
         // detached, nothing flushes on drop beyond what commits already made durable).
         std::mem::forget(store);
@@ -294,10 +299,10 @@ async fn acknowledged_writes_survive_reopening() {
     for id in &ids {
         assert!(store.load_order(id).await.unwrap().is_some(), "{id} lost");
     }
-    assert_eq!(store.cursor("relay").await.unwrap(), 7);
-    store.set_cursor("relay", 3).await.unwrap();
+    assert_eq!(store.cursor("relay", 0).await.unwrap(), 7);
+    store.set_cursor("relay", 0, 3).await.unwrap();
     assert_eq!(
-        store.cursor("relay").await.unwrap(),
+        store.cursor("relay", 0).await.unwrap(),
         7,
         "cursors never move back"
     );
@@ -320,13 +325,13 @@ async fn purge_removes_expired_tokens_and_only_delivered_old_events() {
         store.purge(OffsetDateTime::now_utc(), later).await.unwrap(),
         1
     );
-    let seq = store.events_after(0, 1).await.unwrap()[0].seq;
-    store.set_cursor("relay", seq).await.unwrap();
+    let seq = store.events_after(0, 0, 1).await.unwrap()[0].seq;
+    store.set_cursor("relay", 0, seq).await.unwrap();
     assert_eq!(
         store.purge(OffsetDateTime::now_utc(), later).await.unwrap(),
         1
     );
-    assert!(store.events_after(0, 10).await.unwrap().is_empty());
+    assert!(store.events_after(0, 0, 10).await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -335,7 +340,7 @@ async fn writes_after_close_are_refused() {
     let store = SqliteStore::open(&settings(&dir), Arc::new(Metrics::new())).unwrap();
     store.close().await;
     assert!(matches!(
-        store.set_cursor("x", 1).await,
+        store.set_cursor("x", 0, 1).await,
         Err(StoreError::Closed)
     ));
     assert!(store.ping().await.is_err());

@@ -836,6 +836,7 @@ fn insert_events(
         ])
         .map_err(backend)?;
         stored.push(StoredEvent {
+            partition: 0,
             seq: conn.last_insert_rowid() as u64,
             event: e.event.clone(),
             encoded: e.body.clone().into(),
