@@ -3,7 +3,10 @@
 //! (`storage::scylla::tests`, which `.ci/run` runs against a real Apache Cassandra). Each case
 //! uses a merchant of its own, so the cases may share one database or keyspace.
 
-use super::{CreateOutcome, OrderRecords, StoreError, TimerStore, TokenRecord};
+use super::{
+    CreateOutcome, EventLog, OrderRecords, Position, StoreError, StoredEvent, TimerStore,
+    TokenRecord,
+};
 use crate::domain::*;
 use std::sync::Arc;
 use time::{Duration as TDuration, OffsetDateTime};
@@ -469,6 +472,168 @@ pub async fn orders_without_timers_in_slices<S: OrderRecords + TimerStore>(store
     assert!(slices >= 2, "a full slice names where to go on");
 }
 
+/// Reads partition `p` after `from` until `done` holds for what was read (the log may show a
+/// change a moment after it is acknowledged, while other changes are logged), up to 10 s.
+pub async fn read_log<S: EventLog + ?Sized>(
+    store: &S,
+    p: u32,
+    from: u64,
+    done: impl Fn(&[StoredEvent]) -> bool,
+) -> Vec<StoredEvent> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut read: Vec<StoredEvent> = Vec::new();
+    let mut after = from;
+    loop {
+        let page = store.events_after(p, after, 100).await.unwrap();
+        if let Some(last) = page.last() {
+            after = last.seq;
+        }
+        let empty = page.is_empty();
+        read.extend(page);
+        if done(&read) {
+            return read;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the log shows the change in time"
+        );
+        if empty {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// An order's events are in one partition of the log, in version order, at increasing
+/// positions; a cursor starts at the end, never moves back, and a dropped one is gone.
+pub async fn log_partitions_and_cursors<S: OrderRecords + EventLog>(store: &S) {
+    let partitions = store.log_partitions();
+    assert!(partitions >= 1);
+    let name = format!(
+        "conf-{}",
+        OrderId::generate()
+            .as_str()
+            .to_lowercase()
+            .replace('_', "-")
+    );
+    let start = store.register_cursor(&name).await.unwrap();
+    assert_eq!(start.len(), partitions as usize, "a cursor per partition");
+    let m = merchant("lg");
+    let t = token(store, &m, 60).await;
+    let (order, created) = new_order(&m, "L1");
+    let now = OffsetDateTime::now_utc();
+    assert_eq!(
+        store
+            .create_order(t, order.clone(), created.clone(), vec![], now)
+            .await
+            .unwrap(),
+        CreateOutcome::Created
+    );
+    let (next, paying_events) = paying(&order);
+    store
+        .update_order(
+            next,
+            order.version,
+            order.status,
+            paying_events.clone(),
+            vec![],
+        )
+        .await
+        .unwrap();
+    let mut expected: Vec<EventId> = created.iter().map(|e| e.event_id.clone()).collect();
+    expected.extend(paying_events.iter().map(|e| e.event_id.clone()));
+
+    let mine = |read: &[StoredEvent]| -> Vec<StoredEvent> {
+        read.iter()
+            .filter(|e| e.event.order_id == order.order_id.as_str())
+            .cloned()
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let p = loop {
+        let mut holders = Vec::new();
+        for q in 0..partitions {
+            let read = store
+                .events_after(q, start[q as usize], 10_000)
+                .await
+                .unwrap();
+            if !mine(&read).is_empty() {
+                holders.push(q);
+            }
+        }
+        assert!(
+            holders.len() <= 1,
+            "one partition holds the order's events: {holders:?}"
+        );
+        if let Some(&q) = holders.first() {
+            break q;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the order's events are logged"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let read = read_log(store, p, start[p as usize], |r| {
+        mine(r).len() >= expected.len()
+    })
+    .await;
+    let ours = mine(&read);
+    assert_eq!(
+        ours.iter()
+            .map(|e| e.event.event_id.clone())
+            .collect::<Vec<_>>(),
+        expected,
+        "in version order, each once"
+    );
+    assert!(
+        read.windows(2).all(|w| w[0].seq < w[1].seq),
+        "positions increase"
+    );
+    assert!(
+        read.iter()
+            .all(|e| e.partition == p && e.position().partition == p)
+    );
+
+    // The cursor: set, read back, never moved back by a lower write.
+    let last = ours.last().unwrap().seq;
+    store.set_cursor(&name, p, last).await.unwrap();
+    assert_eq!(store.cursor(&name, p).await.unwrap(), last);
+    store.set_cursor(&name, p, last - 1).await.unwrap();
+    assert_eq!(
+        store.cursor(&name, p).await.unwrap(),
+        last,
+        "never moves back"
+    );
+    assert_eq!(
+        store.register_cursor(&name).await.unwrap()[p as usize],
+        last,
+        "registering again keeps the cursor"
+    );
+    let (cursors, heads) = store.cursors().await.unwrap();
+    assert_eq!(heads.len(), partitions as usize);
+    let listed: Vec<Position> = cursors
+        .iter()
+        .filter(|(n, _)| *n == name)
+        .map(|(_, at)| *at)
+        .collect();
+    assert_eq!(listed.len(), partitions as usize, "{listed:?}");
+    assert!(listed.contains(&Position {
+        partition: p,
+        seq: last
+    }));
+    assert!(heads[p as usize] >= last);
+
+    store.drop_cursor(&name).await.unwrap();
+    let (cursors, _) = store.cursors().await.unwrap();
+    assert!(cursors.iter().all(|(n, _)| *n != name), "dropped");
+    let again = store.register_cursor(&name).await.unwrap();
+    assert!(
+        again[p as usize] >= last,
+        "registered again at the end, not the start"
+    );
+    store.drop_cursor(&name).await.unwrap();
+}
+
 #[cfg(test)]
 mod sqlite {
     use crate::config::SqliteSettings;
@@ -507,6 +672,12 @@ mod sqlite {
     async fn orders_without_timers_in_slices() {
         let dir = tempfile::tempdir().unwrap();
         super::orders_without_timers_in_slices(open(&dir).as_ref()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn log_partitions_and_cursors() {
+        let dir = tempfile::tempdir().unwrap();
+        super::log_partitions_and_cursors(open(&dir).as_ref()).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,7 @@
 //! command replies, notifications and the ledger are still SQLite-only, so `paycore serve`
 //! refuses `backend = "scylla"` yet.
 
+pub mod log;
 mod orders;
 pub mod schema;
 mod timers;
@@ -23,6 +24,7 @@ use scylla::serialize::row::SerializeRow;
 use scylla::statement::batch::Batch;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::{Consistency, SerialConsistency};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -66,6 +68,19 @@ struct Statements {
     set_watermark: PreparedStatement,
     scan_orders: PreparedStatement,
     scan_orders_after: PreparedStatement,
+    read_log_partition: PreparedStatement,
+    new_log_partition: PreparedStatement,
+    claim_log_partition: PreparedStatement,
+    insert_entry: PreparedStatement,
+    read_entries: PreparedStatement,
+    insert_intent: PreparedStatement,
+    delete_intent: PreparedStatement,
+    read_intents: PreparedStatement,
+    events_at_version: PreparedStatement,
+    cursor_get: PreparedStatement,
+    cursor_set: PreparedStatement,
+    cursor_drop: PreparedStatement,
+    cursors_all: PreparedStatement,
 }
 
 /// Statements sent, by kind, since the store opened: what `docs/SCYLLA.md` promises per
@@ -88,17 +103,23 @@ impl StatementCounts {
     }
 }
 
-/// The CQL store.
+/// The CQL store. Cloning it is cheap: the clones share the session and every state.
+#[derive(Clone)]
 pub struct ScyllaStore {
-    session: Session,
-    st: Statements,
+    session: Arc<Session>,
+    st: Arc<Statements>,
     settings: ScyllaSettings,
     /// LWT statements ask Paxos at this consistency.
     serial: SerialConsistency,
     /// Per timer shard, the oldest minute bucket that may hold due-time entries, once read.
-    watermarks: std::sync::Mutex<Vec<Option<i64>>>,
+    watermarks: Arc<std::sync::Mutex<Vec<Option<i64>>>>,
+    /// The event log's positions in this process.
+    log: Arc<log::LogState>,
     /// Statements sent.
-    pub counts: StatementCounts,
+    pub counts: Arc<StatementCounts>,
+    /// Test hook: changes are stored and their log step skipped, as by a crash right after.
+    #[cfg(test)]
+    skip_logging: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Connects to the cluster (the keyspace must exist: see `schema::migrate`).
@@ -176,14 +197,18 @@ impl ScyllaStore {
             .map_err(be)?;
         let st = Statements::prepare(&session, serial(settings)).await?;
         let store = Self {
-            session,
-            st,
+            session: Arc::new(session),
+            st: Arc::new(st),
             serial: serial(settings),
             settings: settings.clone(),
-            watermarks: std::sync::Mutex::new(vec![None; timers::SHARDS as usize]),
-            counts: StatementCounts::default(),
+            watermarks: Arc::new(std::sync::Mutex::new(vec![None; timers::SHARDS as usize])),
+            log: Arc::new(log::LogState::new()),
+            counts: Arc::new(StatementCounts::default()),
+            #[cfg(test)]
+            skip_logging: Arc::default(),
         };
         store.init_watermarks().await?;
+        store.open_log().await?;
         Ok(store)
     }
 
@@ -366,6 +391,55 @@ impl Statements {
                    WHERE token(order_id) > token(?) LIMIT ?")
                 .await?,
             ),
+            read_log_partition: serial_read(
+                p("SELECT epoch, start FROM log_partitions WHERE partition = ?").await?,
+            ),
+            new_log_partition: lwt(p(
+                "INSERT INTO log_partitions (partition, epoch, start) VALUES (?, ?, ?) IF NOT EXISTS"
+            )
+            .await?),
+            claim_log_partition: lwt(p(
+                "UPDATE log_partitions SET epoch = ?, start = ? WHERE partition = ? IF epoch = ?"
+            )
+            .await?),
+            insert_entry: plain(
+                p("INSERT INTO event_log (partition, block, seq, order_id, event_id, version, \
+                   event_schema, event) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+                .await?,
+            ),
+            read_entries: plain(
+                p("SELECT seq, event_schema, event FROM event_log WHERE partition = ? \
+                   AND block = ? AND seq > ? AND seq <= ? LIMIT ?")
+                .await?,
+            ),
+            insert_intent: plain(
+                p("INSERT INTO log_intents (partition, order_id, version) VALUES (?, ?, ?)")
+                    .await?,
+            ),
+            delete_intent: plain(
+                p("DELETE FROM log_intents WHERE partition = ? AND order_id = ? AND version = ?")
+                    .await?,
+            ),
+            read_intents: plain(
+                p("SELECT order_id, version FROM log_intents WHERE partition = ?").await?,
+            ),
+            events_at_version: plain(
+                p("SELECT event_schema, event FROM orders WHERE order_id = ? \
+                   AND item >= ? AND item < ?")
+                .await?,
+            ),
+            cursor_get: plain(
+                p("SELECT seq FROM log_cursors WHERE consumer = ? AND partition = ?").await?,
+            ),
+            cursor_set: plain(
+                p("INSERT INTO log_cursors (consumer, partition, seq) VALUES (?, ?, ?) \
+                   USING TIMESTAMP ?")
+                .await?,
+            ),
+            cursor_drop: plain(
+                p("DELETE FROM log_cursors USING TIMESTAMP ? WHERE consumer = ?").await?,
+            ),
+            cursors_all: plain(p("SELECT consumer, partition, seq FROM log_cursors").await?),
         })
     }
 }

@@ -105,6 +105,11 @@ impl Lwt {
     }
 }
 
+/// Whether an LWT (or a conditional batch) was applied.
+pub(super) fn applied(result: QueryResult) -> Result<bool, StoreError> {
+    Ok(Lwt::read(result)?.applied)
+}
+
 /// Who holds a reservation, as read back. A missing `taken_at` reads as now: a holder is never
 /// taken over on missing evidence.
 struct Holder {
@@ -503,7 +508,12 @@ impl OrderRecords for ScyllaStore {
         // The due-time index first: an entry whose timer is never written is stale, and
         // dropped when it comes due; a timer without its entry would never fire.
         self.index(&Entry::for_ops(id, &timers)).await?;
+        // Likewise the log's intent: one whose change never happened finds no events.
+        let ticket = self.log_intent(id, &events).await?;
+        // On an error the batch may or may not have been applied: the intent stays, and the
+        // next owner's recovery logs the events if it was.
         self.exec_batch(&batch, values).await?;
+        self.log_committed(ticket, events).await;
         Ok(CreateOutcome::Created)
     }
 
@@ -537,10 +547,13 @@ impl OrderRecords for ScyllaStore {
         ]];
         self.append_rows(&mut batch, &mut values, id, &events, &timers, &existing);
         self.index(&Entry::for_ops(id, &timers)).await?;
+        let ticket = self.log_intent(id, &events).await?;
         let result = self.exec_batch(&batch, values).await?;
         if Lwt::read(result)?.applied {
+            self.log_committed(ticket, events).await;
             Ok(())
         } else {
+            self.log_abandon(ticket).await;
             Err(StoreError::VersionConflict(id.to_string()))
         }
     }

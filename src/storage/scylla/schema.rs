@@ -12,6 +12,8 @@
 //! - `timer_index`: when timers are due, partitioned by (shard of the order, due minute); an
 //!   entry only wakes the order and is checked against the order's own timer row when claimed.
 //! - `timer_watermarks`: per shard, the oldest minute bucket that may still hold entries.
+//! - `log_partitions`, `event_log`, `log_intents`, `log_cursors`: the event log, one partition
+//!   per shard (see `log`).
 
 use super::{ScyllaStore, be};
 use crate::config::scylla::{Dialect, ScyllaSettings};
@@ -23,7 +25,7 @@ use scylla::value::CqlTimestamp;
 /// never edited.
 pub const MIGRATIONS: &[(i32, &str, &[&str])] = &[(
     1,
-    "tokens, merchant numbers, orders with their events and timers, the timer index",
+    "tokens, merchant numbers, orders with their events and timers, the timer index, the event log",
     &[
         "CREATE TABLE IF NOT EXISTS {ks}.submit_tokens (
             token_id    text PRIMARY KEY,
@@ -70,6 +72,34 @@ pub const MIGRATIONS: &[(i32, &str, &[&str])] = &[(
         "CREATE TABLE IF NOT EXISTS {ks}.timer_watermarks (
             shard  int PRIMARY KEY,
             bucket bigint
+        )",
+        "CREATE TABLE IF NOT EXISTS {ks}.log_partitions (
+            partition int PRIMARY KEY,
+            epoch     bigint,
+            start     bigint
+        )",
+        "CREATE TABLE IF NOT EXISTS {ks}.event_log (
+            partition    int,
+            block        bigint,
+            seq          bigint,
+            order_id     text,
+            event_id     text,
+            version      bigint,
+            event_schema int,
+            event        text,
+            PRIMARY KEY ((partition, block), seq)
+        ) WITH CLUSTERING ORDER BY (seq ASC)",
+        "CREATE TABLE IF NOT EXISTS {ks}.log_intents (
+            partition int,
+            order_id  text,
+            version   bigint,
+            PRIMARY KEY ((partition), order_id, version)
+        )",
+        "CREATE TABLE IF NOT EXISTS {ks}.log_cursors (
+            consumer  text,
+            partition int,
+            seq       bigint,
+            PRIMARY KEY ((consumer), partition)
         )",
     ],
 )];

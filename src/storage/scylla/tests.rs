@@ -6,7 +6,7 @@
 use super::ScyllaStore;
 use crate::config::scylla::{Consistency, Dialect, ScyllaSettings};
 use crate::storage::conformance as suite;
-use crate::storage::{CreateOutcome, OrderRecords, StoreError};
+use crate::storage::{CreateOutcome, EventLog, OrderRecords, StoreError};
 use std::sync::Arc;
 use time::OffsetDateTime;
 
@@ -79,11 +79,7 @@ async fn timers_claimed_leased_rescheduled() {
     let store = ScyllaStore::open(&own).await.unwrap();
     suite::timers_claimed_leased_rescheduled(&store, false).await;
     suite::orders_without_timers_in_slices(&store).await;
-    store
-        .session
-        .query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ())
-        .await
-        .unwrap();
+    drop_keyspace(&store, &keyspace).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,8 +235,9 @@ async fn a_create_is_two_lwt_rounds_and_a_change_one() {
     let after_create = store.counts.get();
     assert_eq!(
         (after_create.0 - before.0, after_create.1 - before.1),
-        (2, 2),
-        "create: 2 LWT rounds; the order's batch and one index entry"
+        (2, 5),
+        "create: 2 LWT rounds; the timer's index entry, the log intent, the order's batch, \
+         its event's log entry, the intent deleted"
     );
     let (next, events) = suite::paying(&order);
     let poll = crate::domain::TimerOp::Set {
@@ -258,7 +255,99 @@ async fn a_create_is_two_lwt_rounds_and_a_change_one() {
             after_change.0 - after_create.0,
             after_change.1 - after_create.1
         ),
-        (1, 1),
-        "change: 1 LWT round (the conditional batch) and one index entry"
+        (1, 4),
+        "change: 1 LWT round (the conditional batch); the timer's index entry, the log \
+         intent, its event's log entry, the intent deleted"
     );
+}
+
+/// A change committed and never logged (a crash between the two) is logged by the next paycore
+/// that opens the log, from the intent it left; the next owner's positions follow the old
+/// owner's, and a reader goes from one epoch to the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_committed_and_not_logged_is_logged_by_the_next_owner() {
+    let Ok(contact) = std::env::var(CQL_ENV) else {
+        return;
+    };
+    let keyspace = format!("paycore_recovery_{}", std::process::id());
+    let own = ScyllaSettings {
+        keyspace: keyspace.clone(),
+        request_timeout_ms: 1_000,
+        reservation_lease_ms: 3_000,
+        ..settings(&contact)
+    };
+    let first = ScyllaStore::open(&own).await.unwrap();
+    let m = suite::merchant("rec");
+    let t = suite::token(&first, &m, 60).await;
+    let (order, created) = suite::new_order(&m, "R1");
+    let stored = first.create_order(
+        t,
+        order.clone(),
+        created.clone(),
+        vec![],
+        OffsetDateTime::now_utc(),
+    );
+    assert_eq!(stored.await.unwrap(), CreateOutcome::Created);
+    let p = super::log::partition_of(order.order_id.as_str());
+    first
+        .skip_logging
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let (next, paying) = suite::paying(&order);
+    first
+        .update_order(
+            next.clone(),
+            order.version,
+            order.status,
+            paying.clone(),
+            vec![],
+        )
+        .await
+        .unwrap();
+    let logged = first.events_after(p, 0, 100).await.unwrap();
+    assert_eq!(
+        logged
+            .iter()
+            .map(|e| e.event.event_id.clone())
+            .collect::<Vec<_>>(),
+        created
+            .iter()
+            .map(|e| e.event_id.clone())
+            .collect::<Vec<_>>(),
+        "the change is stored, its event not logged"
+    );
+    assert_eq!(first.load_order(&order.order_id).await.unwrap(), Some(next));
+
+    // "Restart": another store opens the log.
+    let second = ScyllaStore::open(&own).await.unwrap();
+    let all = second.events_after(p, 0, 100).await.unwrap();
+    let ids: Vec<_> = all.iter().map(|e| e.event.event_id.clone()).collect();
+    let mut expected: Vec<_> = created.iter().map(|e| e.event_id.clone()).collect();
+    expected.extend(paying.iter().map(|e| e.event_id.clone()));
+    assert_eq!(
+        ids, expected,
+        "read across the two owners' epochs, in order"
+    );
+    assert!(all[0].seq < all[1].seq);
+    let intents = second
+        .session
+        .query_unpaged(
+            format!("SELECT order_id FROM {keyspace}.log_intents WHERE partition = ?"),
+            (p as i32,),
+        )
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap()
+        .rows_num();
+    assert_eq!(intents, 0, "the intent is gone once its events are logged");
+    drop_keyspace(&second, &keyspace).await;
+}
+
+/// Drops a keyspace a test made for itself (schema changes take seconds on Cassandra).
+async fn drop_keyspace(store: &ScyllaStore, keyspace: &str) {
+    let mut drop = scylla::statement::unprepared::Statement::new(format!(
+        "DROP KEYSPACE IF EXISTS {keyspace}"
+    ));
+    drop.set_request_timeout(Some(std::time::Duration::from_secs(60)));
+    store.session.query_unpaged(drop, ()).await.unwrap();
 }

@@ -1,0 +1,534 @@
+//! The event log in CQL: one log partition per shard (an order's events all go to its shard's
+//! partition), each a sequence of positions handed out by this process, which owns every
+//! partition (later: the node that owns the shard, fenced by the partition's epoch).
+//!
+//! A change's events are committed in the order's own partition (its LWT or batch); the log
+//! gets them right after, in three steps around it:
+//!
+//! 1. an **intent** (`log_intents`: the order and the version) is written before the change;
+//! 2. once the change is applied, its events get positions and are written to `event_log`;
+//! 3. the intent is deleted.
+//!
+//! A crash after the change and before step 3 leaves the intent: the next owner, when it opens
+//! the log, writes the events of every intent it finds again (at least once: a consumer may see
+//! an event twice, never miss one). An intent whose change was never applied finds no events
+//! and is dropped.
+//!
+//! A position is the owner's epoch (bumped by an LWT each time a paycore opens the log) in its
+//! high bits and a counter in the low 40: a new owner's positions are all past any an old one
+//! handed out, and two owners (which the future shard ownership is to prevent, and which tests
+//! running side by side on one keyspace are) never collide.
+//!
+//! Consumers read a partition only up to its *stable* position: every position at or below it
+//! is written, or was handed out by an owner that died and is abandoned for good. The stable
+//! position is the lowest position in flight less one. Below it, an `event_log` block with no
+//! entries can only be past the end of an epoch: a reader jumps to the next epoch's first block.
+
+use super::{ScyllaStore, be};
+use crate::domain::Event;
+use crate::storage::{EventLog, Position, StoreError, StoredEvent};
+use async_trait::async_trait;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+
+/// Log partitions: one per shard.
+pub const PARTITIONS: u32 = super::timers::SHARDS;
+/// Positions per `event_log` partition (a block): `seq >> BLOCK_BITS`.
+const BLOCK_BITS: u32 = 16;
+/// A position's counter bits; the owner's epoch is above them.
+const EPOCH_SHIFT: u32 = 40;
+/// Most changes one log partition holds between their intent and their log entries; a change
+/// that finds no slot free within the request timeout is refused (503, overloaded) before it
+/// writes anything.
+pub const MAX_IN_FLIGHT: u64 = 4_096;
+/// Pause between attempts to log a committed change's events when writing them failed.
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+fn block_of(seq: u64) -> i64 {
+    (seq >> BLOCK_BITS) as i64
+}
+
+/// One log partition's positions.
+#[derive(Debug, Default)]
+struct Partition {
+    /// The next position to hand out.
+    next: u64,
+    /// Handed out, not yet written.
+    in_flight: BTreeSet<u64>,
+    /// Every position at or below this is written or abandoned.
+    stable: u64,
+}
+
+impl Partition {
+    fn settle(&mut self) {
+        self.stable = match self.in_flight.first() {
+            Some(first) => first - 1,
+            None => self.next - 1,
+        };
+    }
+}
+
+/// The log's state in this process.
+pub(super) struct LogState {
+    partitions: Vec<Mutex<Partition>>,
+    slots: Vec<Arc<Semaphore>>,
+    /// Changes whenever a partition's stable position moves.
+    committed: watch::Sender<u64>,
+}
+
+impl LogState {
+    pub fn new() -> Self {
+        Self {
+            partitions: (0..PARTITIONS)
+                .map(|_| Mutex::new(Partition::default()))
+                .collect(),
+            slots: (0..PARTITIONS)
+                .map(|_| Arc::new(Semaphore::new(MAX_IN_FLIGHT as usize)))
+                .collect(),
+            committed: watch::channel(0).0,
+        }
+    }
+
+    fn part(&self, p: u32) -> std::sync::MutexGuard<'_, Partition> {
+        self.partitions[p as usize]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn stable(&self, p: u32) -> u64 {
+        self.part(p).stable
+    }
+}
+
+/// A change's place in the log, taken before the change is written: its intent is stored and
+/// a slot in its partition is held.
+pub(super) struct Ticket {
+    partition: u32,
+    order_id: String,
+    versions: Vec<u64>,
+    _slot: OwnedSemaphorePermit,
+}
+
+/// The log partition of an order.
+pub fn partition_of(order_id: &str) -> u32 {
+    super::timers::shard_of(order_id) as u32
+}
+
+impl ScyllaStore {
+    /// Changes after every log write that moved a partition's stable position: each consumer
+    /// waits on its own receiver.
+    pub fn watch_events_committed(&self) -> watch::Receiver<u64> {
+        self.log.committed.subscribe()
+    }
+
+    /// Takes ownership of every log partition: a new epoch, positions starting past what the
+    /// last owner may have handed out, then the intents that owner left are logged.
+    pub(super) async fn open_log(&self) -> Result<(), StoreError> {
+        let mut intents = Vec::new();
+        for p in 0..PARTITIONS {
+            let start = self.claim_partition(p).await?;
+            {
+                let mut part = self.log.part(p);
+                part.next = start;
+                part.in_flight.clear();
+                part.settle();
+            }
+            let rows = self
+                .exec(&self.st.read_intents, (p as i32,))
+                .await?
+                .into_rows_result()
+                .map_err(be)?;
+            for row in rows.rows::<(String, i64)>().map_err(be)? {
+                let (order_id, version) = row.map_err(be)?;
+                intents.push((p, order_id, version as u64));
+            }
+        }
+        if !intents.is_empty() {
+            // A change of the last owner may still be in flight at a coordinator: let it end,
+            // so what the intents find is final.
+            tokio::time::sleep(Duration::from_millis(self.settings.request_timeout_ms)).await;
+            tracing::warn!(
+                intents = intents.len(),
+                "logging the events of changes a previous paycore committed and did not log"
+            );
+        }
+        for (p, order_id, version) in intents {
+            let events = self.events_at_version(&order_id, version).await?;
+            let ticket = Ticket {
+                partition: p,
+                order_id,
+                versions: vec![version],
+                _slot: self.slot(p).await?,
+            };
+            self.log_events(ticket, &events).await?;
+        }
+        Ok(())
+    }
+
+    /// Bumps partition `p`'s epoch and answers where this owner's positions start.
+    async fn claim_partition(&self, p: u32) -> Result<u64, StoreError> {
+        for _ in 0..self.settings.max_lwt_rounds {
+            let rows = self
+                .exec(&self.st.read_log_partition, (p as i32,))
+                .await?
+                .into_rows_result()
+                .map_err(be)?;
+            let current = rows
+                .maybe_first_row::<(Option<i64>, Option<i64>)>()
+                .map_err(be)?;
+            let epoch = current.and_then(|(e, _)| e).unwrap_or(0) + 1;
+            let start = ((epoch as u64) << EPOCH_SHIFT) + 1;
+            let claimed = match current {
+                None => {
+                    self.exec(&self.st.new_log_partition, (p as i32, epoch, start as i64))
+                        .await?
+                }
+                Some(_) => {
+                    self.exec(
+                        &self.st.claim_log_partition,
+                        (epoch, start as i64, p as i32, epoch - 1),
+                    )
+                    .await?
+                }
+            };
+            if super::orders::applied(claimed)? {
+                return Ok(start);
+            }
+        }
+        Err(StoreError::Backend(format!(
+            "log partition {p}: its epoch is contended (another paycore opening the log)"
+        )))
+    }
+
+    async fn slot(&self, p: u32) -> Result<OwnedSemaphorePermit, StoreError> {
+        let wait = Duration::from_millis(self.settings.request_timeout_ms);
+        match tokio::time::timeout(wait, self.log.slots[p as usize].clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(StoreError::Closed),
+            Err(_) => Err(StoreError::Overloaded),
+        }
+    }
+
+    /// Step 1, before a change that writes `events` is written: its intent.
+    pub(super) async fn log_intent(
+        &self,
+        order_id: &str,
+        events: &[Event],
+    ) -> Result<Option<Ticket>, StoreError> {
+        if events.is_empty() {
+            return Ok(None);
+        }
+        let p = partition_of(order_id);
+        let slot = self.slot(p).await?;
+        let mut versions: Vec<u64> = events.iter().map(|e| e.version).collect();
+        versions.dedup();
+        for v in &versions {
+            self.exec(&self.st.insert_intent, (p as i32, order_id, *v as i64))
+                .await?;
+        }
+        Ok(Some(Ticket {
+            partition: p,
+            order_id: order_id.to_string(),
+            versions,
+            _slot: slot,
+        }))
+    }
+
+    /// A change that was not applied: its intent goes (best effort: one left behind is
+    /// dropped by the next owner, finding no events).
+    pub(super) async fn log_abandon(&self, ticket: Option<Ticket>) {
+        if let Some(t) = ticket {
+            let _ = self.delete_intents(&t).await;
+        }
+    }
+
+    async fn delete_intents(&self, t: &Ticket) -> Result<(), StoreError> {
+        for v in &t.versions {
+            self.exec(
+                &self.st.delete_intent,
+                (t.partition as i32, t.order_id.as_str(), *v as i64),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Steps 2 and 3, once the change is applied: positions for its events, the log entries,
+    /// the intent deleted. The change is durable already, so a failure here is retried in the
+    /// background until the entries are written (the partition's stable position waits for
+    /// them), and this answers `Ok`.
+    pub(super) async fn log_committed(&self, ticket: Option<Ticket>, events: Vec<Event>) {
+        let Some(ticket) = ticket else { return };
+        #[cfg(test)]
+        if self.skip_logging.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let seqs = self.hand_out(ticket.partition, events.len());
+        if let Err(e) = self.write_entries(&ticket, &seqs, &events).await {
+            tracing::error!(order_id = %ticket.order_id, error = %e,
+                "logging a committed change failed; retrying in the background");
+            let store = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    match store.write_entries(&ticket, &seqs, &events).await {
+                        Ok(()) => break,
+                        Err(e) => tracing::warn!(order_id = %ticket.order_id, error = %e,
+                            "logging a committed change failed again"),
+                    }
+                }
+                store.settle(ticket.partition, &seqs);
+            });
+            return;
+        }
+        self.settle(ticket.partition, &seqs);
+    }
+
+    /// Logs `events` under `ticket` (recovery: positions, entries, intent deleted).
+    async fn log_events(&self, ticket: Ticket, events: &[Event]) -> Result<(), StoreError> {
+        let seqs = self.hand_out(ticket.partition, events.len());
+        let written = self.write_entries(&ticket, &seqs, events).await;
+        self.settle(ticket.partition, &seqs);
+        written
+    }
+
+    fn hand_out(&self, p: u32, n: usize) -> Vec<u64> {
+        let mut part = self.log.part(p);
+        let first = part.next;
+        part.next += n as u64;
+        let seqs: Vec<u64> = (first..first + n as u64).collect();
+        part.in_flight.extend(seqs.iter().copied());
+        seqs
+    }
+
+    fn settle(&self, p: u32, seqs: &[u64]) {
+        {
+            let mut part = self.log.part(p);
+            for s in seqs {
+                part.in_flight.remove(s);
+            }
+            part.settle();
+        }
+        self.log.committed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    async fn write_entries(
+        &self,
+        t: &Ticket,
+        seqs: &[u64],
+        events: &[Event],
+    ) -> Result<(), StoreError> {
+        for (seq, e) in seqs.iter().zip(events) {
+            self.exec(
+                &self.st.insert_entry,
+                (
+                    t.partition as i32,
+                    block_of(*seq),
+                    *seq as i64,
+                    e.order_id.as_str(),
+                    e.event_id.as_str(),
+                    e.version as i64,
+                    i32::from(crate::streams::codec::SCHEMA_VERSION),
+                    crate::streams::codec::encode_text(e),
+                ),
+            )
+            .await?;
+        }
+        self.delete_intents(t).await
+    }
+
+    /// The events an order's partition holds at `version`.
+    async fn events_at_version(
+        &self,
+        order_id: &str,
+        version: u64,
+    ) -> Result<Vec<Event>, StoreError> {
+        let from = format!("e:{version:020}:");
+        let to = format!("e:{version:020};");
+        let rows = self
+            .exec(&self.st.events_at_version, (order_id, from, to))
+            .await?
+            .into_rows_result()
+            .map_err(be)?;
+        rows.rows::<(Option<i32>, Option<String>)>()
+            .map_err(be)?
+            .map(|r| {
+                let (schema, body) = r.map_err(be)?;
+                decode(schema, body)
+            })
+            .collect()
+    }
+}
+
+fn decode(schema: Option<i32>, body: Option<String>) -> Result<Event, StoreError> {
+    let (Some(schema), Some(body)) = (schema, body) else {
+        return Err(StoreError::Corrupt("event row without its event".into()));
+    };
+    let schema =
+        u16::try_from(schema).map_err(|_| StoreError::Corrupt(format!("event schema {schema}")))?;
+    crate::streams::codec::decode(schema, body.as_bytes())
+        .map_err(|e| StoreError::Corrupt(format!("event body: {e}")))
+}
+
+/// A cursor's cell is written with the timestamp `2 × seq + 2` and deleted with `2 × head + 1`:
+/// Cassandra keeps the cell with the highest timestamp, so a cursor never moves back (a late,
+/// lower write loses) without an LWT, and a consumer registered again after a drop (at the
+/// head or later) outranks the drop.
+fn cursor_timestamp(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX / 2 - 1) * 2 + 2
+}
+
+#[async_trait]
+impl EventLog for ScyllaStore {
+    fn log_partitions(&self) -> u32 {
+        PARTITIONS
+    }
+
+    async fn events_after(
+        &self,
+        partition: u32,
+        seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        if partition >= PARTITIONS {
+            return Err(StoreError::Backend(format!(
+                "the log has {PARTITIONS} partitions, not {}",
+                partition + 1
+            )));
+        }
+        let stable = self.log.stable(partition);
+        let mut out = Vec::new();
+        if seq >= stable {
+            return Ok(out);
+        }
+        let (mut after, mut block, last) = (seq, block_of(seq + 1), block_of(stable));
+        while block <= last && out.len() < limit {
+            let want = limit - out.len();
+            let rows = self
+                .exec(
+                    &self.st.read_entries,
+                    (
+                        partition as i32,
+                        block,
+                        after as i64,
+                        stable as i64,
+                        i32::try_from(want).unwrap_or(i32::MAX),
+                    ),
+                )
+                .await?
+                .into_rows_result()
+                .map_err(be)?;
+            let mut read = 0;
+            for row in rows
+                .rows::<(i64, Option<i32>, Option<String>)>()
+                .map_err(be)?
+            {
+                let (at, schema, body) = row.map_err(be)?;
+                let event = decode(schema, body)?;
+                let encoded: Arc<[u8]> = Arc::from(crate::streams::codec::encode(&event));
+                after = at as u64;
+                read += 1;
+                out.push(StoredEvent {
+                    partition,
+                    seq: at as u64,
+                    event: Arc::new(event),
+                    encoded,
+                });
+            }
+            block = if read == 0 {
+                // Below the stable position an empty block is past its epoch's end.
+                let next_epoch = ((after >> EPOCH_SHIFT) + 1) << EPOCH_SHIFT;
+                after = after.max(next_epoch);
+                block_of(next_epoch).max(block + 1)
+            } else if read < want {
+                block + 1
+            } else {
+                block
+            };
+        }
+        Ok(out)
+    }
+
+    async fn cursor(&self, name: &str, partition: u32) -> Result<u64, StoreError> {
+        let rows = self
+            .exec(&self.st.cursor_get, (name, partition as i32))
+            .await?
+            .into_rows_result()
+            .map_err(be)?;
+        Ok(rows
+            .maybe_first_row::<(Option<i64>,)>()
+            .map_err(be)?
+            .and_then(|(s,)| s)
+            .map_or(0, |s| s as u64))
+    }
+
+    async fn set_cursor(&self, name: &str, partition: u32, seq: u64) -> Result<(), StoreError> {
+        self.exec(
+            &self.st.cursor_set,
+            (name, partition as i32, seq as i64, cursor_timestamp(seq)),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn register_cursor(&self, name: &str) -> Result<Vec<u64>, StoreError> {
+        let mut out = Vec::with_capacity(PARTITIONS as usize);
+        for p in 0..PARTITIONS {
+            let rows = self
+                .exec(&self.st.cursor_get, (name, p as i32))
+                .await?
+                .into_rows_result()
+                .map_err(be)?;
+            let existing = rows
+                .maybe_first_row::<(Option<i64>,)>()
+                .map_err(be)?
+                .and_then(|(s,)| s);
+            let seq = match existing {
+                Some(s) => s as u64,
+                None => {
+                    let head = self.log.stable(p);
+                    self.set_cursor(name, p, head).await?;
+                    head
+                }
+            };
+            out.push(seq);
+        }
+        Ok(out)
+    }
+
+    async fn drop_cursor(&self, name: &str) -> Result<(), StoreError> {
+        let head = (0..PARTITIONS)
+            .map(|p| self.log.stable(p))
+            .max()
+            .unwrap_or(0);
+        self.exec(&self.st.cursor_drop, (cursor_timestamp(head) - 1, name))
+            .await?;
+        Ok(())
+    }
+
+    async fn cursors(&self) -> Result<(Vec<(String, Position)>, Vec<u64>), StoreError> {
+        let heads: Vec<u64> = (0..PARTITIONS).map(|p| self.log.stable(p)).collect();
+        let rows = self
+            .exec(&self.st.cursors_all, ())
+            .await?
+            .into_rows_result()
+            .map_err(be)?;
+        let mut out = Vec::new();
+        for row in rows.rows::<(String, i32, Option<i64>)>().map_err(be)? {
+            let (name, partition, seq) = row.map_err(be)?;
+            if let Some(seq) = seq {
+                out.push((
+                    name,
+                    Position {
+                        partition: partition as u32,
+                        seq: seq as u64,
+                    },
+                ));
+            }
+        }
+        out.sort();
+        Ok((out, heads))
+    }
+}
