@@ -1,10 +1,12 @@
 //! Stored replies of Kafka commands, keyed by (merchant, request id): what makes a redelivered
-//! command answer the same without a second effect. Kept apart from `OrderStore` because only
-//! the command consumer uses it; a backend implements both. A reply is acknowledged only once
+//! command answer the same without a second effect, and the order writes that store a reply
+//! with their change. Part of `OrderStore`; kept in a trait of its own so the conformance suite
+//! can check it alone on each backend. A reply is acknowledged only once
 //! durable, like every other write.
 
+use super::CreateOutcome;
 use super::StoreError;
-use crate::domain::{MerchantId, OrderId, RequestId};
+use crate::domain::{Event, MerchantId, Order, OrderId, OrderStatus, RequestId, TimerOp};
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
@@ -42,4 +44,31 @@ pub trait CommandStore: Send + Sync + 'static {
     /// stored (this one, or the earlier one: the first stored wins, so every copy of a command
     /// is answered alike).
     async fn store_command_reply(&self, reply: CommandReply) -> Result<CommandReply, StoreError>;
+
+    /// Stores `order` with its events and timers and the command's `reply` (its 201 answer),
+    /// atomically: a create by Kafka command is admitted by its (merchant, request id) key
+    /// instead of a submit token, and its effect and its stored answer are one write. For any
+    /// outcome but `Created` nothing is stored (`Answered` when the key has a reply already).
+    async fn create_order_for_command(
+        &self,
+        reply: CommandReply,
+        order: Order,
+        events: Vec<Event>,
+        timers: Vec<TimerOp>,
+    ) -> Result<CreateOutcome, StoreError>;
+
+    /// `update_order` for a Kafka command's pay, close or refund: the change and the command's
+    /// `reply` (the answer rendered from the changed order) are one write, so a crash cannot
+    /// keep the effect and lose its answer. On `VersionConflict` (or any error) neither is
+    /// stored. A reply stored under the key already wins (first stored wins, as in
+    /// `CommandStore::store_command_reply`); the change is still stored.
+    async fn update_order_for_command(
+        &self,
+        reply: CommandReply,
+        order: Order,
+        expected_version: u64,
+        previous_status: OrderStatus,
+        events: Vec<Event>,
+        timers: Vec<TimerOp>,
+    ) -> Result<(), StoreError>;
 }

@@ -247,34 +247,7 @@ impl StoredEvent {
 
 /// Everything paycore stores about orders. One implementation per backend.
 #[async_trait]
-pub trait OrderStore: OrderRecords + TimerStore + EventLog {
-    /// Stores `order` with its events and timers and the command's `reply` (its 201 answer),
-    /// atomically: a create by Kafka command is admitted by its (merchant, request id) key
-    /// instead of a submit token, and its effect and its stored answer are one write. For any
-    /// outcome but `Created` nothing is stored (`Answered` when the key has a reply already).
-    async fn create_order_for_command(
-        &self,
-        reply: commands::CommandReply,
-        order: Order,
-        events: Vec<Event>,
-        timers: Vec<TimerOp>,
-    ) -> Result<CreateOutcome, StoreError>;
-
-    /// `update_order` for a Kafka command's pay, close or refund: the change and the command's
-    /// `reply` (the answer rendered from the changed order) are one write, so a crash cannot
-    /// keep the effect and lose its answer. On `VersionConflict` (or any error) neither is
-    /// stored. A reply stored under the key already wins (first stored wins, as in
-    /// `CommandStore::store_command_reply`); the change is still stored.
-    async fn update_order_for_command(
-        &self,
-        reply: commands::CommandReply,
-        order: Order,
-        expected_version: u64,
-        previous_status: OrderStatus,
-        events: Vec<Event>,
-        timers: Vec<TimerOp>,
-    ) -> Result<(), StoreError>;
-
+pub trait OrderStore: OrderRecords + TimerStore + EventLog + CommandStore {
     /// Orders per status, kept exact in the same transactions that change statuses.
     async fn status_counts(&self) -> Result<Vec<(OrderStatus, i64)>, StoreError>;
 

@@ -3,10 +3,11 @@
 //! so an order a command created and its stored answer commit together. The first reply
 //! stored under a key wins; later puts answer it.
 
+use super::writer::Admission;
 use super::writer::{Refused, WriteOk, WriteOp, backend};
 use super::{SqliteStore, be, from_ms, to_ms};
-use crate::domain::{MerchantId, OrderId, RequestId};
-use crate::storage::{CommandReply, CommandStore, StoreError};
+use crate::domain::{Event, MerchantId, Order, OrderId, OrderStatus, RequestId, TimerOp};
+use crate::storage::{CommandReply, CommandStore, CreateOutcome, StoreError};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -158,6 +159,39 @@ impl CommandStore for SqliteStore {
                 "unexpected writer answer {other:?}"
             ))),
         }
+    }
+
+    async fn create_order_for_command(
+        &self,
+        reply: crate::storage::CommandReply,
+        order: Order,
+        events: Vec<Event>,
+        timers: Vec<TimerOp>,
+    ) -> Result<CreateOutcome, StoreError> {
+        let admission = Admission::Command(ReplyRow::encode(&reply));
+        self.create(admission, order, events, timers, reply.created_at)
+            .await
+    }
+
+    async fn update_order_for_command(
+        &self,
+        reply: crate::storage::CommandReply,
+        order: Order,
+        expected_version: u64,
+        previous_status: OrderStatus,
+        events: Vec<Event>,
+        timers: Vec<TimerOp>,
+    ) -> Result<(), StoreError> {
+        let reply = Some(ReplyRow::encode(&reply));
+        self.update(
+            reply,
+            order,
+            expected_version,
+            previous_status,
+            events,
+            timers,
+        )
+        .await
     }
 }
 

@@ -586,39 +586,6 @@ impl EventLog for SqliteStore {
 
 #[async_trait]
 impl OrderStore for SqliteStore {
-    async fn create_order_for_command(
-        &self,
-        reply: crate::storage::CommandReply,
-        order: Order,
-        events: Vec<Event>,
-        timers: Vec<TimerOp>,
-    ) -> Result<CreateOutcome, StoreError> {
-        let admission = Admission::Command(commands::ReplyRow::encode(&reply));
-        self.create(admission, order, events, timers, reply.created_at)
-            .await
-    }
-
-    async fn update_order_for_command(
-        &self,
-        reply: crate::storage::CommandReply,
-        order: Order,
-        expected_version: u64,
-        previous_status: OrderStatus,
-        events: Vec<Event>,
-        timers: Vec<TimerOp>,
-    ) -> Result<(), StoreError> {
-        let reply = Some(commands::ReplyRow::encode(&reply));
-        self.update(
-            reply,
-            order,
-            expected_version,
-            previous_status,
-            events,
-            timers,
-        )
-        .await
-    }
-
     async fn status_counts(&self) -> Result<Vec<(OrderStatus, i64)>, StoreError> {
         self.read(|c| {
             let mut stmt = c
