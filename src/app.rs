@@ -98,12 +98,14 @@ impl Application {
         };
 
         if settings.storage.backend == "scylla" {
-            // The CQL backend keeps an order's own records so far (storage::scylla); the log,
-            // timers, command replies, notifications and the ledger are SQLite's alone yet.
+            // The CQL backend keeps orders, timers, the log and command replies so far
+            // (storage::scylla); status counts, the purge, notifications and the ledger are
+            // SQLite's alone yet.
             return Err(err("storage")(
-                "storage.backend = \"scylla\" is not complete yet: it keeps orders, not yet the \
-                 event log, timers, command replies, notifications or the ledger; serve runs on \
-                 \"sqlite\" (`paycore migrate` prepares a CQL keyspace)"
+                "storage.backend = \"scylla\" is not complete yet: it keeps orders, timers, the \
+                 event log and command replies, not yet status counts, the purge, notifications \
+                 or the ledger; serve runs on \"sqlite\" (`paycore migrate` prepares a CQL \
+                 keyspace)"
                     .into(),
             ));
         }

@@ -90,6 +90,9 @@ pub struct ScyllaSettings {
     /// Most LWT rounds one operation makes before it answers a backend error (contention on
     /// one reservation).
     pub max_lwt_rounds: u32,
+    /// Kafka command replies live this long (their TTL), as `storage.event_retention_hours`
+    /// keeps them on SQLite.
+    pub reply_retention_hours: u32,
 }
 
 impl Default for ScyllaSettings {
@@ -111,6 +114,7 @@ impl Default for ScyllaSettings {
             request_timeout_ms: 5_000,
             reservation_lease_ms: 30_000,
             max_lwt_rounds: 8,
+            reply_retention_hours: 168,
         }
     }
 }
@@ -167,6 +171,9 @@ impl ScyllaSettings {
         }
         if !(1..=100).contains(&self.max_lwt_rounds) {
             return bad("max_lwt_rounds", "must be within 1..=100");
+        }
+        if !(1..=24 * 365).contains(&self.reply_retention_hours) {
+            return bad("reply_retention_hours", "must be within 1..=8760 (a year)");
         }
         Ok(())
     }

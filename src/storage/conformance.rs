@@ -4,8 +4,8 @@
 //! uses a merchant of its own, so the cases may share one database or keyspace.
 
 use super::{
-    CreateOutcome, EventLog, OrderRecords, Position, StoreError, StoredEvent, TimerStore,
-    TokenRecord,
+    CommandReply, CommandStore, CreateOutcome, EventLog, OrderRecords, Position, StoreError,
+    StoredEvent, TimerStore, TokenRecord,
 };
 use crate::domain::*;
 use std::sync::Arc;
@@ -634,6 +634,184 @@ pub async fn log_partitions_and_cursors<S: OrderRecords + EventLog>(store: &S) {
     store.drop_cursor(&name).await.unwrap();
 }
 
+fn reply(merchant: &str, request: &str, hash: &str, status: u16) -> CommandReply {
+    // Stored with millisecond precision.
+    let at = OffsetDateTime::from_unix_timestamp_nanos(
+        OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000 * 1_000_000,
+    )
+    .unwrap();
+    CommandReply {
+        merchant_id: MerchantId::parse(merchant).unwrap(),
+        request_id: RequestId::parse(request).unwrap(),
+        command_hash: hash.into(),
+        status,
+        body: format!("{{\"status\":{status}}}").into_bytes(),
+        order_id: None,
+        created_at: at,
+    }
+}
+
+/// A command's create stores its order and its reply in one write; a copy of the command is
+/// answered, stores nothing; a refused create stores no reply; the first reply stored under a
+/// key wins; a command's change stores the change and its reply together or neither.
+pub async fn command_replies<S: OrderRecords + CommandStore>(store: &S) {
+    let m = merchant("cmd");
+    let (a, ea) = new_order(&m, "A");
+    let mut r1 = reply(&m, "r-1", "h1", 201);
+    r1.order_id = Some(a.order_id.clone());
+    let created = store.create_order_for_command(r1.clone(), a.clone(), ea.clone(), vec![]);
+    assert_eq!(created.await.unwrap(), CreateOutcome::Created);
+    assert_eq!(
+        store.load_order(&a.order_id).await.unwrap(),
+        Some(a.clone())
+    );
+    assert_eq!(store.order_events(&a.order_id).await.unwrap(), ea);
+    let stored = store
+        .command_reply(&a.merchant_id, &r1.request_id)
+        .await
+        .unwrap();
+    assert_eq!(stored.as_ref(), Some(&r1), "the reply, byte for byte");
+
+    // The same key again (a copy raced the first): nothing stored.
+    let (b, eb) = new_order(&m, "B");
+    let again = store.create_order_for_command(reply(&m, "r-1", "h1", 201), b.clone(), eb, vec![]);
+    assert_eq!(again.await.unwrap(), CreateOutcome::Answered);
+    assert!(store.load_order(&b.order_id).await.unwrap().is_none());
+
+    // A new key with a taken number: refused, and no reply stored with it.
+    let (c, ec) = new_order(&m, "A");
+    let refused = store.create_order_for_command(reply(&m, "r-2", "h2", 201), c, ec, vec![]);
+    assert_eq!(
+        refused.await.unwrap(),
+        CreateOutcome::Duplicate(a.order_id.clone())
+    );
+    let r2 = RequestId::parse("r-2").unwrap();
+    assert_eq!(
+        store.command_reply(&a.merchant_id, &r2).await.unwrap(),
+        None
+    );
+    // The refused create's key is free: a reply can be stored under it.
+    let answer = reply(&m, "r-2", "h2", 409);
+    assert_eq!(
+        store.store_command_reply(answer.clone()).await.unwrap(),
+        answer
+    );
+    // Keys are per merchant.
+    let other = MerchantId::parse(&merchant("cmd")).unwrap();
+    assert_eq!(
+        store.command_reply(&other, &r1.request_id).await.unwrap(),
+        None
+    );
+
+    // The first reply stored under a key wins.
+    let first = reply(&m, "r-3", "hx", 409);
+    assert_eq!(
+        store.store_command_reply(first.clone()).await.unwrap(),
+        first
+    );
+    let answered = store
+        .store_command_reply(reply(&m, "r-3", "hy", 201))
+        .await
+        .unwrap();
+    assert_eq!(
+        (answered.command_hash.as_str(), answered.status),
+        ("hx", 409)
+    );
+
+    // A command's change: with a stale version neither the change nor the reply is stored.
+    let (paying_order, events) = paying(&a);
+    let mut pay_reply = reply(&m, "r-pay", "hp", 202);
+    pay_reply.order_id = Some(a.order_id.clone());
+    let stale = store
+        .update_order_for_command(
+            pay_reply.clone(),
+            paying_order.clone(),
+            a.version + 7,
+            a.status,
+            events.clone(),
+            vec![],
+        )
+        .await;
+    assert!(
+        matches!(stale, Err(StoreError::VersionConflict(_))),
+        "{stale:?}"
+    );
+    assert_eq!(
+        store
+            .command_reply(&pay_reply.merchant_id, &pay_reply.request_id)
+            .await
+            .unwrap(),
+        None,
+        "no reply without its effect"
+    );
+    assert_eq!(
+        store.load_order(&a.order_id).await.unwrap(),
+        Some(a.clone())
+    );
+    // The right version: both.
+    store
+        .update_order_for_command(
+            pay_reply.clone(),
+            paying_order.clone(),
+            a.version,
+            a.status,
+            events.clone(),
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.load_order(&a.order_id).await.unwrap(),
+        Some(paying_order.clone())
+    );
+    let stored = store
+        .command_reply(&pay_reply.merchant_id, &pay_reply.request_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored.as_ref(),
+        Some(&pay_reply),
+        "the reply, byte for byte"
+    );
+    // Later puts under the key answer the first.
+    let later = store
+        .store_command_reply(reply(&m, "r-pay", "hp", 409))
+        .await
+        .unwrap();
+    assert_eq!(Some(later), stored);
+    // A change under a key already answered: the change is stored, the first reply stays.
+    let t = token(store, &m, 60).await;
+    let (d, ed) = new_order(&m, "D");
+    let created = store.create_order(t, d.clone(), ed, vec![], OffsetDateTime::now_utc());
+    assert_eq!(created.await.unwrap(), CreateOutcome::Created);
+    let mut closed = d.clone();
+    let mut close_events = Vec::new();
+    for ch in d.apply(&Command::Close, OffsetDateTime::now_utc()).unwrap() {
+        closed.on(&ch);
+        close_events.extend(Event::for_change(&closed, &ch));
+    }
+    assert!(!close_events.is_empty());
+    let mut late_reply = reply(&m, "r-3", "hz", 200);
+    late_reply.order_id = Some(d.order_id.clone());
+    store
+        .update_order_for_command(
+            late_reply,
+            closed.clone(),
+            d.version,
+            d.status,
+            close_events,
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.load_order(&d.order_id).await.unwrap(), Some(closed));
+    let kept = store
+        .command_reply(&first.merchant_id, &first.request_id)
+        .await
+        .unwrap();
+    assert_eq!(kept, Some(first), "the first reply stays");
+}
+
 #[cfg(test)]
 mod sqlite {
     use crate::config::SqliteSettings;
@@ -678,6 +856,12 @@ mod sqlite {
     async fn log_partitions_and_cursors() {
         let dir = tempfile::tempdir().unwrap();
         super::log_partitions_and_cursors(open(&dir).as_ref()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn command_replies() {
+        let dir = tempfile::tempdir().unwrap();
+        super::command_replies(open(&dir).as_ref()).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

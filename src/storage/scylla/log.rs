@@ -372,14 +372,6 @@ fn decode(schema: Option<i32>, body: Option<String>) -> Result<Event, StoreError
         .map_err(|e| StoreError::Corrupt(format!("event body: {e}")))
 }
 
-/// A cursor's cell is written with the timestamp `2 × seq + 2` and deleted with `2 × head + 1`:
-/// Cassandra keeps the cell with the highest timestamp, so a cursor never moves back (a late,
-/// lower write loses) without an LWT, and a consumer registered again after a drop (at the
-/// head or later) outranks the drop.
-fn cursor_timestamp(seq: u64) -> i64 {
-    i64::try_from(seq).unwrap_or(i64::MAX / 2 - 1) * 2 + 2
-}
-
 #[async_trait]
 impl EventLog for ScyllaStore {
     fn log_partitions(&self) -> u32 {
@@ -465,32 +457,46 @@ impl EventLog for ScyllaStore {
     }
 
     async fn set_cursor(&self, name: &str, partition: u32, seq: u64) -> Result<(), StoreError> {
-        self.exec(
-            &self.st.cursor_set,
-            (name, partition as i32, seq as i64, cursor_timestamp(seq)),
-        )
-        .await?;
-        Ok(())
+        // An LWT per move (a consumer moves once per batch): a cursor never moves back, and a
+        // move, a registration and a drop are linearizable.
+        for _ in 0..self.settings.max_lwt_rounds {
+            let moved = super::orders::Lwt::read(
+                self.exec(
+                    &self.st.cursor_set,
+                    (seq as i64, name, partition as i32, seq as i64),
+                )
+                .await?,
+            )?;
+            if moved.applied || moved.get("seq").is_some() {
+                // Moved, or already at or past `seq`.
+                return Ok(());
+            }
+            let made = self
+                .exec(&self.st.cursor_insert, (name, partition as i32, seq as i64))
+                .await?;
+            if super::orders::applied(made)? {
+                return Ok(());
+            }
+        }
+        Err(StoreError::Backend(format!(
+            "cursor {name} in partition {partition} is contended"
+        )))
     }
 
     async fn register_cursor(&self, name: &str) -> Result<Vec<u64>, StoreError> {
         let mut out = Vec::with_capacity(PARTITIONS as usize);
         for p in 0..PARTITIONS {
-            let rows = self
-                .exec(&self.st.cursor_get, (name, p as i32))
-                .await?
-                .into_rows_result()
-                .map_err(be)?;
-            let existing = rows
-                .maybe_first_row::<(Option<i64>,)>()
-                .map_err(be)?
-                .and_then(|(s,)| s);
-            let seq = match existing {
-                Some(s) => s as u64,
-                None => {
-                    let head = self.log.stable(p);
-                    self.set_cursor(name, p, head).await?;
-                    head
+            let head = self.log.stable(p);
+            let made = super::orders::Lwt::read(
+                self.exec(&self.st.cursor_insert, (name, p as i32, head as i64))
+                    .await?,
+            )?;
+            let seq = if made.applied {
+                head
+            } else {
+                match made.get("seq") {
+                    Some(scylla::value::CqlValue::BigInt(s)) => *s as u64,
+                    _ => head,
                 }
             };
             out.push(seq);
@@ -499,12 +505,9 @@ impl EventLog for ScyllaStore {
     }
 
     async fn drop_cursor(&self, name: &str) -> Result<(), StoreError> {
-        let head = (0..PARTITIONS)
-            .map(|p| self.log.stable(p))
-            .max()
-            .unwrap_or(0);
-        self.exec(&self.st.cursor_drop, (cursor_timestamp(head) - 1, name))
-            .await?;
+        for p in 0..PARTITIONS {
+            self.exec(&self.st.cursor_drop, (name, p as i32)).await?;
+        }
         Ok(())
     }
 

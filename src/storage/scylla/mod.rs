@@ -3,10 +3,12 @@
 //! plain write marked idempotent so the driver may retry it. docs/SCYLLA.md has the data model.
 //!
 //! Built so far: an order's own records (`OrderRecords`: tokens, merchant numbers, the order's
-//! state with its events and timers) and the timers' due-time index (`TimerStore`). The log,
-//! command replies, notifications and the ledger are still SQLite-only, so `paycore serve`
-//! refuses `backend = "scylla"` yet.
+//! state with its events and timers), the timers' due-time index (`TimerStore`), the event log
+//! (`EventLog`) and Kafka command replies (`CommandStore`). Status counts, the purge,
+//! notifications and the ledger are still SQLite-only, so `paycore serve` refuses
+//! `backend = "scylla"` yet.
 
+mod commands;
 pub mod log;
 mod orders;
 pub mod schema;
@@ -79,8 +81,15 @@ struct Statements {
     events_at_version: PreparedStatement,
     cursor_get: PreparedStatement,
     cursor_set: PreparedStatement,
+    cursor_insert: PreparedStatement,
     cursor_drop: PreparedStatement,
     cursors_all: PreparedStatement,
+    reserve_reply: PreparedStatement,
+    steal_reply: PreparedStatement,
+    release_reply: PreparedStatement,
+    read_reply: PreparedStatement,
+    insert_marker: PreparedStatement,
+    read_item: PreparedStatement,
 }
 
 /// Statements sent, by kind, since the store opened: what `docs/SCYLLA.md` promises per
@@ -431,15 +440,37 @@ impl Statements {
             cursor_get: plain(
                 p("SELECT seq FROM log_cursors WHERE consumer = ? AND partition = ?").await?,
             ),
-            cursor_set: plain(
-                p("INSERT INTO log_cursors (consumer, partition, seq) VALUES (?, ?, ?) \
-                   USING TIMESTAMP ?")
+            cursor_set: lwt(p("UPDATE log_cursors SET seq = ? WHERE consumer = ? AND partition = ? \
+                   IF seq < ?")
+            .await?),
+            cursor_insert: lwt(p("INSERT INTO log_cursors (consumer, partition, seq) \
+                   VALUES (?, ?, ?) IF NOT EXISTS")
+            .await?),
+            cursor_drop: lwt(p(
+                "DELETE FROM log_cursors WHERE consumer = ? AND partition = ? IF EXISTS"
+            )
+            .await?),
+            cursors_all: plain(p("SELECT consumer, partition, seq FROM log_cursors").await?),
+            reserve_reply: lwt(p("INSERT INTO command_replies (merchant_id, request_id, order_id, \
+                   taken_at, pending, command_hash, status, body, created_at) \
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?")
+            .await?),
+            steal_reply: lwt(p("UPDATE command_replies USING TTL ? SET order_id = ?, taken_at = ?, \
+                   pending = ?, command_hash = ?, status = ?, body = ?, created_at = ? \
+                   WHERE merchant_id = ? AND request_id = ? IF order_id = ? AND pending = true")
+            .await?),
+            release_reply: lwt(p("DELETE FROM command_replies WHERE merchant_id = ? \
+                   AND request_id = ? IF order_id = ? AND pending = true")
+            .await?),
+            read_reply: serial_read(
+                p("SELECT order_id, taken_at, pending, command_hash, status, body, created_at \
+                   FROM command_replies WHERE merchant_id = ? AND request_id = ?")
                 .await?,
             ),
-            cursor_drop: plain(
-                p("DELETE FROM log_cursors USING TIMESTAMP ? WHERE consumer = ?").await?,
+            insert_marker: plain(p("INSERT INTO orders (order_id, item) VALUES (?, ?)").await?),
+            read_item: plain(
+                p("SELECT item FROM orders WHERE order_id = ? AND item = ?").await?,
             ),
-            cursors_all: plain(p("SELECT consumer, partition, seq FROM log_cursors").await?),
         })
     }
 }

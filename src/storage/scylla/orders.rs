@@ -24,7 +24,7 @@ use crate::domain::{
     Event, MerchantId, MerchantOrderNo, Order, OrderId, OrderStatus, SubmitToken, TimerKind,
     TimerOp,
 };
-use crate::storage::{CreateOutcome, OrderRecords, StoreError, TokenRecord};
+use crate::storage::{CommandReply, CreateOutcome, OrderRecords, StoreError, TokenRecord};
 use async_trait::async_trait;
 use scylla::response::query_result::QueryResult;
 use scylla::statement::batch::{Batch, BatchType};
@@ -61,13 +61,13 @@ fn timer_item(kind: TimerKind) -> String {
 
 /// An LWT's answer: applied or not, and the columns it returned (the current values of those it
 /// was conditioned on, when not applied).
-struct Lwt {
-    applied: bool,
+pub(super) struct Lwt {
+    pub applied: bool,
     cols: Vec<(String, Option<CqlValue>)>,
 }
 
 impl Lwt {
-    fn read(result: QueryResult) -> Result<Self, StoreError> {
+    pub(super) fn read(result: QueryResult) -> Result<Self, StoreError> {
         let rows = result.into_rows_result().map_err(be)?;
         let names: Vec<String> = rows
             .column_specs()
@@ -83,21 +83,21 @@ impl Lwt {
         Ok(Self { applied, cols })
     }
 
-    fn get(&self, name: &str) -> Option<&CqlValue> {
+    pub(super) fn get(&self, name: &str) -> Option<&CqlValue> {
         self.cols
             .iter()
             .find(|(n, _)| n == name)
             .and_then(|(_, v)| v.as_ref())
     }
 
-    fn text(&self, name: &str) -> Option<&str> {
+    pub(super) fn text(&self, name: &str) -> Option<&str> {
         match self.get(name) {
             Some(CqlValue::Text(s)) | Some(CqlValue::Ascii(s)) => Some(s),
             _ => None,
         }
     }
 
-    fn ms(&self, name: &str) -> Option<i64> {
+    pub(super) fn ms(&self, name: &str) -> Option<i64> {
         match self.get(name) {
             Some(CqlValue::Timestamp(CqlTimestamp(ms))) => Some(*ms),
             _ => None,
@@ -112,13 +112,22 @@ pub(super) fn applied(result: QueryResult) -> Result<bool, StoreError> {
 
 /// Who holds a reservation, as read back. A missing `taken_at` reads as now: a holder is never
 /// taken over on missing evidence.
-struct Holder {
-    order_id: String,
-    taken_at_ms: i64,
+pub(super) struct Holder {
+    pub order_id: String,
+    pub taken_at_ms: i64,
+}
+
+/// When a reservation's holder counts as done.
+#[derive(Clone, Copy)]
+pub(super) enum Resolve<'a> {
+    /// Its order is stored (a token, a merchant number).
+    OrderStored,
+    /// Its order's partition has this row (a command reply's marker).
+    ReplyMarker(&'a str),
 }
 
 /// What a create found holding one of its reservations.
-enum Held {
+pub(super) enum Held {
     /// An order that is stored.
     Stored(OrderId),
     /// Taken over (or freed) meanwhile: try the reservation again.
@@ -134,9 +143,14 @@ impl ScyllaStore {
         Duration::from_millis(self.settings.reservation_lease_ms)
     }
 
-    /// Decides about a reservation held by `holder`: waits a little for an order in flight to
-    /// appear, and re-reads the reservation (`reread`) between waits.
-    async fn judge<F, Fut>(&self, mut holder: Holder, reread: F) -> Result<Held, StoreError>
+    /// Decides about a reservation held by `holder`: waits a little for a holder in flight to
+    /// be resolved (`resolve`), and re-reads the reservation (`reread`) between waits.
+    pub(super) async fn judge<F, Fut>(
+        &self,
+        mut holder: Holder,
+        resolve: Resolve<'_>,
+        reread: F,
+    ) -> Result<Held, StoreError>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<Option<Holder>, StoreError>>,
@@ -146,7 +160,11 @@ impl ScyllaStore {
             let id = OrderId::parse(&holder.order_id).map_err(|_| {
                 StoreError::Corrupt(format!("reservation names {:?}", holder.order_id))
             })?;
-            if self.load_order(&id).await?.is_some() {
+            let resolved = match resolve {
+                Resolve::OrderStored => self.load_order(&id).await?.is_some(),
+                Resolve::ReplyMarker(item) => self.has_item(id.as_str(), item).await?,
+            };
+            if resolved {
                 return Ok(Held::Stored(id));
             }
             if holder.taken_at_ms.saturating_add(lease_ms) <= now_ms() {
@@ -247,7 +265,10 @@ impl ScyllaStore {
                 order_id: holder,
                 taken_at_ms: taken.ms("taken_at").unwrap_or_else(now_ms),
             };
-            match self.judge(held, || self.token_holder(token)).await? {
+            match self
+                .judge(held, Resolve::OrderStored, || self.token_holder(token))
+                .await?
+            {
                 Held::Stored(other) => return Ok(Err(CreateOutcome::TokenUsed(Some(other)))),
                 Held::Moved => continue,
                 Held::InFlight(other) => return Err(StoreError::VersionConflict(other)),
@@ -314,7 +335,9 @@ impl ScyllaStore {
                 taken_at_ms: taken.ms("taken_at").unwrap_or_else(now_ms),
             };
             match self
-                .judge(held, || self.number_holder(merchant, number))
+                .judge(held, Resolve::OrderStored, || {
+                    self.number_holder(merchant, number)
+                })
                 .await?
             {
                 Held::Stored(other) => return Ok(Err(CreateOutcome::Duplicate(other))),
@@ -431,6 +454,164 @@ impl ScyllaStore {
     }
 }
 
+impl ScyllaStore {
+    /// A create: the admission's reservation (a submit token, or a command's reply), the
+    /// merchant number, then the order's partition (with the reply's marker for a command).
+    pub(super) async fn create(
+        &self,
+        admission: Admission,
+        order: Order,
+        events: Vec<Event>,
+        timers: Vec<TimerOp>,
+    ) -> Result<CreateOutcome, StoreError> {
+        let started = Instant::now();
+        let taken = match &admission {
+            Admission::Token(token, now) => self.take_token(token, &order, *now).await?,
+            Admission::Command(reply) => self.take_reply(reply, &order.order_id).await?,
+        };
+        if let Err(outcome) = taken {
+            return Ok(outcome);
+        }
+        match self.take_number(&order).await {
+            Ok(Ok(())) => {}
+            Ok(Err(outcome)) => {
+                self.release_admission(&admission, &order.order_id).await?;
+                return Ok(outcome);
+            }
+            Err(e) => {
+                // Best effort: a reservation left held is taken over after the lease anyway.
+                let _ = self.release_admission(&admission, &order.order_id).await;
+                return Err(e);
+            }
+        }
+        if started.elapsed() >= self.lease() {
+            // Another create may take over either reservation from now on: storing the order
+            // could make two orders of one token or number.
+            return Err(StoreError::Backend(format!(
+                "create of {} outlived its reservations' lease",
+                order.order_id
+            )));
+        }
+        let id = order.order_id.as_str();
+        let mut batch = Batch::new(BatchType::Unlogged);
+        batch.set_is_idempotent(true);
+        batch.set_timestamp(Some(past_timestamp_us()));
+        batch.append_statement(self.st.insert_state.clone());
+        let text = |s: &str| Some(CqlValue::Text(s.to_string()));
+        let mut values = vec![vec![
+            text(id),
+            text(order.merchant_id.as_str()),
+            text(order.merchant_order_no.as_str()),
+            text(order.status.as_str()),
+            Some(CqlValue::BigInt(order.version as i64)),
+            text(&encode_order(&order)?),
+            Some(CqlValue::Boolean(order.has_open_work())),
+            Some(CqlValue::Timestamp(CqlTimestamp(ms(order.created_at)))),
+            Some(CqlValue::Timestamp(CqlTimestamp(ms(order.updated_at)))),
+        ]];
+        self.append_rows(&mut batch, &mut values, id, &events, &timers, &[]);
+        if let Admission::Command(reply) = &admission {
+            batch.append_statement(self.st.insert_marker.clone());
+            values.push(vec![text(id), text(&reply_item(reply))]);
+        }
+        // The due-time index first: an entry whose timer is never written is stale, and
+        // dropped when it comes due; a timer without its entry would never fire.
+        self.index(&Entry::for_ops(id, &timers)).await?;
+        // Likewise the log's intent: one whose change never happened finds no events.
+        let ticket = self.log_intent(id, &events).await?;
+        // On an error the batch may or may not have been applied: the intent stays, and the
+        // next owner's recovery logs the events if it was.
+        self.exec_batch(&batch, values).await?;
+        self.log_committed(ticket, events).await;
+        Ok(CreateOutcome::Created)
+    }
+
+    /// A change: one conditional batch on the order's partition, with `marker` (a command
+    /// reply's) when given.
+    pub(super) async fn update(
+        &self,
+        order: Order,
+        expected_version: u64,
+        events: Vec<Event>,
+        timers: Vec<TimerOp>,
+        marker: Option<String>,
+    ) -> Result<(), StoreError> {
+        let id = order.order_id.as_str();
+        let existing = if timers.iter().any(|t| matches!(t, TimerOp::Ensure { .. })) {
+            self.timer_kinds(id).await?
+        } else {
+            Vec::new()
+        };
+        let mut batch = Batch::new(BatchType::Logged);
+        batch.set_is_idempotent(false);
+        batch.set_serial_consistency(Some(self.serial));
+        batch.append_statement(self.st.update_state.clone());
+        let text = |s: &str| Some(CqlValue::Text(s.to_string()));
+        let mut values = vec![vec![
+            text(order.status.as_str()),
+            Some(CqlValue::BigInt(order.version as i64)),
+            text(&encode_order(&order)?),
+            Some(CqlValue::Boolean(order.has_open_work())),
+            Some(CqlValue::Timestamp(CqlTimestamp(ms(order.updated_at)))),
+            text(id),
+            Some(CqlValue::BigInt(expected_version as i64)),
+        ]];
+        self.append_rows(&mut batch, &mut values, id, &events, &timers, &existing);
+        if let Some(item) = marker {
+            batch.append_statement(self.st.insert_marker.clone());
+            values.push(vec![text(id), text(&item)]);
+        }
+        self.index(&Entry::for_ops(id, &timers)).await?;
+        let ticket = self.log_intent(id, &events).await?;
+        let result = self.exec_batch(&batch, values).await?;
+        if Lwt::read(result)?.applied {
+            self.log_committed(ticket, events).await;
+            Ok(())
+        } else {
+            self.log_abandon(ticket).await;
+            Err(StoreError::VersionConflict(id.to_string()))
+        }
+    }
+
+    async fn release_admission(
+        &self,
+        admission: &Admission,
+        order_id: &OrderId,
+    ) -> Result<(), StoreError> {
+        match admission {
+            Admission::Token(token, _) => self.release_token(token, order_id).await,
+            Admission::Command(reply) => self.release_reply(reply, order_id).await,
+        }
+    }
+
+    /// Whether the order's partition has the clustering row `item`.
+    pub(super) async fn has_item(&self, order_id: &str, item: &str) -> Result<bool, StoreError> {
+        let rows = self
+            .exec(&self.st.read_item, (order_id, item))
+            .await?
+            .into_rows_result()
+            .map_err(be)?;
+        Ok(rows.rows_num() > 0)
+    }
+}
+
+/// What admits a create.
+pub(super) enum Admission {
+    /// A submit token, judged at this time.
+    Token(SubmitToken, OffsetDateTime),
+    /// A command's reply, stored with the order.
+    Command(CommandReply),
+}
+
+/// The clustering row that marks a command's reply as stored with its effect.
+pub(super) fn reply_item(reply: &CommandReply) -> String {
+    format!(
+        "r:{}:{}",
+        reply.merchant_id.as_str(),
+        reply.request_id.as_str()
+    )
+}
+
 fn encode_order(order: &Order) -> Result<String, StoreError> {
     serde_json::to_string(order).map_err(be)
 }
@@ -463,58 +644,8 @@ impl OrderRecords for ScyllaStore {
         timers: Vec<TimerOp>,
         now: OffsetDateTime,
     ) -> Result<CreateOutcome, StoreError> {
-        let started = Instant::now();
-        if let Err(outcome) = self.take_token(&token, &order, now).await? {
-            return Ok(outcome);
-        }
-        match self.take_number(&order).await {
-            Ok(Ok(())) => {}
-            Ok(Err(outcome)) => {
-                self.release_token(&token, &order.order_id).await?;
-                return Ok(outcome);
-            }
-            Err(e) => {
-                // Best effort: a token left held is taken over after the lease anyway.
-                let _ = self.release_token(&token, &order.order_id).await;
-                return Err(e);
-            }
-        }
-        if started.elapsed() >= self.lease() {
-            // Another create may take over either reservation from now on: storing the order
-            // could make two orders of one token or number.
-            return Err(StoreError::Backend(format!(
-                "create of {} outlived its reservations' lease",
-                order.order_id
-            )));
-        }
-        let id = order.order_id.as_str();
-        let mut batch = Batch::new(BatchType::Unlogged);
-        batch.set_is_idempotent(true);
-        batch.set_timestamp(Some(past_timestamp_us()));
-        batch.append_statement(self.st.insert_state.clone());
-        let text = |s: &str| Some(CqlValue::Text(s.to_string()));
-        let mut values = vec![vec![
-            text(id),
-            text(order.merchant_id.as_str()),
-            text(order.merchant_order_no.as_str()),
-            text(order.status.as_str()),
-            Some(CqlValue::BigInt(order.version as i64)),
-            text(&encode_order(&order)?),
-            Some(CqlValue::Boolean(order.has_open_work())),
-            Some(CqlValue::Timestamp(CqlTimestamp(ms(order.created_at)))),
-            Some(CqlValue::Timestamp(CqlTimestamp(ms(order.updated_at)))),
-        ]];
-        self.append_rows(&mut batch, &mut values, id, &events, &timers, &[]);
-        // The due-time index first: an entry whose timer is never written is stale, and
-        // dropped when it comes due; a timer without its entry would never fire.
-        self.index(&Entry::for_ops(id, &timers)).await?;
-        // Likewise the log's intent: one whose change never happened finds no events.
-        let ticket = self.log_intent(id, &events).await?;
-        // On an error the batch may or may not have been applied: the intent stays, and the
-        // next owner's recovery logs the events if it was.
-        self.exec_batch(&batch, values).await?;
-        self.log_committed(ticket, events).await;
-        Ok(CreateOutcome::Created)
+        self.create(Admission::Token(token, now), order, events, timers)
+            .await
     }
 
     async fn update_order(
@@ -525,37 +656,8 @@ impl OrderRecords for ScyllaStore {
         events: Vec<Event>,
         timers: Vec<TimerOp>,
     ) -> Result<(), StoreError> {
-        let id = order.order_id.as_str();
-        let existing = if timers.iter().any(|t| matches!(t, TimerOp::Ensure { .. })) {
-            self.timer_kinds(id).await?
-        } else {
-            Vec::new()
-        };
-        let mut batch = Batch::new(BatchType::Logged);
-        batch.set_is_idempotent(false);
-        batch.set_serial_consistency(Some(self.serial));
-        batch.append_statement(self.st.update_state.clone());
-        let text = |s: &str| Some(CqlValue::Text(s.to_string()));
-        let mut values = vec![vec![
-            text(order.status.as_str()),
-            Some(CqlValue::BigInt(order.version as i64)),
-            text(&encode_order(&order)?),
-            Some(CqlValue::Boolean(order.has_open_work())),
-            Some(CqlValue::Timestamp(CqlTimestamp(ms(order.updated_at)))),
-            text(id),
-            Some(CqlValue::BigInt(expected_version as i64)),
-        ]];
-        self.append_rows(&mut batch, &mut values, id, &events, &timers, &existing);
-        self.index(&Entry::for_ops(id, &timers)).await?;
-        let ticket = self.log_intent(id, &events).await?;
-        let result = self.exec_batch(&batch, values).await?;
-        if Lwt::read(result)?.applied {
-            self.log_committed(ticket, events).await;
-            Ok(())
-        } else {
-            self.log_abandon(ticket).await;
-            Err(StoreError::VersionConflict(id.to_string()))
-        }
+        self.update(order, expected_version, events, timers, None)
+            .await
     }
 
     async fn load_order(&self, order_id: &OrderId) -> Result<Option<Order>, StoreError> {

@@ -14,6 +14,7 @@
 //! - `timer_watermarks`: per shard, the oldest minute bucket that may still hold entries.
 //! - `log_partitions`, `event_log`, `log_intents`, `log_cursors`: the event log, one partition
 //!   per shard (see `log`).
+//! - `command_replies`: Kafka command replies by (merchant, request id) (see `commands`).
 
 use super::{ScyllaStore, be};
 use crate::config::scylla::{Dialect, ScyllaSettings};
@@ -25,7 +26,7 @@ use scylla::value::CqlTimestamp;
 /// never edited.
 pub const MIGRATIONS: &[(i32, &str, &[&str])] = &[(
     1,
-    "tokens, merchant numbers, orders with their events and timers, the timer index, the event log",
+    "tokens, merchant numbers, orders with their events and timers, the timer index, the event log, command replies",
     &[
         "CREATE TABLE IF NOT EXISTS {ks}.submit_tokens (
             token_id    text PRIMARY KEY,
@@ -94,6 +95,18 @@ pub const MIGRATIONS: &[(i32, &str, &[&str])] = &[(
             order_id  text,
             version   bigint,
             PRIMARY KEY ((partition), order_id, version)
+        )",
+        "CREATE TABLE IF NOT EXISTS {ks}.command_replies (
+            merchant_id  text,
+            request_id   text,
+            order_id     text,
+            taken_at     timestamp,
+            pending      boolean,
+            command_hash text,
+            status       int,
+            body         blob,
+            created_at   timestamp,
+            PRIMARY KEY ((merchant_id, request_id))
         )",
         "CREATE TABLE IF NOT EXISTS {ks}.log_cursors (
             consumer  text,

@@ -6,7 +6,7 @@
 use super::ScyllaStore;
 use crate::config::scylla::{Consistency, Dialect, ScyllaSettings};
 use crate::storage::conformance as suite;
-use crate::storage::{CreateOutcome, EventLog, OrderRecords, StoreError};
+use crate::storage::{CommandStore, CreateOutcome, EventLog, OrderRecords, StoreError};
 use std::sync::Arc;
 use time::OffsetDateTime;
 
@@ -63,6 +63,10 @@ cql_test!(one_number_one_winner, |s| suite::one_number_one_winner(
 cql_test!(one_change_per_version, |s| suite::one_change_per_version(
     s, 16
 ));
+cql_test!(log_partitions_and_cursors, |s| {
+    suite::log_partitions_and_cursors(s.as_ref())
+});
+cql_test!(command_replies, |s| suite::command_replies(s.as_ref()));
 
 /// The timer case claims every due timer of its store: it runs in a keyspace of its own, made
 /// for this run and dropped after it.
@@ -259,6 +263,26 @@ async fn a_create_is_two_lwt_rounds_and_a_change_one() {
         "change: 1 LWT round (the conditional batch); the timer's index entry, the log \
          intent, its event's log entry, the intent deleted"
     );
+
+    // A Kafka command's create: the reply's key instead of a token, the same rounds.
+    let (by_command, events) = suite::new_order(&m, "C2");
+    let reply = crate::storage::CommandReply {
+        merchant_id: by_command.merchant_id.clone(),
+        request_id: crate::domain::RequestId::parse("count-1").unwrap(),
+        command_hash: "h".into(),
+        status: 201,
+        body: b"{}".to_vec(),
+        order_id: Some(by_command.order_id.clone()),
+        created_at: OffsetDateTime::now_utc(),
+    };
+    let before = store.counts.get();
+    let created = store
+        .create_order_for_command(reply, by_command, events, vec![])
+        .await
+        .unwrap();
+    assert_eq!(created, CreateOutcome::Created);
+    let after = store.counts.get();
+    assert_eq!(after.0 - before.0, 2, "a command's create: 2 LWT rounds");
 }
 
 /// A change committed and never logged (a crash between the two) is logged by the next paycore
