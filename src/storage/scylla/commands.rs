@@ -8,21 +8,11 @@
 //! stored as they are, not pending.
 
 use super::orders::{Admission, Held, Holder, Lwt, Resolve, reply_item};
-use super::{ScyllaStore, be, now_ms};
+use super::{ScyllaStore, be, from_ms, ms, now_ms};
 use crate::domain::{Event, MerchantId, Order, OrderId, OrderStatus, RequestId, TimerOp};
 use crate::storage::{CommandReply, CommandStore, CreateOutcome, StoreError};
 use async_trait::async_trait;
 use scylla::value::CqlTimestamp;
-use time::OffsetDateTime;
-
-fn ms(t: OffsetDateTime) -> i64 {
-    (t.unix_timestamp_nanos() / 1_000_000) as i64
-}
-
-fn from_ms(ms: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
-}
 
 /// A `command_replies` row as read.
 type ReplyRow = (

@@ -32,7 +32,17 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 pub(crate) fn now_ms() -> i64 {
-    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+    ms(OffsetDateTime::now_utc())
+}
+
+/// A time as CQL stores it: milliseconds since the epoch.
+pub(crate) fn ms(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+pub(crate) fn from_ms(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 pub(crate) fn be(e: impl std::fmt::Display) -> StoreError {

@@ -19,7 +19,7 @@
 //! after them always wins even with some clock skew between coordinators.
 
 use super::timers::Entry;
-use super::{ScyllaStore, be, now_ms};
+use super::{ScyllaStore, be, ms, now_ms};
 use crate::domain::{
     Event, MerchantId, MerchantOrderNo, Order, OrderId, OrderStatus, SubmitToken, TimerKind,
     TimerOp,
@@ -42,10 +42,6 @@ const TAKEN_TTL_SECS: i32 = 2 * 86_400 + TOKEN_GRACE_SECS as i32;
 const PLAIN_BEFORE_LWT_US: i64 = 1_000_000;
 /// Pauses while waiting for a reservation's order that is being stored (about 0.8 s in all).
 const WAIT_STEPS_MS: [u64; 8] = [2, 5, 10, 20, 50, 100, 200, 400];
-
-fn ms(t: OffsetDateTime) -> i64 {
-    (t.unix_timestamp_nanos() / 1_000_000) as i64
-}
 
 fn past_timestamp_us() -> i64 {
     now_ms() * 1_000 - PLAIN_BEFORE_LWT_US

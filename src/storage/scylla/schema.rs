@@ -154,17 +154,7 @@ pub async fn migrate(session: &Session, settings: &ScyllaSettings) -> Result<Vec
         )
         .await
         .map_err(be)?;
-    let applied: Vec<i32> = session
-        .query_unpaged(format!("SELECT version FROM {ks}.schema_migrations"), ())
-        .await
-        .map_err(be)?
-        .into_rows_result()
-        .map_err(be)?
-        .rows::<(i32,)>()
-        .map_err(be)?
-        .map(|r| r.map(|(v,)| v))
-        .collect::<Result<_, _>>()
-        .map_err(be)?;
+    let applied = applied_versions(session, ks).await?;
     let mut now_applied = Vec::new();
     for (version, name, statements) in MIGRATIONS {
         if applied.contains(version) {
@@ -192,22 +182,26 @@ pub async fn migrate(session: &Session, settings: &ScyllaSettings) -> Result<Vec
     Ok(now_applied)
 }
 
+/// The versions recorded in `schema_migrations`, sorted.
+async fn applied_versions(session: &Session, ks: &str) -> Result<Vec<i32>, StoreError> {
+    let mut versions: Vec<i32> = session
+        .query_unpaged(format!("SELECT version FROM {ks}.schema_migrations"), ())
+        .await
+        .map_err(be)?
+        .into_rows_result()
+        .map_err(be)?
+        .rows::<(i32,)>()
+        .map_err(be)?
+        .map(|r| r.map(|(v,)| v))
+        .collect::<Result<_, _>>()
+        .map_err(be)?;
+    versions.sort_unstable();
+    Ok(versions)
+}
+
 impl ScyllaStore {
     /// The migrations recorded as applied, by version.
     pub async fn applied_migrations(&self) -> Result<Vec<i32>, StoreError> {
-        let mut versions: Vec<i32> = self
-            .session
-            .query_unpaged("SELECT version FROM schema_migrations", ())
-            .await
-            .map_err(be)?
-            .into_rows_result()
-            .map_err(be)?
-            .rows::<(i32,)>()
-            .map_err(be)?
-            .map(|r| r.map(|(v,)| v))
-            .collect::<Result<_, _>>()
-            .map_err(be)?;
-        versions.sort_unstable();
-        Ok(versions)
+        applied_versions(&self.session, &self.settings.keyspace).await
     }
 }

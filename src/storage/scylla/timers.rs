@@ -14,7 +14,7 @@
 //!   minute, and the scheduler's watermark passes only buckets at least two minutes old that it
 //!   read empty: an entry in flight always lands in a bucket the watermark has not passed.
 
-use super::{ScyllaStore, be, now_ms};
+use super::{ScyllaStore, be, from_ms, ms, now_ms};
 use crate::domain::{OrderId, Timer, TimerKind, TimerOp};
 use crate::storage::{StoreError, TimerStore};
 use async_trait::async_trait;
@@ -38,15 +38,6 @@ pub fn shard_of(order_id: &str) -> i32 {
         h = h.wrapping_mul(0x0100_0193);
     }
     (h % SHARDS) as i32
-}
-
-fn ms(t: OffsetDateTime) -> i64 {
-    (t.unix_timestamp_nanos() / 1_000_000) as i64
-}
-
-fn from_ms(ms: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 fn bucket_of(due_ms: i64) -> i64 {
