@@ -16,6 +16,10 @@ pub use notifications::{MerchantRoom, NotificationStore};
 
 #[cfg(test)]
 mod conformance;
+#[cfg(test)]
+mod conformance_ledger;
+#[cfg(test)]
+mod conformance_notifications;
 
 use crate::domain::{
     Event, MerchantId, MerchantOrderNo, Order, OrderId, OrderStatus, SubmitToken, Timer, TimerKind,

@@ -9,7 +9,9 @@
 //! `backend = "scylla"` yet.
 
 mod commands;
+mod ledger;
 pub mod log;
+mod notifications;
 mod orders;
 pub mod schema;
 mod timers;
@@ -127,6 +129,13 @@ impl StatementCounts {
 pub struct ScyllaStore {
     session: Arc<Session>,
     st: Arc<Statements>,
+    // Read once the ledger and notifications modules are filled in.
+    #[allow(dead_code)]
+    /// The ledger's statements (see `ledger`).
+    ledger_st: Arc<ledger::Statements>,
+    #[allow(dead_code)]
+    /// The notifications' statements (see `notifications`).
+    notify_st: Arc<notifications::Statements>,
     settings: ScyllaSettings,
     /// LWT statements ask Paxos at this consistency.
     serial: SerialConsistency,
@@ -215,9 +224,13 @@ impl ScyllaStore {
             .await
             .map_err(be)?;
         let st = Statements::prepare(&session, serial(settings)).await?;
+        let ledger_st = ledger::Statements::prepare(&session, serial(settings)).await?;
+        let notify_st = notifications::Statements::prepare(&session, serial(settings)).await?;
         let store = Self {
             session: Arc::new(session),
             st: Arc::new(st),
+            ledger_st: Arc::new(ledger_st),
+            notify_st: Arc::new(notify_st),
             serial: serial(settings),
             settings: settings.clone(),
             watermarks: Arc::new(std::sync::Mutex::new(vec![None; timers::SHARDS as usize])),
@@ -485,5 +498,9 @@ impl Statements {
     }
 }
 
+#[cfg(test)]
+mod ledger_tests;
+#[cfg(test)]
+mod notification_tests;
 #[cfg(test)]
 mod tests;

@@ -24,25 +24,26 @@ use scylla::value::CqlTimestamp;
 
 /// (version, name, statements; `{ks}` is the keyspace). Append only: a released migration is
 /// never edited.
-pub const MIGRATIONS: &[(i32, &str, &[&str])] = &[(
-    1,
-    "tokens, merchant numbers, orders with their events and timers, the timer index, the event log, command replies",
-    &[
-        "CREATE TABLE IF NOT EXISTS {ks}.submit_tokens (
+pub const MIGRATIONS: &[(i32, &str, &[&str])] = &[
+    (
+        1,
+        "tokens, merchant numbers, orders with their events and timers, the timer index, the event log, command replies",
+        &[
+            "CREATE TABLE IF NOT EXISTS {ks}.submit_tokens (
             token_id    text PRIMARY KEY,
             merchant_id text,
             expires_at  timestamp,
             order_id    text,
             taken_at    timestamp
         )",
-        "CREATE TABLE IF NOT EXISTS {ks}.merchant_order_nos (
+            "CREATE TABLE IF NOT EXISTS {ks}.merchant_order_nos (
             merchant_id       text,
             merchant_order_no text,
             order_id          text,
             taken_at          timestamp,
             PRIMARY KEY ((merchant_id, merchant_order_no))
         )",
-        "CREATE TABLE IF NOT EXISTS {ks}.orders (
+            "CREATE TABLE IF NOT EXISTS {ks}.orders (
             order_id          text,
             item              text,
             merchant_id       text static,
@@ -61,7 +62,7 @@ pub const MIGRATIONS: &[(i32, &str, &[&str])] = &[(
             timer_attempt     int,
             PRIMARY KEY (order_id, item)
         ) WITH CLUSTERING ORDER BY (item ASC)",
-        "CREATE TABLE IF NOT EXISTS {ks}.timer_index (
+            "CREATE TABLE IF NOT EXISTS {ks}.timer_index (
             shard    int,
             bucket   bigint,
             due_at   timestamp,
@@ -70,16 +71,16 @@ pub const MIGRATIONS: &[(i32, &str, &[&str])] = &[(
             attempt  int,
             PRIMARY KEY ((shard, bucket), due_at, order_id, kind)
         )",
-        "CREATE TABLE IF NOT EXISTS {ks}.timer_watermarks (
+            "CREATE TABLE IF NOT EXISTS {ks}.timer_watermarks (
             shard  int PRIMARY KEY,
             bucket bigint
         )",
-        "CREATE TABLE IF NOT EXISTS {ks}.log_partitions (
+            "CREATE TABLE IF NOT EXISTS {ks}.log_partitions (
             partition int PRIMARY KEY,
             epoch     bigint,
             start     bigint
         )",
-        "CREATE TABLE IF NOT EXISTS {ks}.event_log (
+            "CREATE TABLE IF NOT EXISTS {ks}.event_log (
             partition    int,
             block        bigint,
             seq          bigint,
@@ -90,13 +91,13 @@ pub const MIGRATIONS: &[(i32, &str, &[&str])] = &[(
             event        text,
             PRIMARY KEY ((partition, block), seq)
         ) WITH CLUSTERING ORDER BY (seq ASC)",
-        "CREATE TABLE IF NOT EXISTS {ks}.log_intents (
+            "CREATE TABLE IF NOT EXISTS {ks}.log_intents (
             partition int,
             order_id  text,
             version   bigint,
             PRIMARY KEY ((partition), order_id, version)
         )",
-        "CREATE TABLE IF NOT EXISTS {ks}.command_replies (
+            "CREATE TABLE IF NOT EXISTS {ks}.command_replies (
             merchant_id  text,
             request_id   text,
             order_id     text,
@@ -108,14 +109,25 @@ pub const MIGRATIONS: &[(i32, &str, &[&str])] = &[(
             created_at   timestamp,
             PRIMARY KEY ((merchant_id, request_id))
         )",
-        "CREATE TABLE IF NOT EXISTS {ks}.log_cursors (
+            "CREATE TABLE IF NOT EXISTS {ks}.log_cursors (
             consumer  text,
             partition int,
             seq       bigint,
             PRIMARY KEY ((consumer), partition)
         )",
-    ],
-)];
+        ],
+    ),
+    (
+        2,
+        "the ledger: transactions with their postings, per-account views, balance snapshots",
+        super::ledger::DDL,
+    ),
+    (
+        3,
+        "merchant notifications and their delivery schedule",
+        super::notifications::DDL,
+    ),
+];
 
 /// The keyspace's DDL for the dialect: ScyllaDB needs tablets off for LWT; Cassandra has no
 /// such option and refuses it.
