@@ -812,6 +812,55 @@ pub async fn command_replies<S: OrderRecords + CommandStore>(store: &S) {
     assert_eq!(kept, Some(first), "the first reply stays");
 }
 
+/// Orders per status follow creates and changes (on a store no other case writes to while
+/// this one runs: counts are global). The CQL backend counts from the log, after the fact: the
+/// case waits for the counts, bounded.
+pub async fn status_counts_follow_changes(store: &dyn super::OrderStore) {
+    let count = |counts: &[(OrderStatus, i64)], s: OrderStatus| {
+        counts.iter().find(|(x, _)| *x == s).map_or(0, |(_, n)| *n)
+    };
+    let before = store.status_counts().await.unwrap();
+    let m = merchant("counts");
+    let mut orders = Vec::new();
+    for no in ["C1", "C2", "C3"] {
+        let t = token(store, &m, 60).await;
+        let (order, events) = new_order(&m, no);
+        let now = OffsetDateTime::now_utc();
+        let created = store.create_order(t, order.clone(), events, vec![], now);
+        assert_eq!(created.await.unwrap(), CreateOutcome::Created);
+        orders.push(order);
+    }
+    let (next, events) = paying(&orders[0]);
+    store
+        .update_order(next, orders[0].version, orders[0].status, events, vec![])
+        .await
+        .unwrap();
+    let want = |s: OrderStatus, d: i64| count(&before, s) + d;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let now = store.status_counts().await.unwrap();
+        let seen = (
+            count(&now, OrderStatus::Created),
+            count(&now, OrderStatus::Paying),
+        );
+        if seen == (want(OrderStatus::Created, 2), want(OrderStatus::Paying, 1)) {
+            for s in [
+                OrderStatus::Paid,
+                OrderStatus::Closed,
+                OrderStatus::Refunded,
+            ] {
+                assert_eq!(count(&now, s), count(&before, s), "{s:?} untouched");
+            }
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "counts {now:?}, before {before:?}: want 2 more CREATED and 1 more PAYING"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 #[cfg(test)]
 mod sqlite {
     use crate::config::SqliteSettings;
@@ -856,6 +905,12 @@ mod sqlite {
     async fn log_partitions_and_cursors() {
         let dir = tempfile::tempdir().unwrap();
         super::log_partitions_and_cursors(open(&dir).as_ref()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn status_counts_follow_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        super::status_counts_follow_changes(open(&dir).as_ref()).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

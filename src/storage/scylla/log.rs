@@ -36,9 +36,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 /// Log partitions: one per shard.
 pub const PARTITIONS: u32 = super::timers::SHARDS;
 /// Positions per `event_log` partition (a block): `seq >> BLOCK_BITS`.
-const BLOCK_BITS: u32 = 16;
+pub(super) const BLOCK_BITS: u32 = 16;
 /// A position's counter bits; the owner's epoch is above them.
-const EPOCH_SHIFT: u32 = 40;
+pub(super) const EPOCH_SHIFT: u32 = 40;
 /// Most changes one log partition holds between their intent and their log entries; a change
 /// that finds no slot free within the request timeout is refused (503, overloaded) before it
 /// writes anything.
@@ -46,7 +46,7 @@ pub const MAX_IN_FLIGHT: u64 = 4_096;
 /// Pause between attempts to log a committed change's events when writing them failed.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
-fn block_of(seq: u64) -> i64 {
+pub(super) fn block_of(seq: u64) -> i64 {
     (seq >> BLOCK_BITS) as i64
 }
 
@@ -362,7 +362,7 @@ impl ScyllaStore {
     }
 }
 
-fn decode(schema: Option<i32>, body: Option<String>) -> Result<Event, StoreError> {
+pub(super) fn decode(schema: Option<i32>, body: Option<String>) -> Result<Event, StoreError> {
     let (Some(schema), Some(body)) = (schema, body) else {
         return Err(StoreError::Corrupt("event row without its event".into()));
     };

@@ -15,6 +15,7 @@ mod notifications;
 mod orders;
 pub mod schema;
 mod timers;
+mod upkeep;
 
 use crate::config::scylla::{Consistency as Cons, ScyllaSettings, SerialConsistency as Serial};
 use crate::storage::StoreError;
@@ -136,6 +137,12 @@ pub struct ScyllaStore {
     #[allow(dead_code)]
     /// The notifications' statements (see `notifications`).
     notify_st: Arc<notifications::Statements>,
+    /// The status tallies' and the purge's statements (see `upkeep`).
+    upkeep_st: Arc<upkeep::Statements>,
+    /// Status tallies as counted so far in this process; one catch-up at a time.
+    tallies: Arc<tokio::sync::Mutex<upkeep::Tallies>>,
+    /// Set by `close`: `ping` then answers `Closed`.
+    closed: Arc<std::sync::atomic::AtomicBool>,
     settings: ScyllaSettings,
     /// LWT statements ask Paxos at this consistency.
     serial: SerialConsistency,
@@ -226,11 +233,15 @@ impl ScyllaStore {
         let st = Statements::prepare(&session, serial(settings)).await?;
         let ledger_st = ledger::Statements::prepare(&session, serial(settings)).await?;
         let notify_st = notifications::Statements::prepare(&session, serial(settings)).await?;
+        let upkeep_st = upkeep::Statements::prepare(&session).await?;
         let store = Self {
             session: Arc::new(session),
             st: Arc::new(st),
             ledger_st: Arc::new(ledger_st),
             notify_st: Arc::new(notify_st),
+            upkeep_st: Arc::new(upkeep_st),
+            tallies: Arc::default(),
+            closed: Arc::default(),
             serial: serial(settings),
             settings: settings.clone(),
             watermarks: Arc::new(std::sync::Mutex::new(vec![None; timers::SHARDS as usize])),
@@ -259,6 +270,7 @@ impl ScyllaStore {
         statement: &PreparedStatement,
         values: impl SerializeRow,
     ) -> Result<QueryResult, StoreError> {
+        self.open_for_work()?;
         self.count(statement.get_is_idempotent());
         self.session
             .execute_unpaged(statement, values)
@@ -272,8 +284,17 @@ impl ScyllaStore {
         batch: &Batch,
         values: impl BatchValues,
     ) -> Result<QueryResult, StoreError> {
+        self.open_for_work()?;
         self.count(batch.get_is_idempotent());
         self.session.batch(batch, values).await.map_err(be)
+    }
+
+    /// After `close`, every statement answers `Closed`.
+    fn open_for_work(&self) -> Result<(), StoreError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        Ok(())
     }
 
     fn count(&self, idempotent: bool) {

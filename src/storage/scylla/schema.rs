@@ -15,6 +15,8 @@
 //! - `log_partitions`, `event_log`, `log_intents`, `log_cursors`: the event log, one partition
 //!   per shard (see `log`).
 //! - `command_replies`: Kafka command replies by (merchant, request id) (see `commands`).
+//! - `status_tallies`, `log_purged`: orders per status counted from the log, and how far the
+//!   log is purged (see `upkeep`).
 
 use super::{ScyllaStore, be};
 use crate::config::scylla::{Dialect, ScyllaSettings};
@@ -108,6 +110,17 @@ pub const MIGRATIONS: &[(i32, &str, &[&str])] = &[
             body         blob,
             created_at   timestamp,
             PRIMARY KEY ((merchant_id, request_id))
+        )",
+        "CREATE TABLE IF NOT EXISTS {ks}.status_tallies (
+            partition int,
+            status    text,
+            n         bigint,
+            seq       bigint static,
+            PRIMARY KEY ((partition), status)
+        )",
+        "CREATE TABLE IF NOT EXISTS {ks}.log_purged (
+            partition int PRIMARY KEY,
+            block     bigint
         )",
             "CREATE TABLE IF NOT EXISTS {ks}.log_cursors (
             consumer  text,

@@ -86,6 +86,104 @@ async fn timers_claimed_leased_rescheduled() {
     drop_keyspace(&store, &keyspace).await;
 }
 
+/// Counts come from the log: in a keyspace of its own, they follow creates and changes, a
+/// second store on the keyspace (a restart) goes on from the stored tallies without counting
+/// anything twice, and once every cursor is past a log block older than the retention, the
+/// purge deletes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_counts_from_the_log_and_the_purge() {
+    use crate::storage::OrderStore;
+    let Ok(contact) = std::env::var(CQL_ENV) else {
+        return;
+    };
+    let keyspace = format!("paycore_counts_{}", std::process::id());
+    let own = ScyllaSettings {
+        keyspace: keyspace.clone(),
+        ..settings(&contact)
+    };
+    let first = ScyllaStore::open(&own).await.unwrap();
+    suite::status_counts_follow_changes(&first).await;
+    let counted = first.status_counts().await.unwrap();
+    let in_log: usize = {
+        let mut n = 0;
+        for p in 0..first.log_partitions() {
+            n += first.events_after(p, 0, 1_000).await.unwrap().len();
+        }
+        n
+    };
+    assert_eq!(in_log, 4, "three creates and a change are logged");
+    // Nothing is older than a retention of an hour: nothing goes.
+    let hour_ago = OffsetDateTime::now_utc() - time::Duration::hours(1);
+    assert_eq!(
+        first
+            .purge(OffsetDateTime::now_utc(), hour_ago)
+            .await
+            .unwrap(),
+        0
+    );
+    first.close().await;
+    assert!(matches!(first.ping().await, Err(StoreError::Closed)));
+
+    // A restart: a new epoch of the log. The counts are those stored.
+    let second = ScyllaStore::open(&own).await.unwrap();
+    second.ping().await.unwrap();
+    assert_eq!(second.status_counts().await.unwrap(), counted);
+    // An event of the new epoch in each partition the first epoch wrote to, counted: every
+    // cursor is then past the first epoch's blocks, which the purge deletes.
+    let mut partitions = std::collections::BTreeSet::new();
+    for p in 0..second.log_partitions() {
+        if !second.events_after(p, 0, 1).await.unwrap().is_empty() {
+            partitions.insert(p);
+        }
+    }
+    let m = suite::merchant("epoch2");
+    let mut more = 0;
+    while !partitions.is_empty() {
+        let (order, events) = suite::new_order(&m, &format!("E{more}"));
+        let p = super::log::partition_of(order.order_id.as_str());
+        if !partitions.remove(&p) {
+            continue;
+        }
+        let t = suite::token(&second, &m, 60).await;
+        let now = OffsetDateTime::now_utc();
+        let made = second.create_order(t, order, events, vec![], now).await;
+        assert_eq!(made.unwrap(), CreateOutcome::Created);
+        more += 1;
+    }
+    let created = |c: &[(crate::domain::OrderStatus, i64)]| {
+        c.iter()
+            .find(|(s, _)| *s == crate::domain::OrderStatus::Created)
+            .map_or(0, |(_, n)| *n)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while created(&second.status_counts().await.unwrap()) != created(&counted) + more {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new creates are counted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let later = OffsetDateTime::now_utc() + time::Duration::hours(1);
+    let removed = second
+        .purge(OffsetDateTime::now_utc(), later)
+        .await
+        .unwrap();
+    assert!(removed >= 1, "the first epoch's blocks are purged");
+    let mut left = 0;
+    for p in 0..second.log_partitions() {
+        left += second.events_after(p, 0, 1_000).await.unwrap().len();
+    }
+    assert_eq!(left as i64, more, "only the new epoch's events are left");
+    assert_eq!(
+        second
+            .purge(OffsetDateTime::now_utc(), later)
+            .await
+            .unwrap(),
+        0
+    );
+    drop_keyspace(&second, &keyspace).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cql_suite_ran() {
     if let Some(store) = store().await {
