@@ -134,7 +134,6 @@ pub struct ScyllaStore {
     #[allow(dead_code)]
     /// The ledger's statements (see `ledger`).
     ledger_st: Arc<ledger::Statements>,
-    #[allow(dead_code)]
     /// The notifications' statements (see `notifications`).
     notify_st: Arc<notifications::Statements>,
     /// The status tallies' and the purge's statements (see `upkeep`).

@@ -28,7 +28,7 @@ pub const SHARDS: u32 = 8;
 const BUCKET_MS: i64 = 60_000;
 /// Most buckets one claim reads per shard (a watermark far behind, after a long stop, is
 /// caught up over several claims).
-const MAX_BUCKETS_PER_CLAIM: i64 = 120;
+pub(super) const MAX_BUCKETS_PER_CLAIM: i64 = 120;
 
 /// The shard of an order: FNV-1a of its id.
 pub fn shard_of(order_id: &str) -> i32 {
@@ -40,12 +40,12 @@ pub fn shard_of(order_id: &str) -> i32 {
     (h % SHARDS) as i32
 }
 
-fn bucket_of(due_ms: i64) -> i64 {
+pub(super) fn bucket_of(due_ms: i64) -> i64 {
     due_ms.div_euclid(BUCKET_MS)
 }
 
 /// The bucket an entry due at `due_ms` is written to, written now.
-fn write_bucket(due_ms: i64) -> i64 {
+pub(super) fn write_bucket(due_ms: i64) -> i64 {
     bucket_of(due_ms).max(bucket_of(now_ms()) - 1)
 }
 
