@@ -27,7 +27,7 @@ fn at(base: OffsetDateTime, ms: i64) -> OffsetDateTime {
 }
 
 /// A notification of `order` at `version` for `merchant`, due at `due`.
-fn row(merchant: &str, order: &OrderId, version: u64, due: OffsetDateTime) -> Notification {
+pub fn row(merchant: &str, order: &OrderId, version: u64, due: OffsetDateTime) -> Notification {
     let event = Event {
         event_id: EventId::generate(),
         event_type: "order.paid".into(),
@@ -47,7 +47,7 @@ fn row(merchant: &str, order: &OrderId, version: u64, due: OffsetDateTime) -> No
     Notification::for_event(&event, &sub, due).unwrap()
 }
 
-fn room(per_merchant: usize, in_flight: &[(&str, usize)]) -> MerchantRoom {
+pub fn room(per_merchant: usize, in_flight: &[(&str, usize)]) -> MerchantRoom {
     MerchantRoom {
         per_merchant,
         in_flight: in_flight

@@ -32,6 +32,7 @@ async fn notifications_conform() {
     let cases = {
         let store = store.clone();
         tokio::spawn(async move {
+            a_due_entry_without_its_row_is_dropped(store.as_ref()).await;
             suite::enqueue_is_idempotent_and_moves_the_cursor(store.as_ref(), store.as_ref()).await;
             suite::claims_are_due_ordered_leased_bounded_and_in_version_order(store.as_ref()).await;
             suite::delivered_dead_and_redelivered_for_its_merchant_only(store.as_ref()).await;
@@ -51,4 +52,28 @@ async fn notifications_conform() {
         std::panic::resume_unwind(e.into_panic());
     }
     eprintln!("CQL notification suite: ran against {contact} in {keyspace}");
+}
+
+/// An enqueue cut short after the due entry and before the row: the entry counts as pending
+/// until a claim reaches it, finds no row, takes nothing and deletes it.
+async fn a_due_entry_without_its_row_is_dropped(store: &ScyllaStore) {
+    use crate::domain::{OrderId, notification::NotificationStatus};
+    use crate::storage::NotificationStore;
+    let m = crate::storage::conformance::merchant("ghost");
+    let t = suite::base();
+    let before = store.pending_notifications().await.unwrap();
+    let ghost = suite::row(&m, &OrderId::generate(), 2, t);
+    store.index_notification_only(&ghost).await.unwrap();
+    assert_eq!(store.pending_notifications().await.unwrap(), before + 1);
+    let lease = t + time::Duration::minutes(1);
+    let got = store
+        .claim_due_notifications(t, lease, 50, &suite::room(5, &[]))
+        .await
+        .unwrap();
+    assert!(
+        got.iter()
+            .all(|n| n.notification_id != ghost.notification_id)
+    );
+    assert!(got.iter().all(|n| n.status == NotificationStatus::Pending));
+    assert_eq!(store.pending_notifications().await.unwrap(), before);
 }

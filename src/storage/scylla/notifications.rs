@@ -514,6 +514,13 @@ impl ScyllaStore {
             .collect()
     }
 
+    /// Test hook: the due entry of `n` alone, as an enqueue cut short after it.
+    #[cfg(test)]
+    pub(super) async fn index_notification_only(&self, n: &Notification) -> Result<(), StoreError> {
+        self.notify_index(&Entry::new(n, ms(n.next_attempt_at)))
+            .await
+    }
+
     /// Tries to lease the notification `entry` points at; answers it as it was before the
     /// lease when this claim got it.
     async fn claim_entry(
