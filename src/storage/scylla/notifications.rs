@@ -24,6 +24,11 @@
 //! a notification (DELIVERED or DEAD) first indexes the order's later PENDING rows at their due
 //! time, so the next version goes out at once.
 //!
+//! Reads are plain (at `consistency`) where a stale answer only delays (a blocker seen PENDING
+//! that just ended: the entry waits for the next claim) or the LWT after it decides; where a
+//! stale answer would drop something (a due entry judged stale, an outcome judged late, a
+//! redelivery judged needless) the row is read at SERIAL first.
+//!
 //! Enqueue: per notification the lookup row, the due entry, then the row `IF NOT EXISTS` (one
 //! already stored is left as it is; the entry just written for it is stale and dropped by the
 //! next claim), then the notifier's cursor is moved (an LWT `IF seq < ?`, never back). Not
@@ -533,16 +538,24 @@ impl ScyllaStore {
         let target = rows
             .iter()
             .find(|n| n.version as i64 == entry.version && n.notification_id.as_str() == entry.id);
-        let Some(n) = target else {
-            // No row (an enqueue cut short, redone later with its own entry): stale.
-            self.notify_unindex(entry).await?;
+        let live = |n: &Notification| {
+            let due = ms(n.next_attempt_at);
+            n.status == NotificationStatus::Pending && due <= now_ms && due <= entry.due_ms
+        };
+        let Some(n) = target.filter(|n| live(n)) else {
+            // Stale (no row: an enqueue cut short, redone later with its own entry; or the row
+            // moved on, with an entry of its own). Deleting the only entry of a live row would
+            // lose it, so a plain read that may lag is confirmed at SERIAL first (stale
+            // entries are rare: claims and outcomes delete the entries they make stale).
+            let now = self
+                .notification_row(true, &entry.order_id, entry.version, &entry.id)
+                .await?;
+            if !now.as_ref().is_some_and(live) {
+                self.notify_unindex(entry).await?;
+            }
             return Ok(None);
         };
         let due = ms(n.next_attempt_at);
-        if n.status != NotificationStatus::Pending || due > now_ms || due > entry.due_ms {
-            self.notify_unindex(entry).await?;
-            return Ok(None);
-        }
         let blocker = rows
             .iter()
             .filter(|e| e.version < n.version && e.status == NotificationStatus::Pending)
@@ -701,16 +714,22 @@ impl NotificationStore for ScyllaStore {
         let Some((order, version, _)) = self.notification_lookup(id).await? else {
             return Ok(());
         };
-        let Some(current) = self
+        let claimed_now = |n: &Notification| {
+            n.status == NotificationStatus::Pending && n.attempts == claimed_attempts
+        };
+        let mut current = self
             .notification_row(false, &order, version, id.as_str())
-            .await?
-        else {
+            .await?;
+        if !current.as_ref().is_some_and(claimed_now) {
+            // Confirmed at SERIAL (a plain read may lag): an outcome is not dropped on a stale read.
+            current = self
+                .notification_row(true, &order, version, id.as_str())
+                .await?;
+        }
+        let Some(current) = current.filter(claimed_now) else {
+            // Changed since it was claimed: left alone.
             return Ok(());
         };
-        if current.status != NotificationStatus::Pending || current.attempts != claimed_attempts {
-            // Changed since it was claimed (the LWT below checks it again).
-            return Ok(());
-        }
         let attempts = int(claimed_attempts.saturating_add(1));
         let (claimed, now_ms) = (int(claimed_attempts), ms(now));
         let keys = (order.as_str(), version, id.as_str());
@@ -802,8 +821,9 @@ impl NotificationStore for ScyllaStore {
         if owner != merchant.as_str() {
             return Ok(None);
         }
+        // At SERIAL: a lagging replica's PENDING would answer without redelivering.
         let Some(current) = self
-            .notification_row(false, &order, version, id.as_str())
+            .notification_row(true, &order, version, id.as_str())
             .await?
         else {
             return Ok(None);
