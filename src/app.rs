@@ -15,8 +15,8 @@ use crate::config::Settings;
 use crate::http::{self, AppState};
 use crate::kafka::CommandDeps;
 use crate::metrics::Metrics;
-use crate::storage::sqlite::SqliteStore;
-use crate::storage::{EventLog, LedgerStore, NotificationStore, OrderStore};
+use crate::storage::backend::Backend;
+use crate::storage::{LedgerStore, NotificationStore, OrderStore};
 use crate::streams::consumer::{self, Health, LogConsumer, RunSpec};
 use crate::streams::kafka::KafkaSink;
 use crate::streams::{EventSink, relay};
@@ -54,7 +54,7 @@ pub struct Application {
     sim: Option<SimHandle>,
     biller_sim: Option<paycore_biller_sim::BillerHandle>,
     tree: Tree,
-    store: Arc<SqliteStore>,
+    backend: Backend,
     health: Health,
     orders: Orders,
     operations: http::operations::Operations,
@@ -97,22 +97,10 @@ impl Application {
                 .to_string()
         };
 
-        if settings.storage.backend == "scylla" {
-            // The CQL backend keeps orders, timers, the log and command replies so far
-            // (storage::scylla); status counts, the purge, notifications and the ledger are
-            // SQLite's alone yet.
-            return Err(err("storage")(
-                "storage.backend = \"scylla\" is not complete yet: it keeps orders, timers, the \
-                 event log and command replies, not yet status counts, the purge, notifications \
-                 or the ledger; serve runs on \"sqlite\" (`paycore migrate` prepares a CQL \
-                 keyspace)"
-                    .into(),
-            ));
-        }
-        let store = Arc::new(
-            SqliteStore::open(&settings.storage.sqlite, metrics.clone())
-                .map_err(|e| err("storage")(e.to_string()))?,
-        );
+        let backend = Backend::open(&settings.storage, metrics.clone())
+            .await
+            .map_err(|e| err("storage")(e.to_string()))?;
+        let store = backend.orders.clone();
         // The embedded log needs no relay: the outbox is the stream, read by each consumer.
         // An external transport (Kafka, with stream.kind = "kafka") gets one; without it the relay's cursor
         // must not hold the purge.
@@ -136,7 +124,7 @@ impl Application {
         // The notifier's cursor is registered before anything can commit an event (timers fire
         // as soon as the scheduler starts): a notifier switched on for the first time starts
         // at the end of the outbox as it is now, and from then on the purge waits for it.
-        let notification_store: Arc<dyn NotificationStore> = store.clone();
+        let notification_store: Arc<dyn NotificationStore> = backend.notifications.clone();
         if settings.notifications.enabled {
             store
                 .register_cursor(notifier::CURSOR)
@@ -161,7 +149,7 @@ impl Application {
                 .await
                 .map_err(|e| err("ledger cursor")(e.to_string()))?;
         }
-        let ledger_store: Arc<dyn LedgerStore> = store.clone();
+        let ledger_store: Arc<dyn LedgerStore> = backend.ledger.clone();
 
         let sim = if settings.simulator.in_process {
             let l = listen(
@@ -270,7 +258,7 @@ impl Application {
                 name: relay::CURSOR.to_string(),
                 partition: 0,
                 store: order_store.clone(),
-                commits: store.watch_events_committed(),
+                commits: store.watch_commits(),
                 batch: settings.stream.relay_batch,
             };
             let relay = Arc::new(relay::Relay {
@@ -293,7 +281,7 @@ impl Application {
                 settings: settings.notifications.clone(),
                 merchants: settings.merchants.clone(),
                 metrics: metrics.clone(),
-                commits: store.watch_events_committed(),
+                commits: store.watch_commits(),
                 wake: notify_wake,
             };
             background.extend(
@@ -307,7 +295,7 @@ impl Application {
                 store: ledger_store.clone(),
                 batch: settings.ledger.batch,
                 metrics: metrics.clone(),
-                commits: store.watch_events_committed(),
+                commits: store.watch_commits(),
             };
             background.extend(ledger::spawn(deps, health.clone(), shutdown_rx.clone()));
         }
@@ -398,7 +386,7 @@ impl Application {
             sim,
             biller_sim,
             tree,
-            store,
+            backend,
             health,
             orders,
             operations,
@@ -428,12 +416,12 @@ impl Application {
 
     /// The store (for benchmarks and tests that seed it).
     pub fn store(&self) -> Arc<dyn OrderStore> {
-        self.store.clone()
+        self.backend.orders.clone()
     }
 
     /// The ledger store (for tests that reconcile it).
     pub fn ledger(&self) -> Arc<dyn LedgerStore> {
-        self.store.clone()
+        self.backend.ledger.clone()
     }
 
     /// The order front door (for tests and embedding).
@@ -443,7 +431,7 @@ impl Application {
 
     /// The stored replies of Kafka commands (for tests and embedding).
     pub fn command_store(&self) -> Arc<dyn crate::storage::CommandStore> {
-        self.store.clone()
+        self.backend.orders.clone()
     }
 
     /// The order operations HTTP and Kafka commands share (for tests and embedding).
@@ -456,8 +444,8 @@ impl Application {
     /// every event it has not committed.
     pub async fn consumer(&self, name: &str) -> Result<LogConsumer, crate::storage::StoreError> {
         LogConsumer::open(
-            self.store.clone(),
-            self.store.watch_events_committed(),
+            self.backend.orders.clone(),
+            self.backend.orders.watch_commits(),
             name,
         )
         .await
@@ -506,7 +494,7 @@ impl Application {
         for task in self.background {
             let _ = task.await;
         }
-        self.store.close().await;
+        self.backend.orders.close().await;
         if let Some(sim) = self.sim {
             sim.stop().await;
         }

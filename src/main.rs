@@ -8,6 +8,7 @@ use paycore::actors::ledger_verify::{self, VerifyLimits};
 use paycore::app::Application;
 use paycore::config::Settings;
 use paycore::storage::OrderStore;
+use paycore::storage::backend::Backend;
 use paycore::storage::sqlite::SqliteStore;
 use std::sync::Arc;
 
@@ -62,7 +63,7 @@ enum LogCommand {
 
 #[derive(Subcommand)]
 enum LedgerCommand {
-    /// Reconcile the ledger in the SQLite file of [storage.sqlite]: balanced transactions, no
+    /// Reconcile the ledger of the configured backend ([storage]): balanced transactions, no
     /// orphan postings, holds resolved at most once, balances equal to their postings, and
     /// every order's postings against its state. Exit 0 when it passes, 1 listing failures.
     Verify {
@@ -73,10 +74,11 @@ enum LedgerCommand {
 }
 
 async fn log_command(settings: &Settings, cmd: LogCommand) -> anyhow::Result<()> {
-    use paycore::storage::{EventLog, OrderStore};
     let metrics = std::sync::Arc::new(paycore::metrics::Metrics::new());
-    let store = paycore::storage::sqlite::SqliteStore::open(&settings.storage.sqlite, metrics)
-        .context("opening storage")?;
+    let store = Backend::open(&settings.storage, metrics)
+        .await
+        .context("opening storage")?
+        .orders;
     let result = async {
         match cmd {
             LogCommand::Consumers => {
@@ -195,18 +197,21 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let path = &settings.storage.sqlite.path;
             anyhow::ensure!(
-                std::path::Path::new(path).exists(),
+                settings.storage.backend != "sqlite" || std::path::Path::new(path).exists(),
                 "no database at {path} (storage.sqlite.path)"
             );
             let metrics = Arc::new(paycore::metrics::Metrics::new());
-            let store = SqliteStore::open(&settings.storage.sqlite, metrics)
-                .context("opening the database")?;
+            let backend = Backend::open(&settings.storage, metrics)
+                .await
+                .context("opening storage")?;
             let limits = VerifyLimits {
                 max_listed,
                 ..VerifyLimits::default()
             };
-            let report = ledger_verify::verify(&store, &store, limits).await;
-            store.close().await;
+            let report =
+                ledger_verify::verify(backend.orders.as_ref(), backend.ledger.as_ref(), limits)
+                    .await;
+            backend.orders.close().await;
             let report = report.context("reading the ledger")?;
             print!("{report}");
             if !report.passed() {

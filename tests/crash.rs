@@ -21,6 +21,33 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The variable naming a CQL server: when set, paycore runs on the CQL backend (`.ci/run` sets
+/// it for a second run of these tests).
+const CQL_ENV: &str = "PAYCORE_TEST_CQL";
+
+/// The keyspace standing for the database `db` on the CQL backend.
+fn keyspace_of(db: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    db.hash(&mut h);
+    format!("paycore_crash_{:016x}", h.finish())
+}
+
+/// Points paycore at the CQL server `PAYCORE_TEST_CQL` names, when set: a keyspace per
+/// database path, so a restart finds its data.
+fn on_backend(c: &mut Command, db: &str) {
+    if let Ok(contact) = std::env::var(CQL_ENV) {
+        c.env("PAYCORE_STORAGE__BACKEND", "scylla")
+            .env(
+                "PAYCORE_STORAGE__SCYLLA__CONTACT_POINTS",
+                format!("[\"{contact}\"]"),
+            )
+            .env("PAYCORE_STORAGE__SCYLLA__DIALECT", "cassandra")
+            .env("PAYCORE_STORAGE__SCYLLA__CONSISTENCY", "one")
+            .env("PAYCORE_STORAGE__SCYLLA__KEYSPACE", keyspace_of(db));
+    }
+}
+
 fn start(db: &str, port: u16, sim_port: u16) -> Child {
     start_with(db, port, sim_port, "serve", &[])
 }
@@ -39,6 +66,7 @@ fn start_with(db: &str, port: u16, sim_port: u16, cmd: &str, env: &[(&str, &str)
     .env("RUST_LOG", "warn")
     .stdout(Stdio::null())
     .stderr(Stdio::null());
+    on_backend(&mut c, db);
     for (k, v) in env {
         c.env(k, v);
     }
@@ -48,17 +76,17 @@ fn start_with(db: &str, port: u16, sim_port: u16, cmd: &str, env: &[(&str, &str)
 /// Runs `paycore ledger verify` on the database of a stopped paycore: it must pass (orders the
 /// ledger had not booked at the kill are counted as not yet booked, never as failures).
 fn ledger_verifies(db: &str) {
-    let out = Command::new(env!("CARGO_BIN_EXE_paycore"))
-        .args([
-            "--config",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"),
-            "ledger",
-            "verify",
-        ])
-        .env("PAYCORE_STORAGE__SQLITE__PATH", db)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("paycore ledger verify runs");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_paycore"));
+    c.args([
+        "--config",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"),
+        "ledger",
+        "verify",
+    ])
+    .env("PAYCORE_STORAGE__SQLITE__PATH", db)
+    .env("RUST_LOG", "warn");
+    on_backend(&mut c, db);
+    let out = c.output().expect("paycore ledger verify runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),

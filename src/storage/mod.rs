@@ -2,6 +2,7 @@
 //! speak in orders, tokens and events. Backends: `sqlite` (embedded, default); ScyllaDB later.
 //! A write is acknowledged (its future resolves `Ok`) only once it is durable.
 
+pub mod backend;
 pub mod commands;
 pub mod ledger;
 pub mod notifications;
@@ -195,6 +196,9 @@ pub trait TimerStore: Send + Sync + 'static {
 pub trait EventLog: Send + Sync + 'static {
     /// How many partitions the log has, numbered from 0.
     fn log_partitions(&self) -> u32;
+
+    /// Changes whenever new events become readable: each consumer waits on its own receiver.
+    fn watch_commits(&self) -> tokio::sync::watch::Receiver<u64>;
 
     /// Reads up to `limit` events of `partition` after `seq`, in order.
     async fn events_after(

@@ -27,6 +27,7 @@ pub fn test_settings(dir: &tempfile::TempDir) -> Settings {
     s.simulator.behaviour.pay_delay_ms_max = 40;
     s.simulator.behaviour.callback_retry_base_ms = 50;
     s.storage.sqlite.path = dir.path().join("paycore.db").to_string_lossy().into_owned();
+    cql_backend(&mut s);
     s.merchants = vec![
         MerchantSettings {
             id: "demo".into(),
@@ -54,6 +55,28 @@ pub fn test_settings(dir: &tempfile::TempDir) -> Settings {
         },
     ];
     s
+}
+
+/// The variable naming a CQL server: when set, the suite runs on the CQL backend, each app in
+/// a keyspace of its own (`.ci/run` sets it for the lifecycle and settlement tests).
+pub const CQL_ENV: &str = "PAYCORE_TEST_CQL";
+
+/// Points the settings at the CQL server `PAYCORE_TEST_CQL` names, in a new keyspace.
+pub fn cql_backend(s: &mut Settings) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let Ok(contact) = std::env::var(CQL_ENV) else {
+        return;
+    };
+    s.storage.backend = "scylla".into();
+    s.storage.scylla.contact_points = vec![contact];
+    s.storage.scylla.dialect = paycore::config::scylla::Dialect::Cassandra;
+    s.storage.scylla.consistency = paycore::config::scylla::Consistency::One;
+    s.storage.scylla.keyspace = format!(
+        "paycore_http_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
 }
 
 pub async fn spawn_app(tweak: impl FnOnce(&mut Settings)) -> TestApp {

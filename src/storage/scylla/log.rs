@@ -378,6 +378,10 @@ impl EventLog for ScyllaStore {
         PARTITIONS
     }
 
+    fn watch_commits(&self) -> watch::Receiver<u64> {
+        self.watch_events_committed()
+    }
+
     async fn events_after(
         &self,
         partition: u32,

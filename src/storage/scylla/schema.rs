@@ -111,14 +111,14 @@ pub const MIGRATIONS: &[(i32, &str, &[&str])] = &[
             created_at   timestamp,
             PRIMARY KEY ((merchant_id, request_id))
         )",
-        "CREATE TABLE IF NOT EXISTS {ks}.status_tallies (
+            "CREATE TABLE IF NOT EXISTS {ks}.status_tallies (
             partition int,
             status    text,
             n         bigint,
             seq       bigint static,
             PRIMARY KEY ((partition), status)
         )",
-        "CREATE TABLE IF NOT EXISTS {ks}.log_purged (
+            "CREATE TABLE IF NOT EXISTS {ks}.log_purged (
             partition int PRIMARY KEY,
             block     bigint
         )",

@@ -486,6 +486,10 @@ impl EventLog for SqliteStore {
         1
     }
 
+    fn watch_commits(&self) -> watch::Receiver<u64> {
+        self.watch_events_committed()
+    }
+
     async fn events_after(
         &self,
         partition: u32,
