@@ -32,6 +32,7 @@ async fn notifications_conform() {
     let cases = {
         let store = store.clone();
         tokio::spawn(async move {
+            lwt_rounds_per_operation(store.as_ref()).await;
             a_due_entry_without_its_row_is_dropped(store.as_ref()).await;
             suite::enqueue_is_idempotent_and_moves_the_cursor(store.as_ref(), store.as_ref()).await;
             suite::claims_are_due_ordered_leased_bounded_and_in_version_order(store.as_ref()).await;
@@ -76,4 +77,41 @@ async fn a_due_entry_without_its_row_is_dropped(store: &ScyllaStore) {
     );
     assert!(got.iter().all(|n| n.status == NotificationStatus::Pending));
     assert_eq!(store.pending_notifications().await.unwrap(), before);
+}
+
+/// Run first, in the fresh keyspace: an enqueue is an LWT per notification and one for the
+/// cursor, a claim one per notification taken, an outcome one.
+async fn lwt_rounds_per_operation(store: &ScyllaStore) {
+    use crate::domain::OrderId;
+    use crate::domain::notification::DeliveryOutcome;
+    use crate::storage::{EventLog, NotificationStore};
+    let m = crate::storage::conformance::merchant("rounds");
+    let cursor = format!("notifier-{m}");
+    store.set_cursor(&cursor, 3, 1).await.unwrap();
+    let t = suite::base();
+    let n = suite::row(&m, &OrderId::generate(), 2, t);
+    let lwt = || store.counts.get().0;
+    let start = lwt();
+    store
+        .enqueue_notifications(vec![n.clone()], &cursor, 3, 2)
+        .await
+        .unwrap();
+    assert_eq!(lwt() - start, 2, "the row and the cursor");
+    assert_eq!(store.cursor(&cursor, 3).await.unwrap(), 2);
+    let start = lwt();
+    let lease = t + time::Duration::minutes(1);
+    let got = store
+        .claim_due_notifications(t, lease, 10, &suite::room(5, &[]))
+        .await
+        .unwrap();
+    assert_eq!(got, vec![n.clone()]);
+    assert_eq!(lwt() - start, 1, "the lease");
+    let start = lwt();
+    let delivered = DeliveryOutcome::Delivered { status: 200 };
+    store
+        .record_delivery(&n.notification_id, 0, delivered, t)
+        .await
+        .unwrap();
+    assert_eq!(lwt() - start, 1, "the outcome");
+    assert_eq!(store.pending_notifications().await.unwrap(), 0);
 }
