@@ -130,8 +130,6 @@ impl StatementCounts {
 pub struct ScyllaStore {
     session: Arc<Session>,
     st: Arc<Statements>,
-    // Read once the ledger and notifications modules are filled in.
-    #[allow(dead_code)]
     /// The ledger's statements (see `ledger`).
     ledger_st: Arc<ledger::Statements>,
     /// The notifications' statements (see `notifications`).
