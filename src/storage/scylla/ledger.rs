@@ -468,7 +468,11 @@ impl ScyllaStore {
     }
 
     /// Writes one transaction: its head and postings, one single-partition batch.
-    async fn insert_txn(&self, t: &LedgerTxn, created_ms: i64) -> Result<(), StoreError> {
+    pub(super) async fn insert_txn(
+        &self,
+        t: &LedgerTxn,
+        created_ms: i64,
+    ) -> Result<(), StoreError> {
         let st = &self.ledger_st;
         let mut batch = Batch::new(BatchType::Unlogged);
         batch.set_is_idempotent(true);
