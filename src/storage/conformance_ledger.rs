@@ -479,6 +479,83 @@ pub async fn audit_orders_pages_every_order(store: &dyn LedgerStore, orders: &dy
     }
 }
 
+/// Real histories from the state machine (paid and refunded, paid twice, closed while paying,
+/// a failed refund), booked by the domain, written in two batches with the first written again:
+/// each order's ledger is what the domain booked, in order, and reconciles with the order
+/// (`ledger verify`'s per-order check over the raw rows); the merchant's balances are the sums.
+/// Uses the domain's test merchant `demo`, which no other case uses.
+pub async fn real_histories_reconcile(store: &dyn LedgerStore, log: &dyn EventLog) {
+    use crate::domain::ledger::tests::{Step, book_all, history};
+    use crate::domain::ledger_audit::check_order;
+    let cursor = cursor_name("real");
+    let histories = [
+        vec![
+            Step::Paying,
+            Step::Paid(0, true, true),
+            Step::Refund(300),
+            Step::Settle(0, true),
+        ],
+        vec![
+            Step::Paying,
+            Step::Paid(0, true, true),
+            Step::Paid(1, true, true),
+            Step::Refund(1000),
+            Step::Settle(0, false),
+        ],
+        vec![Step::Paying, Step::Close],
+        vec![Step::Paying],
+    ];
+    let mut orders = Vec::new();
+    let mut all: Vec<LedgerTxn> = Vec::new();
+    for (i, steps) in histories.iter().enumerate() {
+        let (order, events) = history(1_000 + i as i64, false, steps);
+        all.extend(book_all(&events).unwrap());
+        orders.push(order);
+    }
+    all.sort_by(|a, b| a.event_id().cmp(b.event_id()).then(a.id().cmp(b.id())));
+    assert!(all.len() >= 8, "{all:?}");
+    let (first, second) = all.split_at(all.len() / 2);
+    store
+        .write_batch(first.to_vec(), &cursor, 0, 1)
+        .await
+        .unwrap();
+    let mut replay = first.to_vec();
+    replay.extend_from_slice(second);
+    let out = store.write_batch(replay, &cursor, 0, 2).await.unwrap();
+    assert_eq!((out.written, out.skipped), (second.len(), first.len()));
+    assert_eq!(log.cursor(&cursor, 0).await.unwrap(), 2);
+    let ids: Vec<String> = orders.iter().map(|o| o.order_id.to_string()).collect();
+    let raw = store.raw_postings_for_orders(ids.clone()).await.unwrap();
+    let by_order = store.transactions_for_orders(ids).await.unwrap();
+    for o in &orders {
+        let mine: Vec<LedgerTxn> = all
+            .iter()
+            .filter(|t| t.order_id() == o.order_id.as_str())
+            .cloned()
+            .collect();
+        let booked: Vec<LedgerTxn> = store
+            .order_ledger(&o.order_id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|b| b.txn)
+            .collect();
+        assert_eq!(booked, mine);
+        assert_eq!(by_order[o.order_id.as_str()], mine);
+        assert_eq!(
+            check_order(o, &raw[o.order_id.as_str()]),
+            Vec::<String>::new(),
+            "{o:?}"
+        );
+    }
+    let demo = MerchantId::parse("demo").unwrap();
+    assert_eq!(
+        as_map(store.merchant_balances(&demo).await.unwrap()),
+        expected_balances(&all)
+    );
+    assert_eq!(store.scan_ledger(10).await.unwrap().findings, vec![]);
+}
+
 mod sqlite {
     use crate::config::SqliteSettings;
     use crate::metrics::Metrics;
@@ -531,6 +608,13 @@ mod sqlite {
             .await
             .unwrap();
         assert_eq!((scan.transactions, scan.postings), (3, 8));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn real_histories_reconcile() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(&dir);
+        super::real_histories_reconcile(s.as_ref(), s.as_ref()).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

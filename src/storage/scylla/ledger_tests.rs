@@ -51,6 +51,7 @@ async fn ledger_conforms() {
     // Every case's transactions, counted by the scan: 1 + 2 + 1 + 3 + 6 orders of 3.
     assert_eq!((scan.transactions, scan.postings), (39, 104));
 
+    suite::real_histories_reconcile(&store, &store).await;
     a_crash_before_the_snapshots_is_made_good(&store).await;
     tampered_rows_are_found(&store, &keyspace).await;
     cql(&store, &format!("DROP KEYSPACE IF EXISTS {keyspace}")).await;
