@@ -31,6 +31,18 @@
 //!    a crash in step 3 or 4 changes nothing;
 //! 4. the cursor moves (the log's LWT `IF seq < ?`: it never moves back).
 //!
+//! Statements per batch: one read per order of the batch, one plain batch per new
+//! transaction, per holder touched one read of its `p:` rows (per 100 transactions), and when
+//! something is to apply one read of its snapshots and one plain batch per 64 view rows; then
+//! the cursor's LWT. No LWT besides the cursor's: the consumer of a log partition is the only
+//! writer of its rows, and every write is an idempotent insert of the same cells.
+//!
+//! **Limits.** The `ledger_accounts` partition of a channel account (`a:channel_pending:<ch>`,
+//! `a:channel_clearing:<ch>`) gets a view row per posting of every order of its log partition,
+//! without bound; bucketing the `p:` rows by month (a new migration) is the next step before
+//! large volumes. Transaction ids are checked for conflicts within their order (where the
+//! domain derives them, from the order's event ids), not across orders.
+//!
 //! **Reads.** An order's ledger is one partition read (at most `ORDER_ROWS` rows; more is an
 //! error, not a silent cut). `scan_ledger` pages through `ledger_txns` in token order
 //! (`SCAN_PAGE` rows a page); the resolution checks are per order (a post or void resolves a
@@ -38,7 +50,9 @@
 //! `resolved_twice` counts resolutions within the order); the balance check sums every posting
 //! per account in memory (one entry per account and currency) and compares it with the
 //! snapshot rows of every holder that has postings (so a snapshot of a holder with no posting at
-//! all is not seen). `audit_orders` pages the orders in **token order** of the `orders` table,
+//! all is not seen). The scan is no snapshot, as SQLite's read transaction is: a batch written
+//! meanwhile (its transactions stored, its snapshots not yet) may show as `balance_drift`; a
+//! second scan tells a passing one from a lasting one. `audit_orders` pages the orders in **token order** of the `orders` table,
 //! not id order (CQL has no id order across partitions); `after` is still the last order id of
 //! the previous page. Its `last_event` is always `None`: the CQL log is not indexed by order,
 //! so the store cannot know where an order's last event is in the log (`ledger verify` then
