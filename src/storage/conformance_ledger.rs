@@ -429,6 +429,34 @@ pub async fn balances_across_partitions(store: &dyn LedgerStore, log: &dyn Event
     );
 }
 
+/// One batch larger than any chunk a backend writes in (120 transactions, a channel account
+/// with 120 postings in it): every balance is the sum of its postings, and the replay skips all.
+pub async fn a_large_batch(store: &dyn LedgerStore, log: &dyn EventLog) {
+    let m = merchant("lb");
+    let demo = MerchantId::parse(&m).unwrap();
+    let cursor = cursor_name("large");
+    let mut all = Vec::new();
+    for i in 0..40 {
+        let o = OrderId::generate();
+        all.extend(paid_and_refunded(&m, o.as_str(), 100 + i, 1 + i));
+    }
+    let out = store.write_batch(all.clone(), &cursor, 0, 3).await.unwrap();
+    assert_eq!((out.written, out.postings), (120, 320));
+    let expected = expected_balances(&all);
+    assert_eq!(
+        as_map(store.merchant_balances(&demo).await.unwrap()),
+        expected
+    );
+    let again = store.write_batch(all.clone(), &cursor, 0, 3).await.unwrap();
+    assert_eq!((again.written, again.skipped), (0, 120));
+    assert_eq!(
+        as_map(store.merchant_balances(&demo).await.unwrap()),
+        expected
+    );
+    assert_eq!(log.cursor(&cursor, 0).await.unwrap(), 3);
+    assert_eq!(store.scan_ledger(10).await.unwrap().findings, vec![]);
+}
+
 /// The whole-ledger scan of a good ledger finds nothing and counts what is stored.
 pub async fn scan_finds_nothing_on_a_good_ledger(store: &dyn LedgerStore) {
     let m = merchant("ls");
@@ -615,6 +643,13 @@ mod sqlite {
         let dir = tempfile::tempdir().unwrap();
         let s = open(&dir);
         super::real_histories_reconcile(s.as_ref(), s.as_ref()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_large_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(&dir);
+        super::a_large_batch(s.as_ref(), s.as_ref()).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -52,6 +52,7 @@ async fn ledger_conforms() {
     assert_eq!((scan.transactions, scan.postings), (39, 104));
 
     suite::real_histories_reconcile(&store, &store).await;
+    suite::a_large_batch(&store, &store).await;
     a_crash_before_the_snapshots_is_made_good(&store).await;
     tampered_rows_are_found(&store, &keyspace).await;
     cql(&store, &format!("DROP KEYSPACE IF EXISTS {keyspace}")).await;
