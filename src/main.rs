@@ -91,11 +91,7 @@ async fn log_command(settings: &Settings, cmd: LogCommand) -> anyhow::Result<()>
                     let head = heads.get(at.partition as usize).copied().unwrap_or(0);
                     let task =
                         paycore::streams::consumer::task_name(&name, at.partition, partitions);
-                    println!(
-                        "{task}\tcursor {}\tlag {}",
-                        at.seq,
-                        head.saturating_sub(at.seq)
-                    );
+                    println!("{task}\tcursor {}\tlag {}", at.seq, store.lag(at.seq, head));
                 }
             }
             LogCommand::Drop { name } => {

@@ -36,6 +36,8 @@ fn keyspace_of(db: &str) -> String {
 /// Points paycore at the CQL server `PAYCORE_TEST_CQL` names, when set: a keyspace per
 /// database path, so a restart finds its data.
 fn on_backend(c: &mut Command, db: &str) {
+    // paycore reads every PAYCORE_ variable as a setting: not the tests' own.
+    c.env_remove(CQL_ENV);
     if let Ok(contact) = std::env::var(CQL_ENV) {
         c.env("PAYCORE_STORAGE__BACKEND", "scylla")
             .env(
@@ -69,6 +71,23 @@ fn start_with(db: &str, port: u16, sim_port: u16, cmd: &str, env: &[(&str, &str)
     on_backend(&mut c, db);
     for (k, v) in env {
         c.env(k, v);
+    }
+    if std::env::var(CQL_ENV).is_ok() {
+        // As an operator would: the keyspace is migrated before serve (the DDL takes a while).
+        let mut m = Command::new(env!("CARGO_BIN_EXE_paycore"));
+        m.args([
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"),
+            "migrate",
+        ])
+        .env("RUST_LOG", "warn");
+        on_backend(&mut m, db);
+        let out = m.output().expect("paycore migrate runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     c.spawn().expect("start paycore")
 }

@@ -63,7 +63,7 @@ async fn consumer_report(state: &AppState) -> (serde_json::Value, bool) {
     let mut out = serde_json::Map::new();
     for (name, at) in cursors {
         let head = heads.get(at.partition as usize).copied().unwrap_or(0);
-        let lag = head.saturating_sub(at.seq);
+        let lag = state.store.lag(at.seq, head);
         let task = crate::streams::consumer::task_name(&name, at.partition, partitions);
         state
             .metrics

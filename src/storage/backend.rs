@@ -29,12 +29,9 @@ impl Backend {
                 &settings.sqlite,
                 metrics,
             )?))),
-            "scylla" => Err(StoreError::Backend(
-                "storage.backend = \"scylla\" is not complete yet: it keeps orders, timers, the \
-                 event log, status counts and command replies, not yet notifications or the \
-                 ledger; serve runs on \"sqlite\" (`paycore migrate` prepares a CQL keyspace)"
-                    .into(),
-            )),
+            "scylla" => Ok(Self::of(Arc::new(
+                super::scylla::ScyllaStore::open(&settings.scylla).await?,
+            ))),
             other => Err(StoreError::Backend(format!(
                 "storage.backend = {other:?}: expected \"sqlite\" or \"scylla\""
             ))),

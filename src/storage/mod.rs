@@ -200,6 +200,12 @@ pub trait EventLog: Send + Sync + 'static {
     /// Changes whenever new events become readable: each consumer waits on its own receiver.
     fn watch_commits(&self) -> tokio::sync::watch::Receiver<u64>;
 
+    /// How many positions a cursor at `cursor` is behind `head` (of `cursors`): what
+    /// dashboards and readiness call a consumer's lag.
+    fn lag(&self, cursor: u64, head: u64) -> u64 {
+        head.saturating_sub(cursor)
+    }
+
     /// Reads up to `limit` events of `partition` after `seq`, in order.
     async fn events_after(
         &self,

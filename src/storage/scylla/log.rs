@@ -382,6 +382,18 @@ impl EventLog for ScyllaStore {
         self.watch_events_committed()
     }
 
+    /// Positions of one epoch are consecutive, so within it the lag is their difference. A
+    /// cursor in an earlier epoch (a restart since) is behind by every position of the head's
+    /// epoch so far; what of the earlier epoch it has not read yet is not counted.
+    fn lag(&self, cursor: u64, head: u64) -> u64 {
+        let (c, h) = (cursor >> EPOCH_SHIFT, head >> EPOCH_SHIFT);
+        if c >= h {
+            head.saturating_sub(cursor)
+        } else {
+            head - (h << EPOCH_SHIFT)
+        }
+    }
+
     async fn events_after(
         &self,
         partition: u32,

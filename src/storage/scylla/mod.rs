@@ -2,11 +2,11 @@
 //! with prepared statements, LWT only where uniqueness or the version check needs it, and every
 //! plain write marked idempotent so the driver may retry it. docs/SCYLLA.md has the data model.
 //!
-//! Built so far: an order's own records (`OrderRecords`: tokens, merchant numbers, the order's
-//! state with its events and timers), the timers' due-time index (`TimerStore`), the event log
-//! (`EventLog`) and Kafka command replies (`CommandStore`). Status counts, the purge,
-//! notifications and the ledger are still SQLite-only, so `paycore serve` refuses
-//! `backend = "scylla"` yet.
+//! It keeps everything `paycore serve` stores: an order's own records (`OrderRecords`: tokens,
+//! merchant numbers, the order's state with its events and timers), the timers' due-time index
+//! (`TimerStore`), the event log (`EventLog`), Kafka command replies (`CommandStore`), status
+//! counts and the purge (`upkeep`), merchant notifications (`NotificationStore`) and the ledger
+//! (`LedgerStore`).
 
 mod commands;
 mod ledger;
