@@ -45,16 +45,27 @@
 //!
 //! **Reads.** An order's ledger is one partition read (at most `ORDER_ROWS` rows; more is an
 //! error, not a silent cut). `scan_ledger` pages through `ledger_txns` in token order
-//! (`SCAN_PAGE` rows a page); the resolution checks are per order (a post or void resolves a
-//! hold of its own order, so a resolution naming another order's hold is `bad_resolution`, and
-//! `resolved_twice` counts resolutions within the order); the balance check sums every posting
-//! per account in memory (one entry per account and currency) and compares it with the
-//! snapshot rows of every holder that has postings (so a snapshot of a holder with no posting at
-//! all is not seen). The scan is no snapshot, as SQLite's read transaction is: a batch written
-//! meanwhile (its transactions stored, its snapshots not yet) may show as `balance_drift`; a
-//! second scan tells a passing one from a lasting one. `audit_orders` pages the orders in **token order** of the `orders` table,
-//! not id order (CQL has no id order across partitions); `after` is still the last order id of
-//! the previous page. Its `last_event` is always `None`: the CQL log is not indexed by order,
+//! (`SCAN_PAGE` rows a page): the checks of each transaction's rows, and the resolution checks
+//! per order (a post or void resolves a hold of its own order, so a resolution naming another
+//! order's hold is `bad_resolution`, and `resolved_twice` counts resolutions within the order).
+//! Then it pages through `ledger_accounts` in token order (partitions come whole): per
+//! partition, each snapshot is compared with the sum of the postings *applied* in that
+//! partition (its `p:` rows, written in the same single-partition batch as the snapshot), so a
+//! snapshot without its postings, or postings without their snapshot, is `balance_drift`; and
+//! each transaction's `p:` rows are checked against its stored rows (one order read per
+//! transaction, `APPLIED_CHUNK` transactions at a time): a view row of no stored transaction is
+//! `orphan_posting`, one that differs from its posting (or lies in another holder, or misses one
+//! of the transaction's postings of that holder) is `bad_row`. A stored transaction with no
+//! `p:` rows, or with them in some of its holders only, is no finding: it is a batch a crash
+//! stopped between steps 2 and 3 (or within step 3), whose cursor has not moved, and which
+//! the replay books. The scan is no snapshot, as SQLite's read transaction is: a page of a
+//! partition read while a batch writes it may show as `balance_drift`; a second scan tells a
+//! passing one from a lasting one. A snapshot is checked against its own partition only (the
+//! merchant's balance sums those), and one of a partition with no `p:` row is found too.
+//!
+//! `audit_orders` pages the orders in **token order** of the `orders` table, not id order (CQL
+//! has no id order across partitions); `after` is still the last order id of the previous
+//! page. Its `last_event` is always `None`: the CQL log is not indexed by order,
 //! so the store cannot know where an order's last event is in the log (`ledger verify` then
 //! checks every order as booked: run it once the ledger consumer has caught up).
 
@@ -134,6 +145,7 @@ pub(super) struct Statements {
     insert_posting: PreparedStatement,
     order_rows: PreparedStatement,
     scan_rows: PreparedStatement,
+    scan_views: PreparedStatement,
     balances: PreparedStatement,
     applied: PreparedStatement,
     insert_view: PreparedStatement,
@@ -159,6 +171,13 @@ impl Statements {
         };
         let mut scan_rows = p(format!("SELECT {TXN_COLUMNS} FROM ledger_txns")).await?;
         scan_rows.set_page_size(SCAN_PAGE);
+        let mut scan_views = p(
+            "SELECT holder, partition, item, idx, account, currency, amount, \
+             order_id, balance, inflow, outflow FROM ledger_accounts"
+                .into(),
+        )
+        .await?;
+        scan_views.set_page_size(SCAN_PAGE);
         Ok(Self {
             insert_head: p(
                 "INSERT INTO ledger_txns (order_id, txn_id, idx, merchant_id, \
@@ -176,6 +195,7 @@ impl Statements {
             ))
             .await?,
             scan_rows,
+            scan_views,
             balances: p("SELECT account, currency, balance, inflow, outflow FROM \
                  ledger_accounts WHERE holder = ? AND partition = ? \
                  AND item >= 'b:' AND item < 'b;' LIMIT ?"
@@ -585,9 +605,88 @@ impl ScyllaStore {
         Ok(out)
     }
 
+    /// The scan's check of applied postings: every view row is a posting of its stored
+    /// transaction, in that posting's holder, and a transaction applied in a holder has all its
+    /// postings of that holder applied (they are written in one batch). One read per order.
+    async fn check_applied(
+        &self,
+        f: &mut Findings,
+        applied: Vec<Applied>,
+    ) -> Result<(), StoreError> {
+        if applied.is_empty() {
+            return Ok(());
+        }
+        let orders: BTreeSet<String> = applied.iter().filter_map(|a| a.order_id.clone()).collect();
+        let stored = self.stored_of_orders(orders.into_iter().collect()).await?;
+        for a in &applied {
+            let found = a.order_id.as_ref().and_then(|o| {
+                stored
+                    .get(o)?
+                    .iter()
+                    .find(|s| s.txn_id == a.txn_id && s.head.is_some())
+            });
+            let Some(s) = found else {
+                for (idx, ..) in &a.rows {
+                    f.push(
+                        "orphan_posting",
+                        format!(
+                            "view row p:{}/{idx} of {} (partition {}) has no transaction \
+                             (order {:?})",
+                            a.txn_id, a.holder, a.partition, a.order_id
+                        ),
+                    );
+                }
+                continue;
+            };
+            let mut seen: BTreeSet<i32> = BTreeSet::new();
+            for (idx, account, currency, amount) in &a.rows {
+                seen.insert(*idx);
+                let leg = s.legs.iter().find(|l| l.idx == *idx);
+                let same = leg.is_some_and(|l| {
+                    l.account == *account && l.currency == *currency && l.amount == *amount
+                });
+                let here = account
+                    .as_deref()
+                    .and_then(|a| Account::parse(a).ok())
+                    .is_some_and(|acc| holder(&acc) == a.holder);
+                if !same || !here {
+                    f.push(
+                        "bad_row",
+                        format!(
+                            "view row p:{}/{idx} of {} (partition {}) is ({account:?}, \
+                             {currency:?}, {amount:?}), its posting {:?}",
+                            a.txn_id,
+                            a.holder,
+                            a.partition,
+                            leg.map(|l| (&l.account, &l.currency, l.amount))
+                        ),
+                    );
+                }
+            }
+            for l in &s.legs {
+                let mine = l
+                    .account
+                    .as_deref()
+                    .and_then(|acc| Account::parse(acc).ok())
+                    .is_some_and(|acc| holder(&acc) == a.holder);
+                if mine && !seen.contains(&l.idx) {
+                    f.push(
+                        "bad_row",
+                        format!(
+                            "transaction {} is applied in {} (partition {}) without its \
+                             posting {}",
+                            a.txn_id, a.holder, a.partition, l.idx
+                        ),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Step 3 for one holder: the transactions not applied yet get their view rows and move
     /// the snapshots (absolute values), a single-partition batch per chunk.
-    async fn apply_to_holder(
+    pub(super) async fn apply_to_holder(
         &self,
         holder: &str,
         partition: u32,
@@ -680,10 +779,6 @@ impl Findings {
 struct Scan {
     transactions: u64,
     postings: u64,
-    /// Per account (as stored) and currency: the sums of its postings.
-    sums: BTreeMap<(String, String), Sums>,
-    /// Accounts whose sums overflowed (reported once).
-    overflowed: BTreeSet<(String, String)>,
 }
 
 impl Scan {
@@ -764,16 +859,6 @@ impl Scan {
                 );
             }
             *per_currency.entry(currency.as_str()).or_insert(0) += i128::from(amount);
-            let key = (account.clone(), currency.clone());
-            if !self.overflowed.contains(&key)
-                && add_posting(self.sums.entry(key.clone()).or_default(), amount, account).is_err()
-            {
-                f.push(
-                    "balance_drift",
-                    format!("{account} {currency}: the sum of its postings overflows"),
-                );
-                self.overflowed.insert(key);
-            }
         }
         for (currency, sum) in per_currency {
             if sum != 0 {
@@ -833,6 +918,168 @@ impl Scan {
                     ),
                 );
             }
+        }
+    }
+}
+
+/// One `ledger_accounts` row as the scan reads it: holder, partition, item, idx, account,
+/// currency, amount, order id, balance, inflow, outflow.
+type ViewRow = (
+    String,
+    i32,
+    String,
+    i32,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+);
+
+/// A view row of an applied posting: idx, account, currency, amount.
+type ViewLeg = (i32, Option<String>, Option<String>, Option<i64>);
+
+/// The `p:` rows of one transaction in one `ledger_accounts` partition.
+#[derive(Debug)]
+struct Applied {
+    holder: String,
+    partition: i32,
+    txn_id: String,
+    order_id: Option<String>,
+    rows: Vec<ViewLeg>,
+}
+
+/// What the scan of `ledger_accounts` keeps while it reads (partitions come whole).
+#[derive(Default)]
+struct Views {
+    /// The partition being read: (holder, log partition).
+    part: Option<(String, i32)>,
+    /// Its snapshots, by (account, currency).
+    snaps: BTreeMap<(String, String), Sums>,
+    /// The sums of its applied postings, by (account, currency).
+    applied: BTreeMap<(String, String), Sums>,
+    /// Its accounts whose applied sums overflowed (reported once).
+    overflowed: BTreeSet<(String, String)>,
+    /// The transaction whose `p:` rows are being read.
+    current: Option<Applied>,
+    /// Transactions read, to check against their stored rows.
+    pending: Vec<Applied>,
+}
+
+impl Views {
+    fn row(&mut self, f: &mut Findings, row: ViewRow) {
+        let (holder, partition, item, idx, account, currency, amount, order_id) =
+            (row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7);
+        let (balance, inflow, outflow) = (row.8, row.9, row.10);
+        if self
+            .part
+            .as_ref()
+            .is_none_or(|(h, p)| *h != holder || *p != partition)
+        {
+            self.finish_partition(f);
+            self.part = Some((holder.clone(), partition));
+        }
+        if item.starts_with("b:") {
+            let (Some(account), Some(currency)) = (account, currency) else {
+                f.push(
+                    "bad_row",
+                    format!("balance row {item} of {holder} (partition {partition}) is incomplete"),
+                );
+                return;
+            };
+            self.snaps.insert(
+                (account, currency),
+                (
+                    balance.unwrap_or(0),
+                    inflow.unwrap_or(0),
+                    outflow.unwrap_or(0),
+                ),
+            );
+        } else if let Some(txn_id) = item.strip_prefix("p:") {
+            if self.current.as_ref().is_some_and(|a| a.txn_id != txn_id) {
+                self.pending.extend(self.current.take());
+            }
+            let a = self.current.get_or_insert_with(|| Applied {
+                holder: holder.clone(),
+                partition,
+                txn_id: txn_id.to_string(),
+                order_id: order_id.clone(),
+                rows: Vec::new(),
+            });
+            if a.order_id != order_id {
+                f.push(
+                    "bad_row",
+                    format!(
+                        "the view rows of transaction {txn_id} in {holder} name orders {:?} \
+                         and {order_id:?}",
+                        a.order_id
+                    ),
+                );
+            }
+            a.rows
+                .push((idx, account.clone(), currency.clone(), amount));
+            let (Some(account), Some(currency), Some(amount)) = (account, currency, amount) else {
+                f.push(
+                    "bad_row",
+                    format!("view row {item}/{idx} of {holder} is incomplete"),
+                );
+                return;
+            };
+            let key = (account, currency);
+            if !self.overflowed.contains(&key)
+                && add_posting(self.applied.entry(key.clone()).or_default(), amount, &key.0)
+                    .is_err()
+            {
+                f.push(
+                    "balance_drift",
+                    format!(
+                        "{} {}: the sum of its applied postings overflows",
+                        key.0, key.1
+                    ),
+                );
+                self.overflowed.insert(key);
+            }
+        } else {
+            f.push(
+                "bad_row",
+                format!("{holder} (partition {partition}) has an unknown row {item:?}"),
+            );
+        }
+    }
+
+    /// The partition read: its snapshots against the postings applied in it.
+    fn finish_partition(&mut self, f: &mut Findings) {
+        self.pending.extend(self.current.take());
+        let Some((holder, partition)) = self.part.take() else {
+            return;
+        };
+        let snaps = std::mem::take(&mut self.snaps);
+        let applied = std::mem::take(&mut self.applied);
+        let overflowed = std::mem::take(&mut self.overflowed);
+        let keys: BTreeSet<&(String, String)> = snaps.keys().chain(applied.keys()).collect();
+        for key in keys {
+            if overflowed.contains(key) {
+                continue;
+            }
+            let (account, currency) = key;
+            let (snap, sums) = (snaps.get(key), applied.get(key));
+            if snap == sums {
+                continue;
+            }
+            let detail = match sums {
+                Some(s) => format!(
+                    "{account} {currency} ({holder}, partition {partition}): applied postings \
+                     net {} (in {}, out {}), snapshot {snap:?}",
+                    s.0, s.1, s.2
+                ),
+                None => format!(
+                    "{account} {currency} ({holder}, partition {partition}): no applied \
+                     postings, snapshot {snap:?}"
+                ),
+            };
+            f.push("balance_drift", detail);
         }
     }
 }
@@ -1012,55 +1259,34 @@ impl LedgerStore for ScyllaStore {
             scan.txn(&mut f, s);
         }
         scan.order(&mut f, &current);
-        // The snapshots of every holder with postings, against the postings' sums.
-        let holders: BTreeSet<String> = scan
-            .sums
-            .keys()
-            .filter_map(|(a, _)| Account::parse(a).ok().map(|a| holder(&a)))
-            .collect();
-        let partitions = self.log_partitions();
-        let snapshots: Vec<BTreeMap<(String, String), Sums>> = futures::stream::iter(holders)
-            .map(|h| async move {
-                let mut total: BTreeMap<(String, String), Sums> = BTreeMap::new();
-                for p in 0..partitions {
-                    for (key, sums) in self.holder_balances(&h, p).await? {
-                        let what = key.0.clone();
-                        add_sums(total.entry(key).or_default(), sums, &what)?;
-                    }
+        // The views: per partition of `ledger_accounts`, the snapshots against the postings
+        // applied there; every applied posting against its stored transaction.
+        let mut views = Views::default();
+        let mut state = PagingState::start();
+        loop {
+            let (result, next) = self.ledger_page(&self.ledger_st.scan_views, state).await?;
+            let rows: Vec<ViewRow> = result
+                .into_rows_result()
+                .map_err(be)?
+                .rows::<ViewRow>()
+                .map_err(be)?
+                .collect::<Result<_, _>>()
+                .map_err(be)?;
+            for row in rows {
+                views.row(&mut f, row);
+                if views.pending.len() >= APPLIED_CHUNK {
+                    let pending = std::mem::take(&mut views.pending);
+                    self.check_applied(&mut f, pending).await?;
                 }
-                Ok::<_, StoreError>(total)
-            })
-            .buffer_unordered(READS_IN_FLIGHT)
-            .try_collect()
-            .await?;
-        let snapshots: BTreeMap<(String, String), Sums> = snapshots.into_iter().flatten().collect();
-        for ((account, currency), sums) in &scan.sums {
-            if scan
-                .overflowed
-                .contains(&(account.clone(), currency.clone()))
-                || Account::parse(account).is_err()
-            {
-                continue;
             }
-            let snap = snapshots.get(&(account.clone(), currency.clone()));
-            if snap != Some(sums) {
-                f.push(
-                    "balance_drift",
-                    format!(
-                        "{account} {currency}: postings net {} (in {}, out {}), snapshot {:?}",
-                        sums.0, sums.1, sums.2, snap
-                    ),
-                );
+            match next {
+                PagingStateResponse::HasMorePages { state: s } => state = s,
+                PagingStateResponse::NoMorePages => break,
             }
         }
-        for ((account, currency), snap) in &snapshots {
-            if !scan.sums.contains_key(&(account.clone(), currency.clone())) {
-                f.push(
-                    "balance_drift",
-                    format!("{account} {currency}: no postings, snapshot {snap:?}"),
-                );
-            }
-        }
+        views.finish_partition(&mut f);
+        let pending = std::mem::take(&mut views.pending);
+        self.check_applied(&mut f, pending).await?;
         Ok(LedgerScan {
             transactions: scan.transactions,
             postings: scan.postings,

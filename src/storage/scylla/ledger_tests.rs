@@ -110,6 +110,24 @@ async fn tampered_rows_are_found(store: &ScyllaStore, ks: &str) {
         ),
     )
     .await;
+    // A snapshot moved behind the store's back, a view row whose transaction was never stored.
+    cql(
+        store,
+        &format!(
+            "UPDATE {ks}.ledger_accounts SET balance = 12345 WHERE holder = 'm:{m}' \
+             AND partition = 0 AND item = 'b:merchant_payable:{m}/CNY' AND idx = 0"
+        ),
+    )
+    .await;
+    cql(
+        store,
+        &format!(
+            "INSERT INTO {ks}.ledger_accounts (holder, partition, item, idx, account, currency, \
+             amount, order_id) VALUES ('a:channel_clearing:lt', 0, 'p:lt_never', 0, \
+             'channel_clearing:lt', 'CNY', 7, '{o}')"
+        ),
+    )
+    .await;
     let scan = store.scan_ledger(100).await.unwrap();
     let checks: Vec<&str> = scan.findings.iter().map(|f| f.check).collect();
     for expected in [
@@ -117,6 +135,7 @@ async fn tampered_rows_are_found(store: &ScyllaStore, ks: &str) {
         "resolved_twice",
         "orphan_posting",
         "balance_drift",
+        "bad_row",
     ] {
         assert!(
             checks.contains(&expected),
@@ -131,6 +150,26 @@ async fn tampered_rows_are_found(store: &ScyllaStore, ks: &str) {
         "{:#?}",
         scan.findings
     );
+    for (check, needle) in [
+        // The snapshot tampered with.
+        (
+            "balance_drift",
+            format!("merchant_payable:{m} CNY (m:{m}, partition 0)"),
+        ),
+        // The view row without its transaction, and the snapshot it lacks.
+        ("orphan_posting", "p:lt_never/0".to_string()),
+        ("balance_drift", "channel_clearing:lt CNY".to_string()),
+        // The refund's view row no longer matches its (tampered) posting.
+        ("bad_row", format!("p:{r}/0")),
+    ] {
+        assert!(
+            scan.findings
+                .iter()
+                .any(|f| f.check == check && f.detail.contains(&needle)),
+            "{check} {needle} not found in {:#?}",
+            scan.findings
+        );
+    }
     assert_eq!(store.scan_ledger(2).await.unwrap().findings.len(), 2);
     assert!(matches!(
         store.order_ledger(&order).await,
@@ -156,12 +195,15 @@ async fn a_crash_before_the_snapshots_is_made_good(store: &ScyllaStore) {
         store.insert_txn(t, super::now_ms()).await.unwrap();
     }
     assert!(store.merchant_balances(&demo).await.unwrap().is_empty());
-    let drift = store.scan_ledger(100).await.unwrap();
-    assert!(
-        drift.findings.iter().any(|f| f.check == "balance_drift"),
-        "{:#?}",
-        drift.findings
-    );
+    // Stored, not applied: a batch not booked yet (its cursor did not move), no finding.
+    assert_eq!(store.scan_ledger(100).await.unwrap().findings, vec![]);
+    // Applied in one holder only (a crash within step 3): no finding either.
+    let refs: Vec<&crate::domain::ledger::LedgerTxn> = txns.iter().collect();
+    store
+        .apply_to_holder(&format!("m:{m}"), 0, 5, &refs)
+        .await
+        .unwrap();
+    assert_eq!(store.scan_ledger(100).await.unwrap().findings, vec![]);
     for _ in 0..2 {
         let out = store
             .write_batch(txns.clone(), "ledger_crash", 0, 5)
