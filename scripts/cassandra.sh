@@ -9,7 +9,7 @@
 #   scripts/cassandra.sh status    # exit 0 when CQL answers
 #
 # Environment: CASSANDRA_HOME (default ~/.cache/paycore-cassandra), CASSANDRA_PORT (native
-# CQL port, 9042), CASSANDRA_STORAGE_PORT (7000), CASSANDRA_VERSION (5.0.9), CASSANDRA_HEAP (1g).
+# CQL port, 9042), CASSANDRA_STORAGE_PORT (7000), CASSANDRA_VERSION (5.0.9), CASSANDRA_HEAP (2g: each keyspace of the tests holds some thirty tables, and the HTTP tests make one per app).
 #
 # The commit log is synced periodically (Cassandra's default): the server here is killed only at
 # the end of a run. What an operator sets in production (commitlog_sync batch or group for
@@ -20,7 +20,7 @@ CASSANDRA_HOME=${CASSANDRA_HOME:-$HOME/.cache/paycore-cassandra}
 CASSANDRA_PORT=${CASSANDRA_PORT:-9042}
 CASSANDRA_STORAGE_PORT=${CASSANDRA_STORAGE_PORT:-7000}
 CASSANDRA_VERSION=${CASSANDRA_VERSION:-5.0.9}
-CASSANDRA_HEAP=${CASSANDRA_HEAP:-1g}
+CASSANDRA_HEAP=${CASSANDRA_HEAP:-2g}
 LIB="$CASSANDRA_HOME/lib-$CASSANDRA_VERSION"
 RUN="$CASSANDRA_HOME/run-$CASSANDRA_PORT"
 HERE="$(cd "$(dirname "$0")" && pwd)"
