@@ -165,9 +165,7 @@ impl Statements {
     ) -> Result<Self, StoreError> {
         // Plain writes and reads only (the cursor's LWT is the log's): all idempotent.
         let p = |cql: String| async move {
-            let mut s = session.prepare(cql).await.map_err(be)?;
-            s.set_is_idempotent(true);
-            Ok::<_, StoreError>(s)
+            Ok::<_, StoreError>(super::plain(session.prepare(cql).await.map_err(be)?))
         };
         let mut scan_rows = p(format!("SELECT {TXN_COLUMNS} FROM ledger_txns")).await?;
         scan_rows.set_page_size(SCAN_PAGE);

@@ -5,21 +5,17 @@
 //! the scan must find.
 
 use super::ScyllaStore;
-use crate::config::scylla::{Consistency, Dialect, ScyllaSettings};
+use crate::config::scylla::ScyllaSettings;
 use crate::domain::OrderId;
 use crate::storage::conformance_ledger as suite;
 use crate::storage::{LedgerStore, StoreError};
 
-const CQL_ENV: &str = "PAYCORE_TEST_CQL";
+use super::tests::CQL_ENV;
 
 fn settings(contact: &str, keyspace: String) -> ScyllaSettings {
     ScyllaSettings {
-        contact_points: vec![contact.to_string()],
-        dialect: Dialect::Cassandra,
         keyspace,
-        consistency: Consistency::One,
-        request_timeout_ms: 10_000,
-        ..ScyllaSettings::default()
+        ..super::tests::settings(contact)
     }
 }
 
@@ -55,7 +51,7 @@ async fn ledger_conforms() {
     suite::a_large_batch(&store, &store).await;
     a_crash_before_the_snapshots_is_made_good(&store).await;
     tampered_rows_are_found(&store, &keyspace).await;
-    cql(&store, &format!("DROP KEYSPACE IF EXISTS {keyspace}")).await;
+    super::tests::drop_keyspace(&store, &keyspace).await;
     eprintln!("CQL ledger suite: ran against {contact} in {keyspace}");
 }
 

@@ -304,29 +304,37 @@ impl ScyllaStore {
     }
 }
 
+/// A plain write or read: idempotent (a replay writes the same cells), so the driver may retry it.
+pub(super) fn plain(mut p: PreparedStatement) -> PreparedStatement {
+    p.set_is_idempotent(true);
+    p
+}
+
+/// An LWT: not idempotent (a retried round may see its own earlier write), Paxos at `serial`.
+pub(super) fn lwt(mut p: PreparedStatement, serial: SerialConsistency) -> PreparedStatement {
+    p.set_is_idempotent(false);
+    p.set_serial_consistency(Some(serial));
+    p
+}
+
+/// A read of what an LWT may be deciding on: at SERIAL, so an LWT in flight is completed (or
+/// not) first, and the read sees what won.
+pub(super) fn serial_read(
+    mut p: PreparedStatement,
+    serial: SerialConsistency,
+) -> PreparedStatement {
+    p.set_is_idempotent(true);
+    p.set_consistency(match serial {
+        SerialConsistency::Serial => Consistency::Serial,
+        SerialConsistency::LocalSerial => Consistency::LocalSerial,
+    });
+    p
+}
+
 impl Statements {
     async fn prepare(session: &Session, serial: SerialConsistency) -> Result<Self, StoreError> {
-        // Plain writes: idempotent (a replay writes the same cells), so the driver may retry them.
-        let plain = |mut p: PreparedStatement| {
-            p.set_is_idempotent(true);
-            p
-        };
-        // LWT: not idempotent (a retried round may see its own earlier write), Paxos at `serial`.
-        let lwt = |mut p: PreparedStatement| {
-            p.set_is_idempotent(false);
-            p.set_serial_consistency(Some(serial));
-            p
-        };
-        // Reads of a reservation a create is deciding on: at SERIAL, so an LWT in flight is
-        // completed (or not) first, and the read sees what won.
-        let serial_read = |mut p: PreparedStatement| {
-            p.set_is_idempotent(true);
-            p.set_consistency(match serial {
-                SerialConsistency::Serial => Consistency::Serial,
-                SerialConsistency::LocalSerial => Consistency::LocalSerial,
-            });
-            p
-        };
+        let lwt = |p| lwt(p, serial);
+        let serial_read = |p| serial_read(p, serial);
         let p = |cql: &'static str| async move { session.prepare(cql).await.map_err(be) };
         Ok(Self {
             insert_token: plain(

@@ -3,19 +3,15 @@
 //! the other in a keyspace of their own, made for this run and dropped after it.
 
 use super::ScyllaStore;
-use crate::config::scylla::{Consistency, Dialect, ScyllaSettings};
+use crate::config::scylla::ScyllaSettings;
 use crate::storage::conformance_notifications as suite;
 
-const CQL_ENV: &str = "PAYCORE_TEST_CQL";
+use super::tests::CQL_ENV;
 
 fn settings(contact: &str, keyspace: String) -> ScyllaSettings {
     ScyllaSettings {
-        contact_points: vec![contact.to_string()],
-        dialect: Dialect::Cassandra,
         keyspace,
-        consistency: Consistency::One,
-        request_timeout_ms: 10_000,
-        ..ScyllaSettings::default()
+        ..super::tests::settings(contact)
     }
 }
 
@@ -44,11 +40,7 @@ async fn notifications_conform() {
     };
     // The keyspace is dropped whatever the cases came to.
     let outcome = cases.await;
-    let mut drop = scylla::statement::unprepared::Statement::new(format!(
-        "DROP KEYSPACE IF EXISTS {keyspace}"
-    ));
-    drop.set_request_timeout(Some(std::time::Duration::from_secs(60)));
-    store.session.query_unpaged(drop, ()).await.unwrap();
+    super::tests::drop_keyspace(&store, &keyspace).await;
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());
     }

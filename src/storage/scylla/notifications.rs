@@ -49,8 +49,8 @@ use crate::domain::{EventId, MerchantId, NotificationId, OrderId};
 use crate::storage::{EventLog, MerchantRoom, NotificationStore, StoreError};
 use async_trait::async_trait;
 use scylla::client::session::Session;
+use scylla::statement::SerialConsistency;
 use scylla::statement::prepared::PreparedStatement;
-use scylla::statement::{Consistency, SerialConsistency};
 use scylla::value::CqlTimestamp;
 use std::collections::HashMap;
 use time::OffsetDateTime;
@@ -228,23 +228,9 @@ impl Statements {
         session: &Session,
         serial: SerialConsistency,
     ) -> Result<Self, StoreError> {
-        let plain = |mut p: PreparedStatement| {
-            p.set_is_idempotent(true);
-            p
-        };
-        let lwt = |mut p: PreparedStatement| {
-            p.set_is_idempotent(false);
-            p.set_serial_consistency(Some(serial));
-            p
-        };
-        let serial_read = |mut p: PreparedStatement| {
-            p.set_is_idempotent(true);
-            p.set_consistency(match serial {
-                SerialConsistency::Serial => Consistency::Serial,
-                SerialConsistency::LocalSerial => Consistency::LocalSerial,
-            });
-            p
-        };
+        use super::plain;
+        let lwt = |p| super::lwt(p, serial);
+        let serial_read = |p| super::serial_read(p, serial);
         let p = |cql: String| async move { session.prepare(cql).await.map_err(be) };
         let keys = "WHERE order_id = ? AND version = ? AND notification_id = ?";
         let init_watermark = lwt(p(

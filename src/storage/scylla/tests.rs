@@ -11,12 +11,12 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 /// The variable naming the CQL server.
-const CQL_ENV: &str = "PAYCORE_TEST_CQL";
+pub(super) const CQL_ENV: &str = "PAYCORE_TEST_CQL";
 /// The lease of the take-over tests: longer than a create's wait for an order in flight, so the
 /// first retry is refused, not a take-over.
 const SHORT_LEASE_MS: u64 = 3_000;
 
-fn settings(contact: &str) -> ScyllaSettings {
+pub(super) fn settings(contact: &str) -> ScyllaSettings {
     ScyllaSettings {
         contact_points: vec![contact.to_string()],
         dialect: Dialect::Cassandra,
@@ -466,7 +466,7 @@ async fn a_change_committed_and_not_logged_is_logged_by_the_next_owner() {
 }
 
 /// Drops a keyspace a test made for itself (schema changes take seconds on Cassandra).
-async fn drop_keyspace(store: &ScyllaStore, keyspace: &str) {
+pub(super) async fn drop_keyspace(store: &ScyllaStore, keyspace: &str) {
     let mut drop = scylla::statement::unprepared::Statement::new(format!(
         "DROP KEYSPACE IF EXISTS {keyspace}"
     ));

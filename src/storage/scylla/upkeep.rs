@@ -62,9 +62,7 @@ pub(super) struct Statements {
 impl Statements {
     pub(super) async fn prepare(session: &Session) -> Result<Self, StoreError> {
         let p = |cql: &'static str| async move {
-            let mut s = session.prepare(cql).await.map_err(be)?;
-            s.set_is_idempotent(true);
-            Ok::<_, StoreError>(s)
+            Ok::<_, StoreError>(super::plain(session.prepare(cql).await.map_err(be)?))
         };
         Ok(Self {
             read_tallies: p("SELECT partition, status, n, seq FROM status_tallies").await?,
