@@ -156,11 +156,22 @@ pub fn keyspace_ddl(settings: &ScyllaSettings) -> String {
     ddl
 }
 
+/// How long one schema statement may take: a schema change waits for the nodes to agree on
+/// it, which takes far longer than a read or write (`request_timeout_ms`) on a busy cluster.
+const DDL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A schema statement, with the schema changes' own timeout.
+fn ddl(text: String) -> scylla::statement::unprepared::Statement {
+    let mut st = scylla::statement::unprepared::Statement::new(text);
+    st.set_request_timeout(Some(DDL_TIMEOUT));
+    st
+}
+
 /// Makes the keyspace when missing and applies every migration not applied yet; answers the
 /// versions applied now.
 pub async fn migrate(session: &Session, settings: &ScyllaSettings) -> Result<Vec<i32>, StoreError> {
     session
-        .query_unpaged(keyspace_ddl(settings), ())
+        .query_unpaged(ddl(keyspace_ddl(settings)), ())
         .await
         .map_err(|e| match settings.dialect {
             Dialect::Scylladb if e.to_string().contains("tablets") => StoreError::Backend(format!(
@@ -171,10 +182,10 @@ pub async fn migrate(session: &Session, settings: &ScyllaSettings) -> Result<Vec
     let ks = &settings.keyspace;
     session
         .query_unpaged(
-            format!(
+            ddl(format!(
                 "CREATE TABLE IF NOT EXISTS {ks}.schema_migrations (
                     version int PRIMARY KEY, name text, applied_at timestamp)"
-            ),
+            )),
             (),
         )
         .await
@@ -188,7 +199,7 @@ pub async fn migrate(session: &Session, settings: &ScyllaSettings) -> Result<Vec
         for statement in *statements {
             // `{ks}` stands for the keyspace: the session may have none in use yet.
             session
-                .query_unpaged(statement.replace("{ks}", ks), ())
+                .query_unpaged(ddl(statement.replace("{ks}", ks)), ())
                 .await
                 .map_err(be)?;
         }
