@@ -545,15 +545,28 @@ impl ScyllaStore {
         let blocker = rows
             .iter()
             .filter(|e| e.version < n.version && e.status == NotificationStatus::Pending)
-            .map(|e| ms(e.next_attempt_at))
-            .min();
-        if let Some(blocker_due) = blocker {
+            .min_by_key(|e| ms(e.next_attempt_at));
+        if let Some(blocker) = blocker {
             // Waits for the earlier version: looked at again when that one is next due (or at
             // once when it ends, see `record_delivery`).
-            let to = blocker_due.max(entry.due_ms);
+            let to = ms(blocker.next_attempt_at).max(entry.due_ms);
             if to != entry.due_ms {
                 self.notify_index(&entry.moved(to)).await?;
                 self.notify_unindex(entry).await?;
+                // Had the blocker ended since the read above, its outcome may have indexed this
+                // row at `entry`'s key, just deleted: then it is put back, due as it was. An
+                // outcome written after this SERIAL read indexes it after the delete.
+                let still = self
+                    .notification_row(
+                        true,
+                        &entry.order_id,
+                        blocker.version as i64,
+                        blocker.notification_id.as_str(),
+                    )
+                    .await?;
+                if !still.is_some_and(|b| b.status == NotificationStatus::Pending) {
+                    self.notify_index(&entry.moved(entry.due_ms)).await?;
+                }
             }
             return Ok(None);
         }
