@@ -37,7 +37,9 @@ fn keyspace_of(db: &str) -> String {
 /// database path, so a restart finds its data.
 fn on_backend(c: &mut Command, db: &str) {
     // paycore reads every PAYCORE_ variable as a setting: not the tests' own.
-    c.env_remove(CQL_ENV);
+    c.env_remove(CQL_ENV)
+        .env_remove(LOG_DIR_ENV)
+        .env_remove(LOG_FILTER_ENV);
     if let Ok(contact) = std::env::var(CQL_ENV) {
         c.env("PAYCORE_STORAGE__BACKEND", "scylla")
             .env(
@@ -47,6 +49,37 @@ fn on_backend(c: &mut Command, db: &str) {
             .env("PAYCORE_STORAGE__SCYLLA__DIALECT", "cassandra")
             .env("PAYCORE_STORAGE__SCYLLA__CONSISTENCY", "one")
             .env("PAYCORE_STORAGE__SCYLLA__KEYSPACE", keyspace_of(db));
+    }
+}
+
+/// Names a directory for the children's output (paycore logs to stdout): when set, each
+/// process appends to `<dir>/<command>-<port>.log`, to read after a failure; otherwise the
+/// output is discarded.
+const LOG_DIR_ENV: &str = "PAYCORE_TEST_LOG_DIR";
+
+/// The children's log filter: `warn` unless `PAYCORE_TEST_RUST_LOG` says otherwise.
+const LOG_FILTER_ENV: &str = "PAYCORE_TEST_RUST_LOG";
+
+fn log_filter() -> String {
+    std::env::var(LOG_FILTER_ENV).unwrap_or_else(|_| "warn".into())
+}
+
+fn child_output(c: &mut Command, cmd: &str, port: u16) {
+    let file = std::env::var(LOG_DIR_ENV).ok().map(|dir| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(format!("{dir}/{cmd}-{port}.log"))
+            .expect("open the log file")
+    });
+    match file {
+        Some(f) => {
+            let err = f.try_clone().expect("clone the log file");
+            c.stdout(f).stderr(err);
+        }
+        None => {
+            c.stdout(Stdio::null()).stderr(Stdio::null());
+        }
     }
 }
 
@@ -65,9 +98,8 @@ fn start_with(db: &str, port: u16, sim_port: u16, cmd: &str, env: &[(&str, &str)
     .env("PAYCORE_SIMULATOR__PORT", sim_port.to_string())
     .env("PAYCORE_SIMULATOR__BILLER_PORT", "0")
     .env("PAYCORE_STORAGE__SQLITE__PATH", db)
-    .env("RUST_LOG", "warn")
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
+    .env("RUST_LOG", log_filter());
+    child_output(&mut c, cmd, port);
     on_backend(&mut c, db);
     for (k, v) in env {
         c.env(k, v);
@@ -386,6 +418,10 @@ async fn timers_pending_at_sigkill_all_complete_after_restart() {
         ),
         ("PAYCORE_ORDERS__MIN_EXPIRE_SECONDS", "1"),
         ("PAYCORE_TIMERS__TICK_MS", "50"),
+        // A timer or a delivery claimed just before the kill is taken again once its lease runs
+        // out: leases shorter than the defaults (30 s, 60 s), so that happens within the waits
+        // below. The delivery lease stays longer than its request timeout (5 s).
+        ("PAYCORE_TIMERS__LEASE_MS", "5000"),
     ];
     let merchant_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let hook = format!(
@@ -400,6 +436,7 @@ async fn timers_pending_at_sigkill_all_complete_after_restart() {
             "[2500, 200, 200, 200, 400, 800]",
         ),
         ("PAYCORE_NOTIFICATIONS__TICK_MS", "50"),
+        ("PAYCORE_NOTIFICATIONS__LEASE_MS", "6000"),
     ];
     let core_env: Vec<(&str, &str)> = core_env.iter().chain(&notify_env).copied().collect();
     let mut child = start_with(&db, port, sim_port, "serve", &core_env);
