@@ -94,8 +94,6 @@ const ORDER_ROWS: i32 = 4_096;
 const READS_IN_FLIGHT: usize = 16;
 /// Rows per page of the whole-ledger scan, and of the orders' scan.
 const SCAN_PAGE: i32 = 1_000;
-/// Transaction ids per `IN` list when asking which are applied.
-const APPLIED_CHUNK: usize = 100;
 /// Most view rows in one snapshot batch (kept well under the servers' batch size limits).
 const VIEW_ROWS_PER_BATCH: usize = 64;
 /// Most balance rows one holder's read answers (accounts × currencies × ...).
@@ -586,7 +584,7 @@ impl ScyllaStore {
         txn_ids: &[&str],
     ) -> Result<HashSet<String>, StoreError> {
         let mut out = HashSet::new();
-        for chunk in txn_ids.chunks(APPLIED_CHUNK) {
+        for chunk in txn_ids.chunks(super::MAX_IN_KEYS) {
             let items: Vec<String> = chunk.iter().map(|id| applied_item(id)).collect();
             let rows = self
                 .exec(&self.ledger_st.applied, (holder, partition as i32, items))
@@ -1272,7 +1270,7 @@ impl LedgerStore for ScyllaStore {
                 .map_err(be)?;
             for row in rows {
                 views.row(&mut f, row);
-                if views.pending.len() >= APPLIED_CHUNK {
+                if views.pending.len() >= super::MAX_IN_KEYS {
                     let pending = std::mem::take(&mut views.pending);
                     self.check_applied(&mut f, pending).await?;
                 }

@@ -154,6 +154,11 @@ pub struct ScyllaStore {
     skip_logging: Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// The most keys one `IN` may list: ScyllaDB refuses more than its
+/// `max_partition_key_restrictions_per_query` (and `max_clustering_key_restrictions_per_query`),
+/// 100 by default.
+pub(super) const MAX_IN_KEYS: usize = 100;
+
 /// Connects to the cluster (the keyspace must exist: see `schema::migrate`).
 async fn connect(settings: &ScyllaSettings) -> Result<Session, StoreError> {
     let consistency = match settings.consistency {
@@ -273,6 +278,33 @@ impl ScyllaStore {
             .execute_unpaged(statement, values)
             .await
             .map_err(be)
+    }
+
+    /// Sums one shard's `SELECT COUNT(*)` over the buckets `from..=to`, with no more than
+    /// `MAX_IN_KEYS` buckets in one statement; `bind` gives a statement's values for its
+    /// buckets.
+    async fn count_in_buckets<V: SerializeRow>(
+        &self,
+        statement: &PreparedStatement,
+        from: i64,
+        to: i64,
+        bind: impl Fn(Vec<i64>) -> V,
+    ) -> Result<i64, StoreError> {
+        let buckets: Vec<i64> = (from..=to).collect();
+        let mut total = 0i64;
+        for chunk in buckets.chunks(MAX_IN_KEYS) {
+            let rows = self
+                .exec(statement, bind(chunk.to_vec()))
+                .await?
+                .into_rows_result()
+                .map_err(be)?;
+            let n = rows
+                .maybe_first_row::<(i64,)>()
+                .map_err(be)?
+                .map_or(0, |(n,)| n);
+            total = total.saturating_add(n);
+        }
+        Ok(total)
     }
 
     /// Runs a batch (conditional when it is not idempotent).

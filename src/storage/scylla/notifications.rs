@@ -875,16 +875,14 @@ impl NotificationStore for ScyllaStore {
         let mut total = 0;
         for shard in 0..super::timers::SHARDS as i32 {
             let from = self.notify_watermark(shard).await?;
-            let buckets: Vec<i64> = (from..=from + COUNT_BUCKETS).collect();
-            let rows = self
-                .exec(&self.notify_st.count_in_buckets, (shard, buckets))
-                .await?
-                .into_rows_result()
-                .map_err(be)?;
-            total += rows
-                .maybe_first_row::<(i64,)>()
-                .map_err(be)?
-                .map_or(0, |(n,)| n);
+            total += self
+                .count_in_buckets(
+                    &self.notify_st.count_in_buckets,
+                    from,
+                    from + COUNT_BUCKETS,
+                    |buckets| (shard, buckets),
+                )
+                .await?;
         }
         Ok(total)
     }

@@ -406,19 +406,11 @@ impl TimerStore for ScyllaStore {
                 if last < from {
                     continue;
                 }
-                let buckets: Vec<i64> = (from..=last).collect();
-                let rows = self
-                    .exec(
-                        &self.st.count_in_buckets,
-                        (shard, buckets, CqlTimestamp(bound)),
-                    )
-                    .await?
-                    .into_rows_result()
-                    .map_err(be)?;
-                *total += rows
-                    .maybe_first_row::<(i64,)>()
-                    .map_err(be)?
-                    .map_or(0, |(n,)| n);
+                *total += self
+                    .count_in_buckets(&self.st.count_in_buckets, from, last, |buckets| {
+                        (shard, buckets, CqlTimestamp(bound))
+                    })
+                    .await?;
             }
         }
         Ok((pending, overdue))
