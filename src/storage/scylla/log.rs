@@ -45,6 +45,9 @@ pub(super) const EPOCH_SHIFT: u32 = 40;
 pub const MAX_IN_FLIGHT: u64 = 4_096;
 /// Pause between attempts to log a committed change's events when writing them failed.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// Reads of the order's partition to settle a change whose outcome was not answered, before
+/// its intent is left to the next owner's recovery.
+const SETTLE_ATTEMPTS: u32 = 20;
 
 pub(super) fn block_of(seq: u64) -> i64 {
     (seq >> BLOCK_BITS) as i64
@@ -107,7 +110,9 @@ impl LogState {
 pub(super) struct Ticket {
     partition: u32,
     order_id: String,
-    versions: Vec<u64>,
+    /// Per version the change writes, its intent: the version's first event id (`None`: an
+    /// intent of `log_intents`, by version alone, left by a paycore from before migration 4).
+    intents: Vec<(u64, Option<String>)>,
     _slot: OwnedSemaphorePermit,
 }
 
@@ -140,9 +145,18 @@ impl ScyllaStore {
                 .await?
                 .into_rows_result()
                 .map_err(be)?;
+            for row in rows.rows::<(String, i64, String)>().map_err(be)? {
+                let (order_id, version, event_id) = row.map_err(be)?;
+                intents.push((p, order_id, version as u64, Some(event_id)));
+            }
+            let rows = self
+                .exec(&self.st.read_old_intents, (p as i32,))
+                .await?
+                .into_rows_result()
+                .map_err(be)?;
             for row in rows.rows::<(String, i64)>().map_err(be)? {
                 let (order_id, version) = row.map_err(be)?;
-                intents.push((p, order_id, version as u64));
+                intents.push((p, order_id, version as u64, None));
             }
         }
         if !intents.is_empty() {
@@ -154,12 +168,20 @@ impl ScyllaStore {
                 "logging the events of changes a previous paycore committed and did not log"
             );
         }
-        for (p, order_id, version) in intents {
-            let events = self.events_at_version(&order_id, version).await?;
+        for (p, order_id, version, event_id) in intents {
+            let mut events = self.events_at_version(&order_id, version).await?;
+            // The version's events are this intent's change only if its first event is there:
+            // otherwise the change was not applied, and the version is another change's (or
+            // no one's).
+            if let Some(id) = &event_id
+                && !events.iter().any(|e| e.event_id.as_str() == id)
+            {
+                events.clear();
+            }
             let ticket = Ticket {
                 partition: p,
                 order_id,
-                versions: vec![version],
+                intents: vec![(version, event_id)],
                 _slot: self.slot(p).await?,
             };
             self.log_events(ticket, &events).await?;
@@ -222,16 +244,23 @@ impl ScyllaStore {
         }
         let p = partition_of(order_id);
         let slot = self.slot(p).await?;
-        let mut versions: Vec<u64> = events.iter().map(|e| e.version).collect();
-        versions.dedup();
-        for v in &versions {
-            self.exec(&self.st.insert_intent, (p as i32, order_id, *v as i64))
-                .await?;
+        let mut intents: Vec<(u64, Option<String>)> = Vec::new();
+        for e in events {
+            if intents.last().is_none_or(|(v, _)| *v != e.version) {
+                intents.push((e.version, Some(e.event_id.to_string())));
+            }
+        }
+        for (v, id) in &intents {
+            self.exec(
+                &self.st.insert_intent,
+                (p as i32, order_id, *v as i64, id.as_deref()),
+            )
+            .await?;
         }
         Ok(Some(Ticket {
             partition: p,
             order_id: order_id.to_string(),
-            versions,
+            intents,
             _slot: slot,
         }))
     }
@@ -239,18 +268,28 @@ impl ScyllaStore {
     /// A change that was not applied: its intent goes (best effort: one left behind is
     /// dropped by the next owner, finding no events).
     pub(super) async fn log_abandon(&self, ticket: Option<Ticket>) {
+        #[cfg(test)]
+        if self.skip_logging.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         if let Some(t) = ticket {
             let _ = self.delete_intents(&t).await;
         }
     }
 
     async fn delete_intents(&self, t: &Ticket) -> Result<(), StoreError> {
-        for v in &t.versions {
-            self.exec(
-                &self.st.delete_intent,
-                (t.partition as i32, t.order_id.as_str(), *v as i64),
-            )
-            .await?;
+        let (p, order) = (t.partition as i32, t.order_id.as_str());
+        for (v, id) in &t.intents {
+            match id {
+                Some(id) => {
+                    self.exec(&self.st.delete_intent, (p, order, *v as i64, id.as_str()))
+                        .await?
+                }
+                None => {
+                    self.exec(&self.st.delete_old_intent, (p, order, *v as i64))
+                        .await?
+                }
+            };
         }
         Ok(())
     }
@@ -284,6 +323,60 @@ impl ScyllaStore {
             return;
         }
         self.settle(ticket.partition, &seqs);
+    }
+
+    /// A change whose write answered an error (a timeout says nothing of whether it was
+    /// applied): settled in the background once the write can no longer be in flight (a
+    /// request timeout later) by a SERIAL read of its versions in the order's partition, which
+    /// also completes or supersedes a `conditional` write still in progress. Applied (its
+    /// events stored there): they are logged as `log_committed` would have. Not applied and
+    /// conditional: it never will be, and its intent is deleted. Otherwise (a plain write may
+    /// still reach a replica late), or still unreadable after `SETTLE_ATTEMPTS` reads: the
+    /// intent is left, and the next owner's recovery settles it.
+    pub(super) fn log_unknown(
+        &self,
+        ticket: Option<Ticket>,
+        events: Vec<Event>,
+        conditional: bool,
+    ) {
+        let Some(ticket) = ticket else { return };
+        let store = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(store.settings.request_timeout_ms)).await;
+            for _ in 0..SETTLE_ATTEMPTS {
+                match store.stored_versions(&ticket).await {
+                    Ok(stored) => {
+                        let ours = events
+                            .iter()
+                            .all(|e| stored.iter().any(|s| s.event_id == e.event_id));
+                        if ours {
+                            tracing::warn!(order_id = %ticket.order_id,
+                                "a change whose write answered an error was applied: logging its events");
+                            store.log_committed(Some(ticket), events).await;
+                        } else if conditional && let Err(e) = store.delete_intents(&ticket).await {
+                            tracing::warn!(order_id = %ticket.order_id, error = %e,
+                                "the intent of a change not applied is left to the next owner");
+                        }
+                        return;
+                    }
+                    Err(StoreError::Closed) => return,
+                    Err(e) => tracing::warn!(order_id = %ticket.order_id, error = %e,
+                        "cannot read whether a change was applied; trying again"),
+                }
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            tracing::error!(order_id = %ticket.order_id,
+                "whether a change was applied is still unknown; the next paycore to open the log settles it");
+        });
+    }
+
+    /// The events the order's partition holds at the ticket's versions, read at SERIAL.
+    async fn stored_versions(&self, t: &Ticket) -> Result<Vec<Event>, StoreError> {
+        let mut out = Vec::new();
+        for (v, _) in &t.intents {
+            out.extend(self.events_at(true, &t.order_id, *v).await?);
+        }
+        Ok(out)
     }
 
     /// Logs `events` under `ticket` (recovery: positions, entries, intent deleted).
@@ -345,10 +438,25 @@ impl ScyllaStore {
         order_id: &str,
         version: u64,
     ) -> Result<Vec<Event>, StoreError> {
+        self.events_at(false, order_id, version).await
+    }
+
+    /// The events an order's partition holds at `version`, read at SERIAL when `serial`.
+    async fn events_at(
+        &self,
+        serial: bool,
+        order_id: &str,
+        version: u64,
+    ) -> Result<Vec<Event>, StoreError> {
         let from = format!("e:{version:020}:");
         let to = format!("e:{version:020};");
+        let st = if serial {
+            &self.st.events_at_version_serial
+        } else {
+            &self.st.events_at_version
+        };
         let rows = self
-            .exec(&self.st.events_at_version, (order_id, from, to))
+            .exec(st, (order_id, from, to))
             .await?
             .into_rows_result()
             .map_err(be)?;

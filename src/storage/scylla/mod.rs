@@ -91,7 +91,10 @@ struct Statements {
     insert_intent: PreparedStatement,
     delete_intent: PreparedStatement,
     read_intents: PreparedStatement,
+    read_old_intents: PreparedStatement,
+    delete_old_intent: PreparedStatement,
     events_at_version: PreparedStatement,
+    events_at_version_serial: PreparedStatement,
     cursor_get: PreparedStatement,
     cursor_set: PreparedStatement,
     cursor_insert: PreparedStatement,
@@ -152,6 +155,10 @@ pub struct ScyllaStore {
     /// Test hook: changes are stored and their log step skipped, as by a crash right after.
     #[cfg(test)]
     skip_logging: Arc<std::sync::atomic::AtomicBool>,
+    /// Test hook: the next change's write is applied and answers an error, as a coordinator's
+    /// timeout after the replicas applied it.
+    #[cfg(test)]
+    lose_outcome: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The most keys one `IN` may list: ScyllaDB refuses more than its
@@ -251,6 +258,8 @@ impl ScyllaStore {
             counts: Arc::new(StatementCounts::default()),
             #[cfg(test)]
             skip_logging: Arc::default(),
+            #[cfg(test)]
+            lose_outcome: Arc::default(),
         };
         store.init_watermarks().await?;
         store.open_log().await?;
@@ -503,17 +512,32 @@ impl Statements {
                 .await?,
             ),
             insert_intent: plain(
-                p("INSERT INTO log_intents (partition, order_id, version) VALUES (?, ?, ?)")
-                    .await?,
+                p("INSERT INTO change_intents (partition, order_id, version, event_id) \
+                   VALUES (?, ?, ?, ?)")
+                .await?,
             ),
             delete_intent: plain(
+                p("DELETE FROM change_intents WHERE partition = ? AND order_id = ? \
+                   AND version = ? AND event_id = ?")
+                .await?,
+            ),
+            read_intents: plain(
+                p("SELECT order_id, version, event_id FROM change_intents WHERE partition = ?")
+                    .await?,
+            ),
+            read_old_intents: plain(
+                p("SELECT order_id, version FROM log_intents WHERE partition = ?").await?,
+            ),
+            delete_old_intent: plain(
                 p("DELETE FROM log_intents WHERE partition = ? AND order_id = ? AND version = ?")
                     .await?,
             ),
-            read_intents: plain(
-                p("SELECT order_id, version FROM log_intents WHERE partition = ?").await?,
-            ),
             events_at_version: plain(
+                p("SELECT event_schema, event FROM orders WHERE order_id = ? \
+                   AND item >= ? AND item < ?")
+                .await?,
+            ),
+            events_at_version_serial: serial_read(
                 p("SELECT event_schema, event FROM orders WHERE order_id = ? \
                    AND item >= ? AND item < ?")
                 .await?,

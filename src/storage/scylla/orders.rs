@@ -515,9 +515,11 @@ impl ScyllaStore {
         self.index(&Entry::for_ops(id, &timers)).await?;
         // Likewise the log's intent: one whose change never happened finds no events.
         let ticket = self.log_intent(id, &events).await?;
-        // On an error the batch may or may not have been applied: the intent stays, and the
-        // next owner's recovery logs the events if it was.
-        self.exec_batch(&batch, values).await?;
+        // On an error the batch may or may not have been applied: settled in the background.
+        if let Err(e) = self.exec_batch(&batch, values).await {
+            self.log_unknown(ticket, events, false);
+            return Err(e);
+        }
         self.log_committed(ticket, events).await;
         Ok(CreateOutcome::Created)
     }
@@ -559,7 +561,24 @@ impl ScyllaStore {
         }
         self.index(&Entry::for_ops(id, &timers)).await?;
         let ticket = self.log_intent(id, &events).await?;
-        let result = self.exec_batch(&batch, values).await?;
+        let result = match self.exec_batch(&batch, values).await {
+            Ok(result) => result,
+            Err(e) => {
+                // Applied or not, the error does not say: settled in the background.
+                self.log_unknown(ticket, events, true);
+                return Err(e);
+            }
+        };
+        #[cfg(test)]
+        if self
+            .lose_outcome
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            self.log_unknown(ticket, events, true);
+            return Err(StoreError::Backend(
+                "test: the change's answer was lost".into(),
+            ));
+        }
         if Lwt::read(result)?.applied {
             self.log_committed(ticket, events).await;
             Ok(())

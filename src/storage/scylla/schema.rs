@@ -12,8 +12,10 @@
 //! - `timer_index`: when timers are due, partitioned by (shard of the order, due minute); an
 //!   entry only wakes the order and is checked against the order's own timer row when claimed.
 //! - `timer_watermarks`: per shard, the oldest minute bucket that may still hold entries.
-//! - `log_partitions`, `event_log`, `log_intents`, `log_cursors`: the event log, one partition
-//!   per shard (see `log`).
+//! - `log_partitions`, `event_log`, `change_intents`, `log_cursors`: the event log, one
+//!   partition per shard (see `log`). `log_intents` (migration 1) held intents by version alone,
+//!   which two changes tried at one version share; it is only read, for intents left by a
+//!   paycore from before migration 4.
 //! - `command_replies`: Kafka command replies by (merchant, request id) (see `commands`).
 //! - `status_tallies`, `log_purged`: orders per status counted from the log, and how far the
 //!   log is purged (see `upkeep`).
@@ -139,6 +141,17 @@ pub const MIGRATIONS: &[(i32, &str, &[&str])] = &[
         3,
         "merchant notifications and their delivery schedule",
         super::notifications::DDL,
+    ),
+    (
+        4,
+        "change intents keyed by the change (its first event id), not only its version",
+        &["CREATE TABLE IF NOT EXISTS {ks}.change_intents (
+            partition int,
+            order_id  text,
+            version   bigint,
+            event_id  text,
+            PRIMARY KEY ((partition), order_id, version, event_id)
+        )"],
     ),
 ];
 

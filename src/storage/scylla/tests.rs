@@ -438,6 +438,11 @@ async fn a_change_committed_and_not_logged_is_logged_by_the_next_owner() {
         "the change is stored, its event not logged"
     );
     assert_eq!(first.load_order(&order.order_id).await.unwrap(), Some(next));
+    assert_eq!(
+        intents_in(&first, &keyspace, p).await,
+        1,
+        "its intent is left"
+    );
 
     // "Restart": another store opens the log.
     let second = ScyllaStore::open(&own).await.unwrap();
@@ -450,18 +455,150 @@ async fn a_change_committed_and_not_logged_is_logged_by_the_next_owner() {
         "read across the two owners' epochs, in order"
     );
     assert!(all[0].seq < all[1].seq);
-    let intents = second
+    assert_eq!(
+        intents_in(&second, &keyspace, p).await,
+        0,
+        "the intent is gone once its events are logged"
+    );
+    drop_keyspace(&second, &keyspace).await;
+}
+
+/// The intents left in a log partition.
+async fn intents_in(store: &ScyllaStore, keyspace: &str, p: u32) -> usize {
+    store
         .session
         .query_unpaged(
-            format!("SELECT order_id FROM {keyspace}.log_intents WHERE partition = ?"),
+            format!("SELECT order_id FROM {keyspace}.change_intents WHERE partition = ?"),
             (p as i32,),
         )
         .await
         .unwrap()
         .into_rows_result()
         .unwrap()
-        .rows_num();
-    assert_eq!(intents, 0, "the intent is gone once its events are logged");
+        .rows_num()
+}
+
+/// A change whose write answered an error but was applied (a coordinator's timeout after the
+/// replicas wrote it) has its events logged by the running paycore, without a restart; one
+/// that answered an error and was not applied (its version taken by another change) logs
+/// nothing and leaves no intent. An intent a crash left for a change not applied, at a version
+/// another change holds, is dropped by the next owner without logging that change's events
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_with_a_lost_answer_is_settled_while_running() {
+    let Ok(contact) = std::env::var(CQL_ENV) else {
+        return;
+    };
+    let keyspace = format!("paycore_lost_answer_{}", std::process::id());
+    let own = ScyllaSettings {
+        keyspace: keyspace.clone(),
+        request_timeout_ms: 1_000,
+        reservation_lease_ms: 3_000,
+        ..settings(&contact)
+    };
+    let store = ScyllaStore::open(&own).await.unwrap();
+    let m = suite::merchant("lost");
+    let t = suite::token(&store, &m, 60).await;
+    let (order, created) = suite::new_order(&m, "L1");
+    let stored = store.create_order(t, order.clone(), created, vec![], OffsetDateTime::now_utc());
+    assert_eq!(stored.await.unwrap(), CreateOutcome::Created);
+    let p = super::log::partition_of(order.order_id.as_str());
+    let logged = |store: &ScyllaStore| {
+        let store = store.clone();
+        async move {
+            store
+                .events_after(p, 0, 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.event.event_id.clone())
+                .collect::<Vec<_>>()
+        }
+    };
+    let before = logged(&store).await;
+    assert_eq!(before.len(), 1);
+
+    // Applied, answered with an error.
+    let (next, paying) = suite::paying(&order);
+    store
+        .lose_outcome
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let lost = store
+        .update_order(
+            next.clone(),
+            order.version,
+            order.status,
+            paying.clone(),
+            vec![],
+        )
+        .await;
+    assert!(matches!(lost, Err(StoreError::Backend(_))), "{lost:?}");
+    assert_eq!(
+        store.load_order(&order.order_id).await.unwrap(),
+        Some(next.clone())
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while logged(&store).await.len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the applied change is never logged"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(logged(&store).await[1], paying[0].event_id);
+    assert_eq!(
+        intents_in(&store, &keyspace, p).await,
+        0,
+        "its intent is deleted"
+    );
+
+    // Not applied (a stale version), answered with an error.
+    let (stale, stale_events) = suite::paying(&order);
+    store
+        .lose_outcome
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let lost = store
+        .update_order(stale, order.version, order.status, stale_events, vec![])
+        .await;
+    assert!(matches!(lost, Err(StoreError::Backend(_))), "{lost:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while intents_in(&store, &keyspace, p).await > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "its intent is never deleted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(logged(&store).await.len(), 2, "nothing logged for it");
+    assert_eq!(store.load_order(&order.order_id).await.unwrap(), Some(next));
+
+    // The same, cut short by a crash before its intent is deleted: the intent stays.
+    let (stale, stale_events) = suite::paying(&order);
+    store
+        .skip_logging
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let refused = store
+        .update_order(stale, order.version, order.status, stale_events, vec![])
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::VersionConflict(_))),
+        "{refused:?}"
+    );
+    store
+        .skip_logging
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(intents_in(&store, &keyspace, p).await, 1);
+    let second = ScyllaStore::open(&own).await.unwrap();
+    assert_eq!(
+        logged(&second).await.len(),
+        2,
+        "the version's events are another change's: not logged again"
+    );
+    assert_eq!(
+        intents_in(&second, &keyspace, p).await,
+        0,
+        "and the intent is dropped"
+    );
     drop_keyspace(&second, &keyspace).await;
 }
 
