@@ -75,7 +75,7 @@ enum LedgerCommand {
 
 async fn log_command(settings: &Settings, cmd: LogCommand) -> anyhow::Result<()> {
     let metrics = std::sync::Arc::new(paycore::metrics::Metrics::new());
-    let store = Backend::open(&settings.storage, metrics)
+    let store = Backend::open_reader(&settings.storage, metrics)
         .await
         .context("opening storage")?
         .orders;
@@ -197,7 +197,7 @@ async fn main() -> anyhow::Result<()> {
                 "no database at {path} (storage.sqlite.path)"
             );
             let metrics = Arc::new(paycore::metrics::Metrics::new());
-            let backend = Backend::open(&settings.storage, metrics)
+            let backend = Backend::open_reader(&settings.storage, metrics)
                 .await
                 .context("opening storage")?;
             let limits = VerifyLimits {

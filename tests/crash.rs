@@ -48,6 +48,9 @@ fn on_backend(c: &mut Command, db: &str) {
             )
             .env("PAYCORE_STORAGE__SCYLLA__DIALECT", "cassandra")
             .env("PAYCORE_STORAGE__SCYLLA__CONSISTENCY", "one")
+            // The killed paycore's owner lease runs out before the restart can take it: the
+            // shortest lease the request timeout (5 s) allows.
+            .env("PAYCORE_STORAGE__SCYLLA__OWNER_LEASE_MS", "15000")
             .env("PAYCORE_STORAGE__SCYLLA__KEYSPACE", keyspace_of(db));
     }
 }
@@ -149,7 +152,8 @@ fn ledger_verifies(db: &str) {
 }
 
 async fn wait_healthy(http: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // On the CQL backend a restart after a kill first waits for the killed one's owner lease.
+    let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         if let Ok(r) = http.get(format!("{base}/readyz")).send().await
             && r.status() == 200

@@ -87,6 +87,11 @@ pub struct ScyllaSettings {
     /// reservation whose order was never stored (a crash between the steps). Longer than
     /// several request timeouts.
     pub reservation_lease_ms: u64,
+    /// `paycore serve` holds the keyspace this long per renewal (renewed every sixth of it);
+    /// a crashed holder's lease runs out after it, and a restart waits that long at most. At
+    /// least three request timeouts: the holder fences itself two request timeouts before
+    /// its lease may run out.
+    pub owner_lease_ms: u64,
     /// Most LWT rounds one operation makes before it answers a backend error (contention on
     /// one reservation).
     pub max_lwt_rounds: u32,
@@ -113,6 +118,7 @@ impl Default for ScyllaSettings {
             connect_timeout_ms: 5_000,
             request_timeout_ms: 5_000,
             reservation_lease_ms: 30_000,
+            owner_lease_ms: 30_000,
             max_lwt_rounds: 8,
             reply_retention_hours: 168,
         }
@@ -167,6 +173,13 @@ impl ScyllaSettings {
             return bad(
                 "reservation_lease_ms",
                 "must be at least twice request_timeout_ms (a create makes several requests)",
+            );
+        }
+        if self.owner_lease_ms < 3 * self.request_timeout_ms || self.owner_lease_ms > 24 * 3_600_000
+        {
+            return bad(
+                "owner_lease_ms",
+                "must be at least three times request_timeout_ms, and at most 24 h",
             );
         }
         if !(1..=100).contains(&self.max_lwt_rounds) {
@@ -270,6 +283,10 @@ mod tests {
         assert_eq!(
             key(&|s| s.reservation_lease_ms = 1_000).as_deref(),
             Some("reservation_lease_ms")
+        );
+        assert_eq!(
+            key(&|s| s.owner_lease_ms = 10_000).as_deref(),
+            Some("owner_lease_ms")
         );
         assert_eq!(
             key(&|s| s.max_lwt_rounds = 0).as_deref(),

@@ -1,6 +1,7 @@
 //! The backend `[storage] backend` names, opened behind the storage traits: what the service,
 //! its commands and the tests use, whichever backend keeps the data.
 
+use super::scylla::Role;
 use super::sqlite::SqliteStore;
 use super::{LedgerStore, NotificationStore, OrderStore, StoreError};
 use crate::config::StorageSettings;
@@ -19,10 +20,28 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// Opens the configured backend, applying its migrations.
+    /// Opens the configured backend, applying its migrations, for `paycore serve`: on the CQL
+    /// backend it takes the keyspace's owner lease (one serve per keyspace).
     pub async fn open(
         settings: &StorageSettings,
         metrics: Arc<Metrics>,
+    ) -> Result<Self, StoreError> {
+        Self::open_as(settings, metrics, Role::Owner).await
+    }
+
+    /// Opens the configured backend for a command that runs beside `paycore serve` (ledger
+    /// verify, the log commands): on the CQL backend no owner lease, no log epoch, no change.
+    pub async fn open_reader(
+        settings: &StorageSettings,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StoreError> {
+        Self::open_as(settings, metrics, Role::Reader).await
+    }
+
+    async fn open_as(
+        settings: &StorageSettings,
+        metrics: Arc<Metrics>,
+        role: Role,
     ) -> Result<Self, StoreError> {
         match settings.backend.as_str() {
             "sqlite" => Ok(Self::of(Arc::new(SqliteStore::open(
@@ -30,7 +49,7 @@ impl Backend {
                 metrics,
             )?))),
             "scylla" => Ok(Self::of(Arc::new(
-                super::scylla::ScyllaStore::open(&settings.scylla).await?,
+                super::scylla::ScyllaStore::open_as(&settings.scylla, role).await?,
             ))),
             other => Err(StoreError::Backend(format!(
                 "storage.backend = {other:?}: expected \"sqlite\" or \"scylla\""

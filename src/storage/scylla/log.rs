@@ -79,6 +79,8 @@ pub(super) struct LogState {
     slots: Vec<Arc<Semaphore>>,
     /// Changes whenever a partition's stable position moves.
     committed: watch::Sender<u64>,
+    /// Set once this process took every partition (`open_log`): changes may be written.
+    owned: std::sync::atomic::AtomicBool,
 }
 
 impl LogState {
@@ -91,6 +93,7 @@ impl LogState {
                 .map(|_| Arc::new(Semaphore::new(MAX_IN_FLIGHT as usize)))
                 .collect(),
             committed: watch::channel(0).0,
+            owned: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -168,6 +171,9 @@ impl ScyllaStore {
                 "logging the events of changes a previous paycore committed and did not log"
             );
         }
+        self.log
+            .owned
+            .store(true, std::sync::atomic::Ordering::Release);
         for (p, order_id, version, event_id) in intents {
             let mut events = self.events_at_version(&order_id, version).await?;
             // The version's events are this intent's change only if its first event is there:
@@ -239,6 +245,11 @@ impl ScyllaStore {
         order_id: &str,
         events: &[Event],
     ) -> Result<Option<Ticket>, StoreError> {
+        if !self.log.owned.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(StoreError::Backend(
+                "this paycore opened the keyspace to read: it writes no change".into(),
+            ));
+        }
         if events.is_empty() {
             return Ok(None);
         }

@@ -13,6 +13,7 @@ mod ledger;
 pub mod log;
 mod notifications;
 mod orders;
+mod owner;
 pub mod schema;
 mod timers;
 mod upkeep;
@@ -141,8 +142,14 @@ pub struct ScyllaStore {
     upkeep_st: Arc<upkeep::Statements>,
     /// Status tallies as counted so far in this process; one catch-up at a time.
     tallies: Arc<tokio::sync::Mutex<upkeep::Tallies>>,
-    /// Set by `close`: `ping` then answers `Closed`.
+    /// Set by `close` (or by the owner lease's fence): every statement then answers `Closed`.
     closed: Arc<std::sync::atomic::AtomicBool>,
+    /// The owner lease's statements (see `owner`).
+    owner_st: Arc<owner::Statements>,
+    /// This process's holder id, once it took the owner lease (`Role::Owner`).
+    owner: Arc<std::sync::OnceLock<String>>,
+    /// Set when the owner lease was lost (or may have been): the store closed itself.
+    fenced: Arc<std::sync::atomic::AtomicBool>,
     settings: ScyllaSettings,
     /// LWT statements ask Paxos at this consistency.
     serial: SerialConsistency,
@@ -229,10 +236,29 @@ fn tls_context(ca_file: &str) -> Result<scylla::client::session::TlsContext, Sto
     Ok(std::sync::Arc::new(config).into())
 }
 
+/// What a process opens the keyspace for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `paycore serve`: takes the keyspace's owner lease (see `owner`), then the log.
+    Owner,
+    /// Reads, and writes that need no log position (cursors): `paycore ledger verify`, the
+    /// `log` commands, next to a running owner. A change is refused.
+    Reader,
+    /// Takes the log without the owner lease: tests that open several stores on one keyspace.
+    #[cfg(test)]
+    Writer,
+}
+
 impl ScyllaStore {
-    /// Connects, applies the migrations not applied yet (the keyspace is made when missing),
-    /// and prepares the statements.
+    /// Opens the keyspace to write, taking the log without the owner lease (tests).
+    #[cfg(test)]
     pub async fn open(settings: &ScyllaSettings) -> Result<Self, StoreError> {
+        Self::open_as(settings, Role::Writer).await
+    }
+
+    /// Connects, applies the migrations not applied yet (the keyspace is made when missing),
+    /// prepares the statements, and takes what `role` needs.
+    pub async fn open_as(settings: &ScyllaSettings, role: Role) -> Result<Self, StoreError> {
         let session = connect(settings).await?;
         schema::migrate(&session, settings).await?;
         session
@@ -243,6 +269,7 @@ impl ScyllaStore {
         let ledger_st = ledger::Statements::prepare(&session, serial(settings)).await?;
         let notify_st = notifications::Statements::prepare(&session, serial(settings)).await?;
         let upkeep_st = upkeep::Statements::prepare(&session).await?;
+        let owner_st = owner::Statements::prepare(&session, serial(settings)).await?;
         let store = Self {
             session: Arc::new(session),
             st: Arc::new(st),
@@ -251,6 +278,9 @@ impl ScyllaStore {
             upkeep_st: Arc::new(upkeep_st),
             tallies: Arc::default(),
             closed: Arc::default(),
+            owner_st: Arc::new(owner_st),
+            owner: Arc::default(),
+            fenced: Arc::default(),
             serial: serial(settings),
             settings: settings.clone(),
             watermarks: Arc::new(std::sync::Mutex::new(vec![None; timers::SHARDS as usize])),
@@ -262,7 +292,15 @@ impl ScyllaStore {
             lose_outcome: Arc::default(),
         };
         store.init_watermarks().await?;
-        store.open_log().await?;
+        match role {
+            Role::Reader => {}
+            Role::Owner => {
+                store.take_ownership().await?;
+                store.open_log().await?;
+            }
+            #[cfg(test)]
+            Role::Writer => store.open_log().await?,
+        }
         Ok(store)
     }
 
@@ -584,5 +622,7 @@ impl Statements {
 mod ledger_tests;
 #[cfg(test)]
 mod notification_tests;
+#[cfg(test)]
+mod owner_tests;
 #[cfg(test)]
 mod tests;

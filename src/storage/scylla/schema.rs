@@ -19,6 +19,7 @@
 //! - `command_replies`: Kafka command replies by (merchant, request id) (see `commands`).
 //! - `status_tallies`, `log_purged`: orders per status counted from the log, and how far the
 //!   log is purged (see `upkeep`).
+//! - `owner_lease`: which `paycore serve` owns the keyspace (see `owner`).
 
 use super::{ScyllaStore, be};
 use crate::config::scylla::{Dialect, ScyllaSettings};
@@ -152,6 +153,11 @@ pub const MIGRATIONS: &[(i32, &str, &[&str])] = &[
             event_id  text,
             PRIMARY KEY ((partition), order_id, version, event_id)
         )"],
+    ),
+    (
+        5,
+        "the keyspace's owner lease: one paycore serve at a time",
+        super::owner::DDL,
     ),
 ];
 

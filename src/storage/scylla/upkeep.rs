@@ -339,6 +339,7 @@ impl crate::storage::OrderStore for ScyllaStore {
 
     async fn close(&self) {
         // Every write is acknowledged only once the cluster took it: nothing is pending here.
+        self.release_ownership().await;
         self.closed
             .store(true, std::sync::atomic::Ordering::Release);
     }
