@@ -2,7 +2,7 @@
 //! clean stop hands over at once, a crashed holder's lease runs out, a holder whose lease was
 //! taken fences itself, and readers open beside the owner without writing changes.
 
-use super::tests::{CQL_ENV, drop_keyspace, settings};
+use super::tests::{CQL_ENV, drop_keyspace, quick};
 use super::{Role, ScyllaStore};
 use crate::config::scylla::ScyllaSettings;
 use crate::storage::conformance as suite;
@@ -11,13 +11,12 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use time::OffsetDateTime;
 
+/// A keyspace of the test's own, with the shortest owner lease its request timeout allows.
 fn leased(contact: &str, keyspace: &str) -> ScyllaSettings {
+    let quick = quick(contact, Some(keyspace));
     ScyllaSettings {
-        keyspace: keyspace.into(),
-        request_timeout_ms: 1_000,
-        reservation_lease_ms: 3_000,
-        owner_lease_ms: 3_000,
-        ..settings(contact)
+        owner_lease_ms: 3 * quick.request_timeout_ms,
+        ..quick
     }
 }
 

@@ -29,6 +29,18 @@ pub(super) fn settings(contact: &str) -> ScyllaSettings {
     }
 }
 
+/// Settings with short timeouts and leases (`SHORT_LEASE_MS`): what the take-over and
+/// recovery tests wait for. `keyspace`: the test's own, or `None` for the shared one.
+pub(super) fn quick(contact: &str, keyspace: Option<&str>) -> ScyllaSettings {
+    let base = settings(contact);
+    ScyllaSettings {
+        keyspace: keyspace.map_or(base.keyspace.clone(), str::to_string),
+        request_timeout_ms: 1_000,
+        reservation_lease_ms: SHORT_LEASE_MS,
+        ..base
+    }
+}
+
 /// A store on the test's own runtime (a session's connections live on the runtime that made
 /// it). The keyspace is shared: each case uses merchants of its own.
 async fn store() -> Option<Arc<ScyllaStore>> {
@@ -215,13 +227,7 @@ async fn migrations_apply_once() {
 async fn a_token_left_by_a_dead_create_is_taken_over_after_its_lease() {
     let Some(shared) = store().await else { return };
     let contact = std::env::var(CQL_ENV).unwrap();
-    let short = ScyllaStore::open(&ScyllaSettings {
-        request_timeout_ms: 1_000,
-        reservation_lease_ms: SHORT_LEASE_MS,
-        ..settings(&contact)
-    })
-    .await
-    .unwrap();
+    let short = ScyllaStore::open(&quick(&contact, None)).await.unwrap();
     let m = suite::merchant("dead");
     let t = suite::token(shared.as_ref(), &m, 60).await;
     let now = OffsetDateTime::now_utc();
@@ -270,13 +276,7 @@ async fn a_token_left_by_a_dead_create_is_taken_over_after_its_lease() {
 async fn a_number_left_by_a_dead_create_is_taken_over_after_its_lease() {
     let Some(shared) = store().await else { return };
     let contact = std::env::var(CQL_ENV).unwrap();
-    let short = ScyllaStore::open(&ScyllaSettings {
-        request_timeout_ms: 1_000,
-        reservation_lease_ms: SHORT_LEASE_MS,
-        ..settings(&contact)
-    })
-    .await
-    .unwrap();
+    let short = ScyllaStore::open(&quick(&contact, None)).await.unwrap();
     let m = suite::merchant("deadno");
     let (dead, _) = suite::new_order(&m, "N1");
     assert_eq!(short.take_number(&dead).await.unwrap(), Ok(()));
@@ -392,12 +392,7 @@ async fn a_change_committed_and_not_logged_is_logged_by_the_next_owner() {
         return;
     };
     let keyspace = format!("paycore_recovery_{}", std::process::id());
-    let own = ScyllaSettings {
-        keyspace: keyspace.clone(),
-        request_timeout_ms: 1_000,
-        reservation_lease_ms: 3_000,
-        ..settings(&contact)
-    };
+    let own = quick(&contact, Some(&keyspace));
     let first = ScyllaStore::open(&own).await.unwrap();
     let m = suite::merchant("rec");
     let t = suite::token(&first, &m, 60).await;
@@ -490,12 +485,7 @@ async fn a_change_with_a_lost_answer_is_settled_while_running() {
         return;
     };
     let keyspace = format!("paycore_lost_answer_{}", std::process::id());
-    let own = ScyllaSettings {
-        keyspace: keyspace.clone(),
-        request_timeout_ms: 1_000,
-        reservation_lease_ms: 3_000,
-        ..settings(&contact)
-    };
+    let own = quick(&contact, Some(&keyspace));
     let store = ScyllaStore::open(&own).await.unwrap();
     let m = suite::merchant("lost");
     let t = suite::token(&store, &m, 60).await;
