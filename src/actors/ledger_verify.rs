@@ -4,10 +4,80 @@
 //! read, a page at a time, and its postings checked against its own state
 //! (`domain::ledger_audit::check_order`). The ledger lags the outbox by design: an order whose
 //! last event is after the `ledger` cursor is reported as not yet booked, never as a failure.
+//!
+//! Where the log is not indexed by order (the CQL backend: only the order's log partition is
+//! known), an order is not yet booked when it has events in the partition's tail after the
+//! cursor (up to `TAIL_LIMIT` of them read), or a change still being logged (an intent), or was
+//! changed after the run started (less `CLOCK_MARGIN`, for the clocks of two machines). A
+//! partition whose tail is longer than the limit is judged by time instead: an order changed
+//! since `UNBOOKED_MARGIN` before the tail's first event is not yet booked.
 
 use super::ledger::CURSOR;
 use crate::domain::ledger_audit::check_order;
-use crate::storage::{LedgerStore, OrderStore, StoreError};
+use crate::storage::{LastEvent, LedgerStore, OrderStore, StoreError};
+use time::OffsetDateTime;
+
+/// See the module's doc: how long before the ledger's first unbooked event an order changed
+/// in an unindexed log still counts as possibly not yet booked, past the tail's limit.
+const UNBOOKED_MARGIN: time::Duration = time::Duration::minutes(1);
+/// Events read per partition after the ledger cursor, for an unindexed log.
+const TAIL_LIMIT: usize = 100_000;
+/// Orders changed this long before the run started may still be committing their change.
+const CLOCK_MARGIN: time::Duration = time::Duration::seconds(2);
+
+/// What is not booked yet, for an unindexed log.
+struct Unbooked {
+    /// Orders with events after the cursor, or being logged.
+    orders: std::collections::HashSet<String>,
+    /// Per partition: an order changed at or after this is not yet booked.
+    since: Vec<OffsetDateTime>,
+}
+
+impl Unbooked {
+    async fn read(orders: &dyn OrderStore, cursors: &[u64]) -> Result<Self, StoreError> {
+        let started = OffsetDateTime::now_utc();
+        let mut out = Self {
+            orders: orders.orders_being_logged().await?.into_iter().collect(),
+            since: Vec::with_capacity(cursors.len()),
+        };
+        for (partition, &cursor) in cursors.iter().enumerate() {
+            let mut since = started - CLOCK_MARGIN;
+            let (mut at, mut read) = (cursor, 0);
+            loop {
+                let page = orders
+                    .events_after(partition as u32, at, 1_000.min(TAIL_LIMIT - read))
+                    .await?;
+                let Some(last) = page.last() else { break };
+                at = last.seq;
+                if read == 0 {
+                    let first = page[0].event.occurred_at - UNBOOKED_MARGIN;
+                    // Judged by time only if the tail runs past the limit (below).
+                    since = since.min(first);
+                }
+                read += page.len();
+                out.orders
+                    .extend(page.iter().map(|e| e.event.order_id.clone()));
+                if read >= TAIL_LIMIT {
+                    break;
+                }
+            }
+            if read < TAIL_LIMIT {
+                // The whole tail was read: time judges only what changed during the run.
+                since = started - CLOCK_MARGIN;
+            }
+            out.since.push(since);
+        }
+        Ok(out)
+    }
+
+    fn booked(&self, o: &crate::storage::AuditOrder, partition: u32) -> bool {
+        !self.orders.contains(o.order.order_id.as_str())
+            && self
+                .since
+                .get(partition as usize)
+                .is_some_and(|&since| o.order.updated_at < since)
+    }
+}
 
 /// Bounds of one verify run.
 #[derive(Debug, Clone, Copy)]
@@ -114,6 +184,7 @@ pub async fn verify(
     for partition in 0..orders.log_partitions() {
         cursors.push(orders.cursor(CURSOR, partition).await?);
     }
+    let unbooked = Unbooked::read(orders, &cursors).await?;
     let scan = ledger.scan_ledger(max).await?;
     let mut report = VerifyReport {
         cursors: cursors.clone(),
@@ -135,13 +206,14 @@ pub async fn verify(
         after = Some(last.order.order_id.to_string());
         let full = page.len() >= limits.page.max(1);
         // Purged events passed every cursor, the ledger's included.
-        let (booked, lagging): (Vec<_>, Vec<_>) = page.into_iter().partition(|o| {
-            o.last_event.is_none_or(|at| {
-                cursors
+        let (booked, lagging): (Vec<_>, Vec<_>) =
+            page.into_iter().partition(|o| match o.last_event {
+                LastEvent::Purged => true,
+                LastEvent::At(at) => cursors
                     .get(at.partition as usize)
-                    .is_some_and(|&c| at.seq <= c)
-            })
-        });
+                    .is_some_and(|&c| at.seq <= c),
+                LastEvent::InPartition(p) => unbooked.booked(o, p),
+            });
         for o in lagging {
             report.not_yet_booked += 1;
             if report.not_yet_booked_listed.len() < max {

@@ -31,14 +31,25 @@ pub struct BatchOutcome {
     pub postings: usize,
 }
 
-/// An order as `ledger verify` checks it: its state, and the outbox position of its last
-/// event (`None` when its events are purged, which happens only after every cursor passed them).
+/// An order as `ledger verify` checks it: its state, and where its last event is in the log.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditOrder {
     /// The order.
     pub order: Order,
     /// Where its last event still stored is in the log.
-    pub last_event: Option<super::Position>,
+    pub last_event: LastEvent,
+}
+
+/// Where an order's last event is in the log, as far as the backend can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LastEvent {
+    /// At this position.
+    At(super::Position),
+    /// Purged, which happens only after every cursor passed it.
+    Purged,
+    /// In this log partition; the log is not indexed by order, so the position is unknown
+    /// (the CQL backend).
+    InPartition(u32),
 }
 
 /// A problem a whole-ledger check found.

@@ -11,7 +11,7 @@ pub mod sqlite;
 
 pub use commands::{CommandReply, CommandStore};
 pub use ledger::{
-    AuditOrder, BatchOutcome, BookedTxn, Finding, LedgerScan, LedgerStore, RawPosting,
+    AuditOrder, BatchOutcome, BookedTxn, Finding, LastEvent, LedgerScan, LedgerStore, RawPosting,
 };
 pub use notifications::{MerchantRoom, NotificationStore};
 
@@ -232,6 +232,13 @@ pub trait EventLog: Send + Sync + 'static {
     /// Every registered cursor (name and position), and each partition's head (the largest
     /// position ever handed out in it, purged or not), read together.
     async fn cursors(&self) -> Result<(Vec<(String, Position)>, Vec<u64>), StoreError>;
+
+    /// Orders with a change stored whose events may not be in the log yet (a log written
+    /// after the change, as CQL's, keeps an intent meanwhile). The embedded log is written in
+    /// the change's own transaction: none.
+    async fn orders_being_logged(&self) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
 }
 
 /// Where an event sits in the log.

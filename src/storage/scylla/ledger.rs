@@ -65,9 +65,8 @@
 //!
 //! `audit_orders` pages the orders in **token order** of the `orders` table, not id order (CQL
 //! has no id order across partitions); `after` is still the last order id of the previous
-//! page. Its `last_event` is always `None`: the CQL log is not indexed by order,
-//! so the store cannot know where an order's last event is in the log (`ledger verify` then
-//! checks every order as booked: run it once the ledger consumer has caught up).
+//! page. Its `last_event` names only the order's log partition: the CQL log is not indexed by
+//! order (`ledger verify` then judges the lag by time, see `actors::ledger_verify`).
 
 use super::{ScyllaStore, be, from_ms, now_ms};
 use crate::domain::ledger::{
@@ -75,8 +74,8 @@ use crate::domain::ledger::{
 };
 use crate::domain::{MerchantId, Order, OrderId};
 use crate::storage::{
-    AuditOrder, BatchOutcome, BookedTxn, EventLog, Finding, LedgerScan, LedgerStore, RawPosting,
-    StoreError,
+    AuditOrder, BatchOutcome, BookedTxn, EventLog, Finding, LastEvent, LedgerScan, LedgerStore,
+    RawPosting, StoreError,
 };
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
@@ -1315,9 +1314,10 @@ impl LedgerStore for ScyllaStore {
                 let Some(body) = body else { continue };
                 let order: Order = serde_json::from_str(&body)
                     .map_err(|e| StoreError::Corrupt(format!("order body: {e}")))?;
+                let partition = super::log::partition_of(order.order_id.as_str());
                 out.push(AuditOrder {
                     order,
-                    last_event: None,
+                    last_event: LastEvent::InPartition(partition),
                 });
             }
             if read < want as usize {

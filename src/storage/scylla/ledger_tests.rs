@@ -223,3 +223,117 @@ async fn a_crash_before_the_snapshots_is_made_good(store: &ScyllaStore) {
     }
     assert_eq!(store.scan_ledger(100).await.unwrap().findings, vec![]);
 }
+
+/// `ledger verify` beside a live owner on the CQL log, which is not indexed by order: an order
+/// with events after the ledger cursor, or with a change stored and not logged yet (its
+/// intent), is not yet booked, never a failure; once booked it is checked, and passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_judges_the_lag_of_an_unindexed_log() {
+    use crate::actors::ledger::{CURSOR, LedgerDeps, spawn};
+    use crate::actors::ledger_verify::{VerifyLimits, verify};
+    use crate::storage::conformance as orders;
+    use crate::storage::{CreateOutcome, EventLog, OrderRecords};
+    use std::sync::Arc;
+    use time::OffsetDateTime;
+    let Ok(contact) = std::env::var(CQL_ENV) else {
+        return;
+    };
+    let keyspace = format!("paycore_verify_lag_{}", std::process::id());
+    let own = settings(&contact, keyspace.clone());
+    let store = Arc::new(ScyllaStore::open(&own).await.unwrap());
+    EventLog::register_cursor(&*store, CURSOR).await.unwrap();
+    let verify_beside = || {
+        let own = own.clone();
+        async move {
+            let reader = ScyllaStore::open_as(&own, super::Role::Reader)
+                .await
+                .unwrap();
+            verify(&reader, &reader, VerifyLimits::default())
+                .await
+                .unwrap()
+        }
+    };
+    let m = orders::merchant("vlag");
+    let t = orders::token(&*store, &m, 60).await;
+    let (order, created) = orders::new_order(&m, "V1");
+    let now = OffsetDateTime::now_utc();
+    let stored = store.create_order(t, order.clone(), created, vec![], now);
+    assert_eq!(stored.await.unwrap(), CreateOutcome::Created);
+    let (paying, events) = orders::paying(&order);
+    store
+        .update_order(paying.clone(), order.version, order.status, events, vec![])
+        .await
+        .unwrap();
+
+    let report = verify_beside().await;
+    assert!(report.passed(), "{report}");
+    assert_eq!(
+        (report.not_yet_booked, report.orders_checked),
+        (1, 0),
+        "{report}"
+    );
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let deps = LedgerDeps {
+        events: store.clone(),
+        store: store.clone(),
+        batch: 100,
+        metrics: Arc::new(crate::metrics::Metrics::new()),
+        commits: store.watch_events_committed(),
+    };
+    let tasks = spawn(deps, crate::streams::consumer::Health::default(), stopped);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while store
+        .order_ledger(&paying.order_id)
+        .await
+        .unwrap()
+        .is_empty()
+    {
+        assert!(std::time::Instant::now() < deadline, "never booked");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Past the run's clock margin: the order's change is older than the run.
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    let report = verify_beside().await;
+    assert!(report.passed(), "{report}");
+    assert_eq!(
+        (report.not_yet_booked, report.orders_checked),
+        (0, 1),
+        "{report}"
+    );
+
+    // Stored and not logged (a crash between the two would leave it so): its intent says so.
+    store
+        .skip_logging
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut closed = paying.clone();
+    let mut events = Vec::new();
+    for c in paying
+        .apply(
+            &crate::domain::Command::MarkChannelClosed,
+            OffsetDateTime::now_utc(),
+        )
+        .unwrap()
+    {
+        closed.on(&c);
+        events.extend(crate::domain::Event::for_change(&closed, &c));
+    }
+    store
+        .update_order(closed, paying.version, paying.status, events, vec![])
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    let report = verify_beside().await;
+    assert!(report.passed(), "{report}");
+    assert_eq!(
+        (report.not_yet_booked, report.orders_checked),
+        (1, 0),
+        "{report}"
+    );
+
+    stop.send(true).unwrap();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    super::tests::drop_keyspace(&store, &keyspace).await;
+}

@@ -195,6 +195,71 @@ impl ScyllaStore {
         Ok(())
     }
 
+    /// A reader's view of the log (`Role::Reader`): each partition readable up to the last
+    /// position written in its owner's current epoch (nothing is claimed).
+    pub(super) async fn read_heads(&self) -> Result<(), StoreError> {
+        for p in 0..PARTITIONS {
+            let head = self.written_head(p).await?;
+            let mut part = self.log.part(p);
+            part.next = head + 1;
+            part.in_flight.clear();
+            part.settle();
+        }
+        Ok(())
+    }
+
+    /// The last position written in partition `p`'s current epoch (its start less one when
+    /// none is; 0 for a partition never owned). An epoch's positions are written block after
+    /// block, so the last block with entries is found by galloping, then halving.
+    async fn written_head(&self, p: u32) -> Result<u64, StoreError> {
+        let rows = self
+            .exec(&self.st.read_log_partition, (p as i32,))
+            .await?
+            .into_rows_result()
+            .map_err(be)?;
+        let Some((_, Some(start))) = rows
+            .maybe_first_row::<(Option<i64>, Option<i64>)>()
+            .map_err(be)?
+        else {
+            return Ok(0);
+        };
+        let start = start as u64;
+        let first = block_of(start);
+        let Some(mut head) = self.last_in_block(p, first).await? else {
+            return Ok(start - 1);
+        };
+        let (mut lo, mut step) = (first, 1i64);
+        let mut hi = loop {
+            match self.last_in_block(p, lo + step).await? {
+                Some(seq) => {
+                    (lo, head) = (lo + step, seq);
+                    step = step.saturating_mul(2);
+                }
+                None => break lo + step,
+            }
+        };
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            match self.last_in_block(p, mid).await? {
+                Some(seq) => (lo, head) = (mid, seq),
+                None => hi = mid,
+            }
+        }
+        Ok(head)
+    }
+
+    async fn last_in_block(&self, p: u32, block: i64) -> Result<Option<u64>, StoreError> {
+        let rows = self
+            .exec(&self.st.last_in_block, (p as i32, block))
+            .await?
+            .into_rows_result()
+            .map_err(be)?;
+        Ok(rows
+            .maybe_first_row::<(i64,)>()
+            .map_err(be)?
+            .map(|(s,)| s as u64))
+    }
+
     /// Bumps partition `p`'s epoch and answers where this owner's positions start.
     async fn claim_partition(&self, p: u32) -> Result<u64, StoreError> {
         for _ in 0..self.settings.max_lwt_rounds {
@@ -644,6 +709,26 @@ impl EventLog for ScyllaStore {
             self.exec(&self.st.cursor_drop, (name, p as i32)).await?;
         }
         Ok(())
+    }
+
+    async fn orders_being_logged(&self) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        for p in 0..PARTITIONS {
+            for st in [&self.st.read_intents, &self.st.read_old_intents] {
+                let rows = self
+                    .exec(st, (p as i32,))
+                    .await?
+                    .into_rows_result()
+                    .map_err(be)?;
+                for row in rows.rows::<scylla::value::Row>().map_err(be)? {
+                    let row = row.map_err(be)?;
+                    if let Some(Some(scylla::value::CqlValue::Text(id))) = row.columns.first() {
+                        out.push(id.clone());
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn cursors(&self) -> Result<(Vec<(String, Position)>, Vec<u64>), StoreError> {

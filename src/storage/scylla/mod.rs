@@ -89,6 +89,7 @@ struct Statements {
     claim_log_partition: PreparedStatement,
     insert_entry: PreparedStatement,
     read_entries: PreparedStatement,
+    last_in_block: PreparedStatement,
     insert_intent: PreparedStatement,
     delete_intent: PreparedStatement,
     read_intents: PreparedStatement,
@@ -293,7 +294,7 @@ impl ScyllaStore {
         };
         store.init_watermarks().await?;
         match role {
-            Role::Reader => {}
+            Role::Reader => store.read_heads().await?,
             Role::Owner => {
                 store.take_ownership().await?;
                 store.open_log().await?;
@@ -547,6 +548,11 @@ impl Statements {
             read_entries: plain(
                 p("SELECT seq, event_schema, event FROM event_log WHERE partition = ? \
                    AND block = ? AND seq > ? AND seq <= ? LIMIT ?")
+                .await?,
+            ),
+            last_in_block: plain(
+                p("SELECT seq FROM event_log WHERE partition = ? AND block = ? \
+                   ORDER BY seq DESC LIMIT 1")
                 .await?,
             ),
             insert_intent: plain(

@@ -15,7 +15,7 @@ use super::{SqliteStore, be, from_ms, now_ms};
 use crate::domain::ledger::{Account, AccountBalance, LedgerTxn, Posting, TxnKind, TxnParts};
 use crate::domain::{MerchantId, Order, OrderId};
 use crate::storage::{
-    AuditOrder, BatchOutcome, BookedTxn, LedgerScan, LedgerStore, RawPosting, StoreError,
+    AuditOrder, BatchOutcome, BookedTxn, LastEvent, LedgerScan, LedgerStore, RawPosting, StoreError,
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -519,9 +519,11 @@ impl LedgerStore for SqliteStore {
                     .map_err(|e| StoreError::Corrupt(format!("order body: {e}")))?;
                 out.push(AuditOrder {
                     order,
-                    last_event: seq.map(|s| crate::storage::Position {
-                        partition: 0,
-                        seq: s as u64,
+                    last_event: seq.map_or(LastEvent::Purged, |s| {
+                        LastEvent::At(crate::storage::Position {
+                            partition: 0,
+                            seq: s as u64,
+                        })
                     }),
                 });
             }
