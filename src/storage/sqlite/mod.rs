@@ -77,6 +77,14 @@ pub struct SqliteStore {
 fn open_conn(path: &Path, flags: OpenFlags, busy_ms: u64) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(Duration::from_millis(busy_ms))?;
+    // The query planner's stability guarantee: a cached statement keeps its plan whatever is
+    // bound to it. Without it SQLite prepares a statement again whenever a new value is bound
+    // to its `LIMIT ?` (it plans with the bound value), and the consumers' reads and the
+    // claims run with changing limits all the time.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
     Ok(conn)
 }
 
