@@ -198,8 +198,21 @@ impl ScyllaStore {
     /// A reader's view of the log (`Role::Reader`): each partition readable up to the last
     /// position written in its owner's current epoch (nothing is claimed).
     pub(super) async fn read_heads(&self) -> Result<(), StoreError> {
+        // The first block not purged, per partition: the purge may have taken the epoch's first.
+        let rows = self
+            .exec(&self.upkeep_st.read_purged, ())
+            .await?
+            .into_rows_result()
+            .map_err(be)?;
+        let mut purged = vec![0i64; PARTITIONS as usize];
+        for row in rows.rows::<(i32, Option<i64>)>().map_err(be)? {
+            let (p, block) = row.map_err(be)?;
+            if let (Some(slot), Some(block)) = (purged.get_mut(p as usize), block) {
+                *slot = block;
+            }
+        }
         for p in 0..PARTITIONS {
-            let head = self.written_head(p).await?;
+            let head = self.written_head(p, purged[p as usize]).await?;
             let mut part = self.log.part(p);
             part.next = head + 1;
             part.in_flight.clear();
@@ -210,8 +223,9 @@ impl ScyllaStore {
 
     /// The last position written in partition `p`'s current epoch (its start less one when
     /// none is; 0 for a partition never owned). An epoch's positions are written block after
-    /// block, so the last block with entries is found by galloping, then halving.
-    async fn written_head(&self, p: u32) -> Result<u64, StoreError> {
+    /// block from its first block not purged (`unpurged`), so the last block with entries is
+    /// found by galloping, then halving.
+    async fn written_head(&self, p: u32, unpurged: i64) -> Result<u64, StoreError> {
         let rows = self
             .exec(&self.st.read_log_partition, (p as i32,))
             .await?
@@ -224,9 +238,12 @@ impl ScyllaStore {
             return Ok(0);
         };
         let start = start as u64;
-        let first = block_of(start);
+        let first = block_of(start).max(unpurged);
         let Some(mut head) = self.last_in_block(p, first).await? else {
-            return Ok(start - 1);
+            // Nothing written since the purge (or in this epoch): every position before the
+            // first block not purged was handed out.
+            let before_unpurged = ((first as u64) << BLOCK_BITS).saturating_sub(1);
+            return Ok((start - 1).max(before_unpurged));
         };
         let (mut lo, mut step) = (first, 1i64);
         let mut hi = loop {
@@ -250,14 +267,14 @@ impl ScyllaStore {
 
     async fn last_in_block(&self, p: u32, block: i64) -> Result<Option<u64>, StoreError> {
         let rows = self
-            .exec(&self.st.last_in_block, (p as i32, block))
+            .exec(&self.upkeep_st.newest_in_block, (p as i32, block))
             .await?
             .into_rows_result()
             .map_err(be)?;
         Ok(rows
-            .maybe_first_row::<(i64,)>()
+            .maybe_first_row::<(i64, Option<i32>, Option<String>)>()
             .map_err(be)?
-            .map(|(s,)| s as u64))
+            .map(|(s, _, _)| s as u64))
     }
 
     /// Bumps partition `p`'s epoch and answers where this owner's positions start.

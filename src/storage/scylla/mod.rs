@@ -89,7 +89,6 @@ struct Statements {
     claim_log_partition: PreparedStatement,
     insert_entry: PreparedStatement,
     read_entries: PreparedStatement,
-    last_in_block: PreparedStatement,
     insert_intent: PreparedStatement,
     delete_intent: PreparedStatement,
     read_intents: PreparedStatement,
@@ -550,11 +549,7 @@ impl Statements {
                    AND block = ? AND seq > ? AND seq <= ? LIMIT ?")
                 .await?,
             ),
-            last_in_block: plain(
-                p("SELECT seq FROM event_log WHERE partition = ? AND block = ? \
-                   ORDER BY seq DESC LIMIT 1")
-                .await?,
-            ),
+
             insert_intent: plain(
                 p("INSERT INTO change_intents (partition, order_id, version, event_id) \
                    VALUES (?, ?, ?, ?)")

@@ -186,6 +186,19 @@ async fn status_counts_from_the_log_and_the_purge() {
         left += second.events_after(p, 0, 1_000).await.unwrap().len();
     }
     assert_eq!(left as i64, more, "only the new epoch's events are left");
+    // A reader beside the owner reads what it reads, up to the same heads.
+    let reader = ScyllaStore::open_as(&own, super::Role::Reader)
+        .await
+        .unwrap();
+    let mut read = 0;
+    for p in 0..reader.log_partitions() {
+        read += reader.events_after(p, 0, 1_000).await.unwrap().len();
+    }
+    assert_eq!(read as i64, more, "a reader reads the owner's events");
+    assert_eq!(
+        reader.cursors().await.unwrap().1,
+        second.cursors().await.unwrap().1
+    );
     assert_eq!(
         second
             .purge(OffsetDateTime::now_utc(), later)

@@ -52,9 +52,9 @@ fn first_block() -> i64 {
 pub(super) struct Statements {
     read_tallies: PreparedStatement,
     set_tally: PreparedStatement,
-    read_purged: PreparedStatement,
+    pub(super) read_purged: PreparedStatement,
     set_purged: PreparedStatement,
-    newest_in_block: PreparedStatement,
+    pub(super) newest_in_block: PreparedStatement,
     delete_block: PreparedStatement,
     ping: PreparedStatement,
 }
