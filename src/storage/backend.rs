@@ -44,10 +44,17 @@ impl Backend {
         role: Role,
     ) -> Result<Self, StoreError> {
         match settings.backend.as_str() {
-            "sqlite" => Ok(Self::of(Arc::new(SqliteStore::open(
-                &settings.sqlite,
-                metrics,
-            )?))),
+            "sqlite" => {
+                let lock = match role {
+                    Role::Owner => Some(SqliteStore::lock_for_serve(&settings.sqlite.path)?),
+                    _ => None,
+                };
+                let store = SqliteStore::open(&settings.sqlite, metrics)?;
+                if let Some(lock) = lock {
+                    store.hold(lock);
+                }
+                Ok(Self::of(Arc::new(store)))
+            }
             "scylla" => Ok(Self::of(Arc::new(
                 super::scylla::ScyllaStore::open_as(&settings.scylla, role).await?,
             ))),
@@ -64,5 +71,31 @@ impl Backend {
             notifications: store.clone(),
             ledger: store,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One serve per SQLite database: a second is refused while the first runs, a reader opens
+    /// beside it, and once the first closes the next serve opens.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_serve_per_sqlite_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = StorageSettings::default();
+        settings.sqlite.path = dir.path().join("p.db").to_string_lossy().into_owned();
+        let metrics = || Arc::new(Metrics::new());
+        let first = Backend::open(&settings, metrics()).await.unwrap();
+        let Err(StoreError::Backend(why)) = Backend::open(&settings, metrics()).await else {
+            panic!("a second serve opened the database");
+        };
+        assert!(why.contains("another paycore serve"), "{why}");
+        let reader = Backend::open_reader(&settings, metrics()).await.unwrap();
+        reader.orders.ping().await.unwrap();
+        reader.orders.close().await;
+        first.orders.close().await;
+        let next = Backend::open(&settings, metrics()).await.unwrap();
+        next.orders.close().await;
     }
 }

@@ -72,6 +72,8 @@ pub struct SqliteStore {
     write_healthy: Arc<AtomicBool>,
     /// Events decoded lately, shared by the consumers that read them.
     decoded: Arc<events::Decoded>,
+    /// `paycore serve`'s lock on the database (see `take_ownership`), until `close`.
+    owner_lock: Mutex<Option<std::fs::File>>,
 }
 
 fn open_conn(path: &Path, flags: OpenFlags, busy_ms: u64) -> rusqlite::Result<Connection> {
@@ -158,7 +160,49 @@ impl SqliteStore {
             events_seen,
             write_healthy,
             decoded,
+            owner_lock: Mutex::new(None),
         })
+    }
+
+    /// One `paycore serve` per database: an exclusive lock on `<path>-serve.lock`, taken before
+    /// the database is opened and held (`hold`) until `close` (the kernel drops it when the process dies, so a restart after a kill takes it
+    /// at once). A second serve on the database is refused, naming the lock. The commands that
+    /// run beside serve (`ledger verify`, `log`) do not take it.
+    pub fn lock_for_serve(path: &str) -> Result<std::fs::File, StoreError> {
+        let lock_path = format!("{path}-serve.lock");
+        if let Some(dir) = Path::new(path)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Backend(format!("create {}: {e}", dir.display())))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StoreError::Backend(format!("open {lock_path}: {e}")))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Backend(format!(
+                    "another paycore serve uses the database {path} (it holds {lock_path}): \
+                     one serve per database"
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(StoreError::Backend(format!("lock {lock_path}: {e}")));
+            }
+        }
+        Ok(file)
+    }
+
+    /// Keeps serve's lock (`lock_for_serve`) until `close`.
+    pub fn hold(&self, lock: std::fs::File) {
+        if let Ok(mut held) = self.owner_lock.lock() {
+            *held = Some(lock);
+        }
     }
 
     /// Changes after every commit that stored events: each consumer of the outbox waits on its
@@ -662,6 +706,10 @@ impl OrderStore for SqliteStore {
         let handle = self.writer.lock().ok().and_then(|mut h| h.take());
         if let Some(h) = handle {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+        // Everything is committed: the next serve may open the database.
+        if let Ok(mut held) = self.owner_lock.lock() {
+            held.take();
         }
     }
 }
