@@ -79,9 +79,6 @@ struct Statements {
     unindex_timer: PreparedStatement,
     due_in_bucket: PreparedStatement,
     count_in_buckets: PreparedStatement,
-    init_watermark: PreparedStatement,
-    read_watermark: PreparedStatement,
-    set_watermark: PreparedStatement,
     scan_orders: PreparedStatement,
     scan_orders_after: PreparedStatement,
     read_log_partition: PreparedStatement,
@@ -154,7 +151,7 @@ pub struct ScyllaStore {
     /// LWT statements ask Paxos at this consistency.
     serial: SerialConsistency,
     /// Per timer shard, the oldest minute bucket that may hold due-time entries, once read.
-    watermarks: Arc<std::sync::Mutex<Vec<Option<i64>>>>,
+    timer_marks: Arc<timers::Watermarks>,
     /// The event log's positions in this process.
     log: Arc<log::LogState>,
     /// Statements sent.
@@ -270,6 +267,8 @@ impl ScyllaStore {
         let notify_st = notifications::Statements::prepare(&session, serial(settings)).await?;
         let upkeep_st = upkeep::Statements::prepare(&session).await?;
         let owner_st = owner::Statements::prepare(&session, serial(settings)).await?;
+        let timer_marks =
+            timers::Watermarks::open(&session, serial(settings), "timer_watermarks").await?;
         let store = Self {
             session: Arc::new(session),
             st: Arc::new(st),
@@ -283,7 +282,7 @@ impl ScyllaStore {
             fenced: Arc::default(),
             serial: serial(settings),
             settings: settings.clone(),
-            watermarks: Arc::new(std::sync::Mutex::new(vec![None; timers::SHARDS as usize])),
+            timer_marks: Arc::new(timer_marks),
             log: Arc::new(log::LogState::new()),
             counts: Arc::new(StatementCounts::default()),
             #[cfg(test)]
@@ -291,7 +290,6 @@ impl ScyllaStore {
             #[cfg(test)]
             lose_outcome: Arc::default(),
         };
-        store.init_watermarks().await?;
         match role {
             Role::Reader => store.read_heads().await?,
             Role::Owner => {
@@ -509,16 +507,6 @@ impl Statements {
             count_in_buckets: plain(
                 p("SELECT COUNT(*) FROM timer_index WHERE shard = ? AND bucket IN ? AND due_at < ?")
                     .await?,
-            ),
-            init_watermark: lwt(p(
-                "INSERT INTO timer_watermarks (shard, bucket) VALUES (?, ?) IF NOT EXISTS"
-            )
-            .await?),
-            read_watermark: plain(
-                p("SELECT bucket FROM timer_watermarks WHERE shard = ?").await?,
-            ),
-            set_watermark: plain(
-                p("UPDATE timer_watermarks SET bucket = ? WHERE shard = ?").await?,
             ),
             scan_orders: plain(
                 p("SELECT DISTINCT order_id, open_work FROM orders LIMIT ?").await?,

@@ -215,10 +215,8 @@ pub(super) struct Statements {
     unindex: PreparedStatement,
     due_in_bucket: PreparedStatement,
     count_in_buckets: PreparedStatement,
-    read_watermark: PreparedStatement,
-    set_watermark: PreparedStatement,
-    /// Per shard, the oldest minute bucket that may hold due entries, once read.
-    watermarks: std::sync::Mutex<Vec<Option<i64>>>,
+    /// Per shard, the oldest minute bucket that may hold due entries.
+    marks: super::timers::Watermarks,
 }
 
 impl Statements {
@@ -233,18 +231,6 @@ impl Statements {
         let serial_read = |p| super::serial_read(p, serial);
         let p = |cql: String| async move { session.prepare(cql).await.map_err(be) };
         let keys = "WHERE order_id = ? AND version = ? AND notification_id = ?";
-        let init_watermark = lwt(p(
-            "INSERT INTO notification_watermarks (shard, bucket) VALUES (?, ?) IF NOT EXISTS"
-                .into(),
-        )
-        .await?);
-        let start = bucket_of(now_ms()) - 1;
-        for shard in 0..super::timers::SHARDS as i32 {
-            session
-                .execute_unpaged(&init_watermark, (shard, start))
-                .await
-                .map_err(be)?;
-        }
         Ok(Self {
             insert_lookup: plain(
                 p("INSERT INTO notification_ids (notification_id, order_id, version, merchant_id) \
@@ -317,51 +303,13 @@ impl Statements {
                 p("SELECT COUNT(*) FROM notification_due WHERE shard = ? AND bucket IN ?".into())
                     .await?,
             ),
-            read_watermark: plain(
-                p("SELECT bucket FROM notification_watermarks WHERE shard = ?".into()).await?,
-            ),
-            set_watermark: plain(
-                p("UPDATE notification_watermarks SET bucket = ? WHERE shard = ?".into()).await?,
-            ),
-            watermarks: std::sync::Mutex::new(vec![None; super::timers::SHARDS as usize]),
+            marks: super::timers::Watermarks::open(session, serial, "notification_watermarks")
+                .await?,
         })
-    }
-
-    fn lock_watermarks(&self) -> std::sync::MutexGuard<'_, Vec<Option<i64>>> {
-        self.watermarks
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
 impl ScyllaStore {
-    async fn notify_watermark(&self, shard: i32) -> Result<i64, StoreError> {
-        if let Some(Some(w)) = self.notify_st.lock_watermarks().get(shard as usize) {
-            return Ok(*w);
-        }
-        let rows = self
-            .exec(&self.notify_st.read_watermark, (shard,))
-            .await?
-            .into_rows_result()
-            .map_err(be)?;
-        let w = rows
-            .maybe_first_row::<(Option<i64>,)>()
-            .map_err(be)?
-            .and_then(|(b,)| b)
-            .ok_or_else(|| {
-                StoreError::Corrupt(format!("notification shard {shard} has no watermark"))
-            })?;
-        self.notify_st.lock_watermarks()[shard as usize] = Some(w);
-        Ok(w)
-    }
-
-    async fn advance_notify_watermark(&self, shard: i32, to: i64) -> Result<(), StoreError> {
-        self.exec(&self.notify_st.set_watermark, (to, shard))
-            .await?;
-        self.notify_st.lock_watermarks()[shard as usize] = Some(to);
-        Ok(())
-    }
-
     async fn notify_index(&self, e: &Entry) -> Result<(), StoreError> {
         self.exec(
             &self.notify_st.index,
@@ -396,42 +344,29 @@ impl ScyllaStore {
     }
 
     /// Due entries of one shard, earliest first, at most `limit`; advances the shard's
-    /// watermark past old buckets read empty (the timers' rule: only buckets at least two
-    /// minutes old by the claim's time and the wall clock).
+    /// watermark past old buckets read empty (the timers' scan, `scan_due`).
     async fn notifications_due_in_shard(
         &self,
         shard: i32,
         now_ms: i64,
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        let now_bucket = bucket_of(now_ms);
-        let watermark = self.notify_watermark(shard).await?;
-        let mut passed = watermark;
-        let mut out = Vec::new();
-        let last = now_bucket.min(watermark + super::timers::MAX_BUCKETS_PER_CLAIM);
-        for bucket in watermark..=last {
-            let want = limit - out.len();
-            let rows = self
-                .exec(
-                    &self.notify_st.due_in_bucket,
-                    (
-                        shard,
-                        bucket,
-                        CqlTimestamp(now_ms),
-                        i32::try_from(want).unwrap_or(i32::MAX),
-                    ),
-                )
-                .await?
-                .into_rows_result()
-                .map_err(be)?;
-            let mut read = 0;
-            for row in rows
-                .rows::<(CqlTimestamp, String, i64, String, Option<String>)>()
-                .map_err(be)?
-            {
-                let (due, order_id, version, id, merchant) = row.map_err(be)?;
-                read += 1;
-                out.push(Entry {
+        let st = &self.notify_st;
+        self.scan_due(
+            &st.marks,
+            &st.due_in_bucket,
+            shard,
+            now_ms,
+            limit,
+            |bucket, row| {
+                let (due, order_id, version, id, merchant): (
+                    CqlTimestamp,
+                    String,
+                    i64,
+                    String,
+                    Option<String>,
+                ) = row;
+                Some(Entry {
                     shard,
                     bucket,
                     due_ms: due.0,
@@ -439,18 +374,10 @@ impl ScyllaStore {
                     version,
                     id,
                     merchant: merchant.unwrap_or_default(),
-                });
-            }
-            let settled = now_bucket.min(bucket_of(super::now_ms())) - 2;
-            if read == 0 && bucket == passed && bucket <= settled {
-                passed = bucket + 1;
-                self.advance_notify_watermark(shard, passed).await?;
-            }
-            if out.len() >= limit {
-                break;
-            }
-        }
-        Ok(out)
+                })
+            },
+        )
+        .await
     }
 
     /// Where a notification's row is: (order, version, merchant).
@@ -874,7 +801,7 @@ impl NotificationStore for ScyllaStore {
     async fn pending_notifications(&self) -> Result<i64, StoreError> {
         let mut total = 0;
         for shard in 0..super::timers::SHARDS as i32 {
-            let from = self.notify_watermark(shard).await?;
+            let from = self.watermark(&self.notify_st.marks, shard).await?;
             total += self
                 .count_in_buckets(
                     &self.notify_st.count_in_buckets,

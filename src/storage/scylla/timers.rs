@@ -18,6 +18,7 @@ use super::{ScyllaStore, be, from_ms, ms, now_ms};
 use crate::domain::{OrderId, Timer, TimerKind, TimerOp};
 use crate::storage::{StoreError, TimerStore};
 use async_trait::async_trait;
+use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlTimestamp;
 use time::OffsetDateTime;
 
@@ -97,45 +98,6 @@ fn item(kind: TimerKind) -> String {
 }
 
 impl ScyllaStore {
-    /// Makes sure every shard has a watermark (the minute before now for a new keyspace).
-    pub(super) async fn init_watermarks(&self) -> Result<(), StoreError> {
-        let start = bucket_of(now_ms()) - 1;
-        for shard in 0..SHARDS as i32 {
-            self.exec(&self.st.init_watermark, (shard, start)).await?;
-        }
-        Ok(())
-    }
-
-    async fn watermark(&self, shard: i32) -> Result<i64, StoreError> {
-        if let Some(Some(w)) = self.lock_watermarks().get(shard as usize) {
-            return Ok(*w);
-        }
-        let rows = self
-            .exec(&self.st.read_watermark, (shard,))
-            .await?
-            .into_rows_result()
-            .map_err(be)?;
-        let w = rows
-            .maybe_first_row::<(Option<i64>,)>()
-            .map_err(be)?
-            .and_then(|(b,)| b)
-            .ok_or_else(|| StoreError::Corrupt(format!("timer shard {shard} has no watermark")))?;
-        self.lock_watermarks()[shard as usize] = Some(w);
-        Ok(w)
-    }
-
-    fn lock_watermarks(&self) -> std::sync::MutexGuard<'_, Vec<Option<i64>>> {
-        self.watermarks
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    async fn advance_watermark(&self, shard: i32, to: i64) -> Result<(), StoreError> {
-        self.exec(&self.st.set_watermark, (to, shard)).await?;
-        self.lock_watermarks()[shard as usize] = Some(to);
-        Ok(())
-    }
-
     /// Writes index entries (before the writes that set their timers).
     pub(super) async fn index(&self, entries: &[Entry]) -> Result<(), StoreError> {
         for e in entries {
@@ -195,8 +157,52 @@ impl ScyllaStore {
         now_ms: i64,
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
+        let marks = &self.timer_marks;
+        self.scan_due(
+            marks,
+            &self.st.due_in_bucket,
+            shard,
+            now_ms,
+            limit,
+            |bucket, row| {
+                let (due, order_id, kind, attempt): (CqlTimestamp, String, String, Option<i32>) =
+                    row;
+                let Some(kind) = TimerKind::parse(&kind) else {
+                    tracing::error!(%order_id, %kind, "unreadable timer index entry skipped");
+                    return None;
+                };
+                Some(Entry {
+                    shard,
+                    bucket,
+                    due_ms: due.0,
+                    order_id,
+                    kind,
+                    attempt: attempt.unwrap_or(-1),
+                })
+            },
+        )
+        .await
+    }
+
+    /// The scan of a due index (the timers' or the notifications'), one shard: its buckets
+    /// from the watermark to `now_ms`'s (at most `MAX_BUCKETS_PER_CLAIM`), rows due by
+    /// `now_ms`, at most `limit`, each made an entry by `entry` (`None`: skipped). The
+    /// watermark moves past old buckets read empty: only buckets at least two minutes old by
+    /// the claim's time and by the wall clock, which writers no longer write to.
+    pub(super) async fn scan_due<R, E>(
+        &self,
+        marks: &Watermarks,
+        due_in_bucket: &PreparedStatement,
+        shard: i32,
+        now_ms: i64,
+        limit: usize,
+        mut entry: impl FnMut(i64, R) -> Option<E>,
+    ) -> Result<Vec<E>, StoreError>
+    where
+        R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
+    {
         let now_bucket = bucket_of(now_ms);
-        let watermark = self.watermark(shard).await?;
+        let watermark = self.watermark(marks, shard).await?;
         // Buckets before this one were read empty (and are passed for good).
         let mut passed = watermark;
         let mut out = Vec::new();
@@ -205,7 +211,7 @@ impl ScyllaStore {
             let want = limit - out.len();
             let rows = self
                 .exec(
-                    &self.st.due_in_bucket,
+                    due_in_bucket,
                     (
                         shard,
                         bucket,
@@ -217,37 +223,103 @@ impl ScyllaStore {
                 .into_rows_result()
                 .map_err(be)?;
             let mut read = 0;
-            for row in rows
-                .rows::<(CqlTimestamp, String, String, Option<i32>)>()
-                .map_err(be)?
-            {
-                let (due, order_id, kind, attempt) = row.map_err(be)?;
+            for row in rows.rows::<R>().map_err(be)? {
                 read += 1;
-                let Some(kind) = TimerKind::parse(&kind) else {
-                    tracing::error!(%order_id, %kind, "unreadable timer index entry skipped");
-                    continue;
-                };
-                out.push(Entry {
-                    shard,
-                    bucket,
-                    due_ms: due.0,
-                    order_id,
-                    kind,
-                    attempt: attempt.unwrap_or(-1),
-                });
+                out.extend(entry(bucket, row.map_err(be)?));
             }
-            // Against the wall clock too: a claim "as of" a later time must not pass buckets
-            // that writers may still write to.
             let settled = now_bucket.min(bucket_of(super::now_ms())) - 2;
             if read == 0 && bucket == passed && bucket <= settled {
                 passed = bucket + 1;
-                self.advance_watermark(shard, passed).await?;
+                self.advance_watermark(marks, shard, passed).await?;
             }
             if out.len() >= limit {
                 break;
             }
         }
         Ok(out)
+    }
+
+    /// A shard's watermark in `marks`, read once.
+    pub(super) async fn watermark(
+        &self,
+        marks: &Watermarks,
+        shard: i32,
+    ) -> Result<i64, StoreError> {
+        if let Some(Some(w)) = marks.lock().get(shard as usize) {
+            return Ok(*w);
+        }
+        let rows = self
+            .exec(&marks.read, (shard,))
+            .await?
+            .into_rows_result()
+            .map_err(be)?;
+        let w = rows
+            .maybe_first_row::<(Option<i64>,)>()
+            .map_err(be)?
+            .and_then(|(b,)| b)
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("{} shard {shard} has no watermark", marks.table))
+            })?;
+        marks.lock()[shard as usize] = Some(w);
+        Ok(w)
+    }
+
+    async fn advance_watermark(
+        &self,
+        marks: &Watermarks,
+        shard: i32,
+        to: i64,
+    ) -> Result<(), StoreError> {
+        self.exec(&marks.set, (to, shard)).await?;
+        marks.lock()[shard as usize] = Some(to);
+        Ok(())
+    }
+}
+
+/// A due index's per-shard watermarks (a `<table>` of (shard, bucket)): the oldest minute
+/// bucket that may still hold entries, cached in this process once read.
+pub(super) struct Watermarks {
+    table: &'static str,
+    read: PreparedStatement,
+    set: PreparedStatement,
+    cache: std::sync::Mutex<Vec<Option<i64>>>,
+}
+
+impl Watermarks {
+    /// Prepares the statements of `table` and makes sure every shard has a watermark (the
+    /// minute before now for a new keyspace).
+    pub(super) async fn open(
+        session: &scylla::client::session::Session,
+        serial: scylla::statement::SerialConsistency,
+        table: &'static str,
+    ) -> Result<Self, StoreError> {
+        let p = |cql: String| async move { session.prepare(cql).await.map_err(be) };
+        let init = super::lwt(
+            p(format!(
+                "INSERT INTO {table} (shard, bucket) VALUES (?, ?) IF NOT EXISTS"
+            ))
+            .await?,
+            serial,
+        );
+        let start = bucket_of(now_ms()) - 1;
+        for shard in 0..SHARDS as i32 {
+            session
+                .execute_unpaged(&init, (shard, start))
+                .await
+                .map_err(be)?;
+        }
+        Ok(Self {
+            table,
+            read: super::plain(p(format!("SELECT bucket FROM {table} WHERE shard = ?")).await?),
+            set: super::plain(p(format!("UPDATE {table} SET bucket = ? WHERE shard = ?")).await?),
+            cache: std::sync::Mutex::new(vec![None; SHARDS as usize]),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Option<i64>>> {
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -399,7 +471,7 @@ impl TimerStore for ScyllaStore {
         let (overdue_ms, pending_ms) = (ms(overdue_before), ms(pending_before));
         let (mut pending, mut overdue) = (0, 0);
         for shard in 0..SHARDS as i32 {
-            let from = self.watermark(shard).await?;
+            let from = self.watermark(&self.timer_marks, shard).await?;
             let to = bucket_of(pending_ms).min(from + 24 * 60);
             for (bound, total) in [(pending_ms, &mut pending), (overdue_ms, &mut overdue)] {
                 let last = to.min(bucket_of(bound));
