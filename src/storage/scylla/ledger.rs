@@ -1088,13 +1088,7 @@ impl LedgerStore for ScyllaStore {
         partition: u32,
         cursor_seq: u64,
     ) -> Result<BatchOutcome, StoreError> {
-        if partition >= self.log_partitions() {
-            return Err(StoreError::Backend(format!(
-                "the log has {} partitions, not {}",
-                self.log_partitions(),
-                partition + 1
-            )));
-        }
+        super::log::check_partition(partition)?;
         // 1. What is stored already: same content is skipped, other content refuses the batch.
         let orders: BTreeSet<String> = txns.iter().map(|t| t.order_id().to_string()).collect();
         let stored = self.stored_of_orders(orders.into_iter().collect()).await?;

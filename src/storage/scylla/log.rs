@@ -119,6 +119,18 @@ pub(super) struct Ticket {
     _slot: OwnedSemaphorePermit,
 }
 
+/// A partition number the log has, or the error naming how many it has.
+pub(super) fn check_partition(partition: u32) -> Result<(), StoreError> {
+    if partition < PARTITIONS {
+        Ok(())
+    } else {
+        Err(StoreError::Backend(format!(
+            "the log has {PARTITIONS} partitions (0 to {}), not {partition}",
+            PARTITIONS - 1
+        )))
+    }
+}
+
 /// The log partition of an order.
 pub fn partition_of(order_id: &str) -> u32 {
     super::timers::shard_of(order_id) as u32
@@ -601,12 +613,7 @@ impl EventLog for ScyllaStore {
         seq: u64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        if partition >= PARTITIONS {
-            return Err(StoreError::Backend(format!(
-                "the log has {PARTITIONS} partitions, not {}",
-                partition + 1
-            )));
-        }
+        check_partition(partition)?;
         let stable = self.log.stable(partition);
         let mut out = Vec::new();
         if seq >= stable {

@@ -531,13 +531,7 @@ impl NotificationStore for ScyllaStore {
         partition: u32,
         seq: u64,
     ) -> Result<(), StoreError> {
-        if partition >= super::log::PARTITIONS {
-            return Err(StoreError::Backend(format!(
-                "the log has {} partitions, not {}",
-                super::log::PARTITIONS,
-                partition + 1
-            )));
-        }
+        super::log::check_partition(partition)?;
         let now = now_ms();
         for n in &rows {
             let (order, version, id) = (
