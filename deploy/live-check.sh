@@ -9,7 +9,7 @@
 #   deploy/live-check.sh            # exit status: check_queries.py's
 #
 # Environment: PAYCORE_BIN, LOADTEST_BIN (default ${CARGO_TARGET_DIR:-target}/debug/paycore and
-# paycore-loadtest: build them first, `cargo build --bin paycore -p paycore-loadtest`),
+# paycore-loadtest: build them first, `cargo build -p paycore -p paycore-loadtest --bin paycore --bin paycore-loadtest`),
 # LOAD_SECS (lifecycle load, 20), RATE (units/s, 40), VERBOSE=1 (print every expression
 # checked), KEEP=1 (keep the temp directory).
 #
@@ -27,7 +27,7 @@ SECRET=demo-secret-change-me
 STARTED=$SECONDS
 
 for bin in "$PAYCORE_BIN" "$LOADTEST_BIN"; do
-  [ -x "$bin" ] || { echo "live-check: $bin is missing: cargo build --bin paycore -p paycore-loadtest" >&2; exit 2; }
+  [ -x "$bin" ] || { echo "live-check: $bin is missing: cargo build -p paycore -p paycore-loadtest --bin paycore --bin paycore-loadtest" >&2; exit 2; }
 done
 
 log() { printf '== [%3d s] %s\n' "$((SECONDS - STARTED))" "$*"; }
