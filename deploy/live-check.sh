@@ -142,7 +142,8 @@ curl -s "$PROM/api/v1/alerts" | python3 -c '
 import json, sys
 alerts = json.load(sys.stdin)["data"]["alerts"]
 for a in alerts:
-    print("  %-8s %s %s" % (a["state"], a["labels"]["alertname"], {k: v for k, v in a["labels"].items() if k not in ("alertname",)}))
+    print("  %-8s %s %s value %s" % (a["state"], a["labels"]["alertname"],
+          {k: v for k, v in a["labels"].items() if k != "alertname"}, a.get("value")))
 print("  %d alerts pending or firing" % len(alerts))
 '
 log "done: check_queries exit $rc"
