@@ -54,8 +54,13 @@ pub fn consumer_config(k: &KafkaSettings) -> ClientConfig {
     // A default an operator may change in `properties`: a new group starts at the beginning
     // (commands sent before paycore first ran are answered too).
     cfg.set("auto.offset.reset", "earliest");
+    // librdkafka's statistics carry each partition's lag (`paycore_kafka_consumer_lag_messages`).
+    cfg.set("statistics.interval.ms", STATS_INTERVAL_MS.to_string());
     with_properties(cfg, k)
 }
+
+/// How often librdkafka reports its statistics (the consumer lag among them).
+const STATS_INTERVAL_MS: u64 = 5_000;
 
 /// A rebalance, as the consumer loop learns of it.
 enum Note {
@@ -67,6 +72,8 @@ enum Note {
 struct Ctx {
     topic: String,
     notes: Mutex<Vec<Note>>,
+    /// Messages of the command topic not consumed yet, over the partitions assigned here.
+    lag: prometheus::IntGauge,
 }
 
 impl Ctx {
@@ -92,7 +99,23 @@ impl Ctx {
     }
 }
 
-impl ClientContext for Ctx {}
+impl ClientContext for Ctx {
+    fn stats(&self, stats: rdkafka::Statistics) {
+        // A partition whose lag is not known yet reports -1; the unassigned partition -1.
+        let lag: i64 = stats
+            .topics
+            .get(&self.topic)
+            .map(|t| {
+                t.partitions
+                    .values()
+                    .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
+                    .map(|p| p.consumer_lag)
+                    .sum()
+            })
+            .unwrap_or(0);
+        self.lag.set(lag);
+    }
+}
 
 impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -333,6 +356,7 @@ pub(super) async fn session(
     let ctx = Ctx {
         topic: c.topic.clone(),
         notes: Mutex::new(Vec::new()),
+        lag: deps.metrics.kafka.consumer_lag.clone(),
     };
     let consumer: Arc<Kafka> = Arc::new(
         consumer_config(k)

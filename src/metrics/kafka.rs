@@ -22,6 +22,9 @@ pub struct KafkaMetrics {
     pub replies: IntCounterVec,
     /// `paycore_kafka_dead_letters_total{reason}`.
     pub dead_letters: IntCounterVec,
+    /// `paycore_kafka_consumer_lag_messages`: command-topic messages not consumed yet, summed
+    /// over the partitions assigned to this process (librdkafka's statistics, every 5 s).
+    pub consumer_lag: IntGauge,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -63,6 +66,10 @@ impl KafkaMetrics {
                 "Command messages sent to the dead-letter topic, by reason",
                 &["reason"],
             ),
+            consumer_lag: must(IntGauge::new(
+                "paycore_kafka_consumer_lag_messages",
+                "Command-topic messages not consumed yet, over the partitions assigned here",
+            )),
         };
         must(registry.register(Box::new(m.commands.clone())));
         must(registry.register(Box::new(m.in_flight.clone())));
@@ -70,6 +77,7 @@ impl KafkaMetrics {
         must(registry.register(Box::new(m.pauses.clone())));
         must(registry.register(Box::new(m.replies.clone())));
         must(registry.register(Box::new(m.dead_letters.clone())));
+        must(registry.register(Box::new(m.consumer_lag.clone())));
         m
     }
 }
