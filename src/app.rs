@@ -5,13 +5,15 @@
 //! starts HTTP; tests use it exactly as `paycore serve` does, on port 0 against a temp
 //! directory. The notifier and the ledger are consumers of the log, each on its own cursor.
 
+mod reload;
+
 use crate::actors::ledger::{self, LedgerDeps};
 use crate::actors::notifier::{self, NotifierDeps};
 use crate::actors::supervisor::{self, Tree};
 use crate::actors::{LedgerReads, Notifications, Orders, order::OrderDeps};
-use crate::billers;
 use crate::channels::{self, PaymentChannel};
 use crate::config::Settings;
+use crate::config::live::Live;
 use crate::http::{self, AppState};
 use crate::kafka::CommandDeps;
 use crate::metrics::Metrics;
@@ -64,6 +66,7 @@ pub struct Application {
     scheduler: JoinHandle<()>,
     stop_commands: watch::Sender<bool>,
     commands: Option<JoinHandle<()>>,
+    reloader: Arc<reload::Reloader>,
 }
 
 impl Application {
@@ -181,16 +184,9 @@ impl Application {
             None
         };
         let biller_url = biller_sim.as_ref().map(|b| b.base_url());
-        let mut billers = HashMap::new();
-        for m in &settings.merchants {
-            if let Some(target) = &m.biller {
-                let id = crate::domain::MerchantId::parse(&m.id)
-                    .map_err(|e| err("merchant")(e.to_string()))?;
-                let biller = billers::build(target, biller_url.as_deref())
-                    .map_err(err("business system"))?;
-                billers.insert(id, biller);
-            }
-        }
+        let billers = reload::billers_of(&settings, biller_url.as_deref(), &HashMap::new())
+            .map_err(err("business system"))?;
+        let rules = Arc::new(Live::new(reload::rules_of(&settings, &settings, &billers)));
 
         let mut adapters: HashMap<String, Arc<dyn PaymentChannel>> = HashMap::new();
         let mut channel_specs = Vec::new();
@@ -212,16 +208,8 @@ impl Application {
                 callback_base_url,
                 metrics: metrics.clone(),
                 cache: cache.clone(),
-                schedule: settings.orders.schedule(None),
-                merchant_schedules: settings
-                    .merchants
-                    .iter()
-                    .filter_map(|m| {
-                        let id = crate::domain::MerchantId::parse(&m.id).ok()?;
-                        Some((id, settings.orders.schedule(Some(m))))
-                    })
-                    .collect(),
-                billers,
+                schedule: Arc::new(settings.orders.schedule(None)),
+                merchants: rules.clone(),
             },
         )
         .await
@@ -274,12 +262,16 @@ impl Application {
                 shutdown_rx.clone(),
             ));
         }
+        let notifier_merchants = Arc::new(notifier::NotifierMerchants::new(
+            &settings.merchants,
+            settings.notifications.max_in_flight_per_merchant,
+        ));
         if settings.notifications.enabled {
             let deps = NotifierDeps {
                 events: order_store.clone(),
                 store: notification_store,
                 settings: settings.notifications.clone(),
-                merchants: settings.merchants.clone(),
+                merchants: notifier_merchants.clone(),
                 metrics: metrics.clone(),
                 commits: store.watch_commits(),
                 wake: notify_wake,
@@ -299,6 +291,15 @@ impl Application {
             };
             background.extend(ledger::spawn(deps, health.clone(), shutdown_rx.clone()));
         }
+        if settings.ledger.enabled && settings.ledger.verify_interval_secs > 0 {
+            background.push(tokio::spawn(verify_loop(
+                order_store.clone(),
+                ledger_store.clone(),
+                Duration::from_secs(settings.ledger.verify_interval_secs),
+                metrics.clone(),
+                shutdown_rx.clone(),
+            )));
+        }
         background.push(tokio::spawn(purge_loop(
             order_store.clone(),
             Duration::from_secs(settings.storage.purge_interval_secs.max(1)),
@@ -310,14 +311,11 @@ impl Application {
             http::auth::Authenticator::new(&settings.merchants, &settings.auth)
                 .map_err(err("merchants"))?,
         );
+        let expire_seconds = Arc::new(Live::new(reload::expire_seconds_of(&settings)));
         let operations = http::operations::Operations {
             orders: orders.clone(),
             default_expire_seconds: settings.orders.default_expire_seconds,
-            merchant_expire_seconds: settings
-                .merchants
-                .iter()
-                .filter_map(|m| Some((m.id.clone(), m.default_expire_seconds?)))
-                .collect(),
+            merchant_expire_seconds: expire_seconds.clone(),
             min_expire_seconds: settings.orders.min_expire_seconds,
             notify_policy: settings.notifications.address_policy(),
         };
@@ -340,6 +338,19 @@ impl Application {
         } else {
             None
         };
+        let reloader = Arc::new(reload::Reloader {
+            file: Live::new(None),
+            started: settings.clone(),
+            applied: tokio::sync::Mutex::new(settings.clone()),
+            auth: auth.clone(),
+            expire_seconds,
+            rules,
+            notifier: notifier_merchants,
+            channels: tree.channels.clone(),
+            admin_token: Arc::new(Live::new(settings.admin.token.expose().to_string())),
+            biller_sim_url: biller_url.clone(),
+            metrics: metrics.clone(),
+        });
         let state = web::Data::new(AppState {
             orders: orders.clone(),
             notifications,
@@ -357,6 +368,7 @@ impl Application {
                 settings.server.max_in_flight_requests,
             )),
             max_in_flight: settings.server.max_in_flight_requests,
+            reload: Some(reloader.clone()),
         });
         let mut server = HttpServer::new(move || {
             App::new()
@@ -396,7 +408,22 @@ impl Application {
             scheduler,
             stop_commands,
             commands,
+            reloader,
         })
+    }
+
+    /// Names the settings file a reload reads again (none: built-in defaults and the
+    /// environment, as at start).
+    pub fn reload_from(self, file: Option<String>) -> Self {
+        self.reloader.file.set(file);
+        self
+    }
+
+    /// Reads the settings again and applies what can change live (as SIGHUP and
+    /// `POST /admin/reload` do); an error changes nothing.
+    pub async fn reload(&self) -> Result<http::admin::ReloadReport, String> {
+        use http::admin::Reload;
+        self.reloader.reload().await
     }
 
     /// The bound HTTP port.
@@ -458,7 +485,7 @@ impl Application {
 
     /// Runs until SIGTERM or ctrl-c, then shuts down.
     pub async fn run_until_signalled(self) {
-        wait_for_signal().await;
+        wait_for_signal(&self.reloader).await;
         tracing::info!("shutdown signal received");
         self.shutdown().await;
     }
@@ -528,6 +555,64 @@ pub fn listen(bind: &str, port: u16, backlog: u32) -> std::io::Result<TcpListene
     socket.listen(backlog)?.into_std()
 }
 
+/// Longest wait for the first ledger verify after a start.
+const FIRST_VERIFY_AFTER: Duration = Duration::from_secs(300);
+
+/// Reconciles the whole ledger every `every` (the first time sooner) as `paycore ledger
+/// verify` does, and exports the result: an operator's alert on the ledger needs no cron job.
+async fn verify_loop(
+    orders: Arc<dyn OrderStore>,
+    ledger: Arc<dyn LedgerStore>,
+    every: Duration,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use crate::actors::ledger_verify::{VerifyLimits, verify};
+    let mut wait = every.min(FIRST_VERIFY_AFTER);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => return,
+        }
+        wait = every;
+        let started = std::time::Instant::now();
+        let limits = VerifyLimits {
+            max_listed: 10,
+            ..VerifyLimits::default()
+        };
+        let report = tokio::select! {
+            r = verify(orders.as_ref(), ledger.as_ref(), limits) => r,
+            _ = shutdown.changed() => return,
+        };
+        let now = time::OffsetDateTime::now_utc().unix_timestamp() as f64;
+        let ops = &metrics.ops;
+        ops.ledger_verify_last_run.set(now);
+        match report {
+            Ok(r) if r.passed() => {
+                ops.ledger_verify_runs.with_label_values(&["passed"]).inc();
+                ops.ledger_verify_failures.set(0);
+                ops.ledger_verify_last_success.set(now);
+                tracing::info!(
+                    orders = r.orders_checked,
+                    postings = r.postings,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "ledger verify passed"
+                );
+            }
+            Ok(r) => {
+                ops.ledger_verify_runs.with_label_values(&["failed"]).inc();
+                ops.ledger_verify_failures
+                    .set(i64::try_from(r.failures).unwrap_or(i64::MAX));
+                tracing::error!(failures = r.failures, first = ?r.failures_listed, "ledger verify failed: run `paycore ledger verify` for the list");
+            }
+            Err(e) => {
+                ops.ledger_verify_runs.with_label_values(&["error"]).inc();
+                tracing::warn!(error = %e, "ledger verify could not read the ledger");
+            }
+        }
+    }
+}
+
 async fn purge_loop(
     store: Arc<dyn OrderStore>,
     every: Duration,
@@ -563,24 +648,34 @@ async fn purge_loop(
     }
 }
 
-async fn wait_for_signal() {
+/// Waits for SIGTERM or ctrl-c; reloads the settings on each SIGHUP meanwhile.
+async fn wait_for_signal(reloader: &reload::Reloader) {
     #[cfg(unix)]
     {
+        use http::admin::Reload;
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let (Ok(mut term), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return,
+                _ = term.recv() => return,
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading the settings");
+                    // The outcome is logged and counted by the reload itself.
+                    let _ = reloader.reload().await;
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
             }
         }
     }
     #[cfg(not(unix))]
     {
+        let _ = reloader;
         let _ = tokio::signal::ctrl_c().await;
     }
 }

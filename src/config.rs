@@ -2,7 +2,9 @@
 //! variables (`PAYCORE_SERVER__PORT=9090` sets `server.port`; `__` separates levels, a number
 //! indexes a list: `PAYCORE_MERCHANTS__0__SECRET`). Unknown keys are refused; secrets never print.
 
+pub mod exposure;
 pub mod kafka;
+pub mod live;
 pub mod scylla;
 
 pub use kafka::{KafkaCommandSettings, KafkaSettings};
@@ -19,7 +21,7 @@ pub const ENV_PREFIX: &str = "PAYCORE_";
 const MAX_SCHEDULE_LEN: usize = 64;
 
 /// A secret string: deserializes from plain text, prints as `***`.
-#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(transparent)]
 pub struct Secret(String);
 
@@ -68,6 +70,19 @@ pub struct Settings {
     pub channels: BTreeMap<String, ChannelSettings>,
     /// Merchants.
     pub merchants: Vec<MerchantSettings>,
+    /// The operator's endpoints.
+    pub admin: AdminSettings,
+}
+
+/// Shortest admin token accepted.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 32;
+
+/// The operator's endpoints (`POST /admin/reload`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSettings {
+    /// Bearer token of the admin endpoints; empty switches them off (they answer 404).
+    pub token: Secret,
 }
 
 /// HTTP server settings.
@@ -309,6 +324,9 @@ pub struct LedgerSettings {
     pub enabled: bool,
     /// Most events booked per batch; each batch and the cursor commit in one transaction.
     pub batch: usize,
+    /// How often `serve` reconciles the whole ledger (as `paycore ledger verify` does) and
+    /// exports the result; 0 = never.
+    pub verify_interval_secs: u64,
 }
 
 impl Default for LedgerSettings {
@@ -316,6 +334,7 @@ impl Default for LedgerSettings {
         Self {
             enabled: true,
             batch: 1_000,
+            verify_interval_secs: 3_600,
         }
     }
 }
@@ -672,6 +691,7 @@ impl Default for Settings {
                 notify_url: None,
                 notify_events: None,
             }],
+            admin: AdminSettings::default(),
         }
     }
 }
@@ -873,6 +893,22 @@ impl Settings {
             return bad(
                 "notifications.lease_ms",
                 "must be longer than request_timeout_ms",
+            );
+        }
+        let token = self.admin.token.expose();
+        if !token.is_empty() && token.len() < MIN_ADMIN_TOKEN_LEN {
+            return bad(
+                "admin.token",
+                "must be empty (off) or at least 32 characters",
+            );
+        }
+        if let Some(key) = exposure::demo_secret_exposed(self) {
+            return bad(
+                &key,
+                &format!(
+                    "is a secret published with paycore, and server.bind {:?} is not loopback: set your own",
+                    self.server.bind
+                ),
             );
         }
         if !(1..=MAX_LEDGER_BATCH).contains(&self.ledger.batch) {

@@ -20,9 +20,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(name = "paycore", version, about = "Payment core for utilities")]
 struct Cli {
-    /// Settings file; environment variables PAYCORE_* override it.
-    #[arg(long, global = true, default_value = "config.toml")]
-    config: String,
+    /// Settings file; environment variables PAYCORE_* override it. A file named here must
+    /// exist; without the flag, ./config.toml is read when present, else built-in defaults.
+    #[arg(long, global = true)]
+    config: Option<String>,
     /// Log format: text or json. The level comes from RUST_LOG (default info).
     #[arg(long, global = true, default_value = "text")]
     log_format: String,
@@ -145,22 +146,35 @@ fn init_logging(format: &str) {
     }
 }
 
-fn load(path: &str) -> anyhow::Result<Settings> {
-    let file = std::path::Path::new(path).exists().then_some(path);
-    if file.is_none() {
-        tracing::warn!(path, "settings file not found; using built-in defaults");
-    }
-    Settings::load(file, std::env::vars()).context("loading settings")
+/// The settings file to read: the one named (which must then exist), or ./config.toml when it
+/// is there.
+fn settings_file(named: Option<String>) -> Option<String> {
+    named.or_else(|| {
+        let default = DEFAULT_CONFIG.to_string();
+        if std::path::Path::new(&default).exists() {
+            Some(default)
+        } else {
+            tracing::warn!(
+                path = DEFAULT_CONFIG,
+                "no settings file; using built-in defaults"
+            );
+            None
+        }
+    })
 }
+
+/// Read when `--config` is not given and it exists.
+const DEFAULT_CONFIG: &str = "config.toml";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(&cli.log_format);
-    let settings = load(&cli.config)?;
+    let file = settings_file(cli.config);
+    let settings = Settings::load(file.as_deref(), std::env::vars()).context("loading settings")?;
     match cli.command {
         Command::Serve => {
-            let app = Application::build(settings).await?;
+            let app = Application::build(settings).await?.reload_from(file);
             if let Some(url) = app.simulator_url() {
                 tracing::info!(url, "channel simulator running in-process");
             }

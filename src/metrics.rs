@@ -2,15 +2,17 @@
 //! process). Labels are low-cardinality only: never an order id.
 
 mod kafka;
+mod ops;
 
 pub use kafka::KafkaMetrics;
+pub use ops::{OpsMetrics, UNKNOWN_MERCHANT};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Buckets for request and channel latencies, seconds.
-const LATENCY_BUCKETS: &[f64] = &[
+pub(crate) const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 /// Buckets for writes per group commit.
@@ -91,6 +93,8 @@ pub struct Metrics {
     pub notification_delivery_seconds: Histogram,
     /// The Kafka command consumer's.
     pub kafka: KafkaMetrics,
+    /// The operator's: per merchant, storage errors, ledger verify, reloads, build, process.
+    pub ops: OpsMetrics,
     /// `paycore_ledger_transactions_total`: ledger transactions stored (replays skipped are not
     /// counted).
     pub ledger_transactions: IntCounter,
@@ -251,6 +255,10 @@ impl Metrics {
             "Merchant notification attempts by outcome",
             "outcome",
         );
+        // Series an alert watches exist from the start (an absent series never fires).
+        for outcome in ["delivered", "failed", "dead"] {
+            notifications.with_label_values(&[outcome]);
+        }
         let notifications_pending = must(IntGauge::new(
             "paycore_notifications_pending",
             "Merchant notifications waiting for delivery",
@@ -330,6 +338,7 @@ impl Metrics {
         reg(Box::new(stream_task_restarts.clone()));
         reg(Box::new(stream_consumer_lag.clone()));
         let kafka = KafkaMetrics::new(&registry);
+        let ops = OpsMetrics::new(&registry);
         Self {
             registry,
             http_request_seconds,
@@ -363,6 +372,7 @@ impl Metrics {
             notifications_pending,
             notification_delivery_seconds,
             kafka,
+            ops,
             ledger_transactions,
             ledger_postings,
             ledger_batches,

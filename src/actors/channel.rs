@@ -11,6 +11,7 @@ use crate::channels::{
     RefundCall,
 };
 use crate::config::ChannelSettings;
+use crate::config::live::Live;
 use crate::domain::{OrderId, RefundId, RefundOutcome};
 use crate::metrics::Metrics;
 use governor::clock::{Clock, DefaultClock};
@@ -145,15 +146,26 @@ pub struct Args {
     pub settings: ChannelSettings,
     /// Shared with every [`ChannelHandle`]: requests waiting for a slot.
     pub queued: Arc<AtomicUsize>,
+    /// Shared with every [`ChannelHandle`]: the rate limit, replaced by a reload.
+    pub limiter: Arc<Live<DefaultDirectRateLimiter>>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+}
+
+/// A rate limiter of `qps` with `burst`.
+fn limiter(qps: u32, burst: u32) -> Result<DefaultDirectRateLimiter, &'static str> {
+    let qps = NonZeroU32::new(qps).ok_or("qps must be positive")?;
+    let burst = NonZeroU32::new(burst).ok_or("burst must be positive")?;
+    Ok(RateLimiter::direct(
+        Quota::per_second(qps).allow_burst(burst),
+    ))
 }
 
 /// The actor's state.
 pub struct State {
     name: String,
     adapter: Arc<dyn PaymentChannel>,
-    limiter: DefaultDirectRateLimiter,
+    limiter: Arc<Live<DefaultDirectRateLimiter>>,
     in_flight: Arc<Semaphore>,
     queued: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
@@ -169,12 +181,10 @@ impl Actor for ChannelActor {
         _myself: ChannelRef,
         args: Args,
     ) -> Result<State, ActorProcessingErr> {
-        let qps = NonZeroU32::new(args.settings.qps).ok_or("qps must be positive")?;
-        let burst = NonZeroU32::new(args.settings.burst).ok_or("burst must be positive")?;
         Ok(State {
             name: args.name,
             adapter: args.adapter,
-            limiter: RateLimiter::direct(Quota::per_second(qps).allow_burst(burst)),
+            limiter: args.limiter,
             in_flight: Arc::new(Semaphore::new(args.settings.max_in_flight)),
             queued: args.queued,
             metrics: args.metrics,
@@ -249,7 +259,8 @@ impl Actor for ChannelActor {
 /// Waits for a rate slot until `deadline`; `Err(retry_after_secs)` when none comes in time.
 async fn take_slot(state: &State, deadline: Instant) -> Result<(), u64> {
     loop {
-        match state.limiter.check() {
+        // Read on every try: a reload's new rate applies to the requests already waiting.
+        match state.limiter.get().check() {
             Ok(()) => return Ok(()),
             Err(not_until) => {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
@@ -312,6 +323,7 @@ impl ChannelHandle {
             adapter: self.adapter.clone(),
             settings,
             queued: self.queued.clone(),
+            limiter: self.limiter.clone(),
             metrics,
         };
         let (actor, _) = Actor::spawn_linked(None, ChannelActor, args, supervisor).await?;
@@ -332,6 +344,7 @@ pub struct ChannelHandle {
     /// The adapter, for callback verification (pure, no I/O, needs no slot).
     pub adapter: Arc<dyn PaymentChannel>,
     queued: Arc<AtomicUsize>,
+    limiter: Arc<Live<DefaultDirectRateLimiter>>,
     capacity: usize,
     queue_timeout: Duration,
 }
@@ -346,11 +359,15 @@ impl ChannelHandle {
         supervisor: ractor::ActorCell,
     ) -> Result<Self, ractor::SpawnErr> {
         let queued = Arc::new(AtomicUsize::new(0));
+        let rate = limiter(settings.qps, settings.burst)
+            .map_err(|e| ractor::SpawnErr::StartupFailed(e.into()))?;
+        let limiter = Arc::new(Live::new(rate));
         let args = Args {
             name: name.clone(),
             adapter: adapter.clone(),
             settings: settings.clone(),
             queued: queued.clone(),
+            limiter: limiter.clone(),
             metrics,
         };
         let (actor, _) = Actor::spawn_linked(None, ChannelActor, args, supervisor).await?;
@@ -359,9 +376,17 @@ impl ChannelHandle {
             actor: Arc::new(std::sync::RwLock::new(actor)),
             adapter,
             queued,
+            limiter,
             capacity: settings.queue_capacity,
             queue_timeout: Duration::from_millis(settings.queue_timeout_ms),
         })
+    }
+
+    /// Replaces the channel's rate limit (a reload): requests waiting for a slot and those
+    /// after them get the new rate; the old limiter's state is dropped.
+    pub fn set_rate(&self, qps: u32, burst: u32) -> Result<(), &'static str> {
+        self.limiter.set(limiter(qps, burst)?);
+        Ok(())
     }
 
     /// Sends a caller's request through the channel's queue and rate limit and waits for the

@@ -18,6 +18,7 @@
 //! are consumed first) and before storage closes.
 
 use super::notifier_delivery::Deliverer;
+use crate::config::live::Live;
 use crate::config::{MerchantSettings, NotificationSettings};
 use crate::domain::notification::{self, Notification, Subscription};
 use crate::metrics::Metrics;
@@ -46,6 +47,60 @@ struct Merchant {
     slots: Arc<Semaphore>,
 }
 
+/// The merchants as the notifier knows them: secrets, subscriptions and delivery slots. A
+/// reload replaces them whole; a merchant configured before and after keeps its slots, so its
+/// deliveries in flight still count against its bound.
+pub struct NotifierMerchants {
+    live: Live<HashMap<String, Merchant>>,
+    per_merchant: usize,
+}
+
+/// Merchants built by `NotifierMerchants::prepare` for `install`.
+pub struct PreparedMerchants(HashMap<String, Merchant>);
+
+impl NotifierMerchants {
+    /// The merchants of `merchants`, each with `per_merchant` delivery slots.
+    pub fn new(merchants: &[MerchantSettings], per_merchant: usize) -> Self {
+        let this = Self {
+            live: Live::new(HashMap::new()),
+            per_merchant,
+        };
+        this.install(this.prepare(merchants));
+        this
+    }
+
+    /// Builds `merchants` without changing anything.
+    pub fn prepare(&self, merchants: &[MerchantSettings]) -> PreparedMerchants {
+        let current = self.live.get();
+        PreparedMerchants(
+            merchants
+                .iter()
+                .map(|m| {
+                    let slots = current.get(&m.id).map_or_else(
+                        || Arc::new(Semaphore::new(self.per_merchant)),
+                        |c| c.slots.clone(),
+                    );
+                    let merchant = Merchant {
+                        secret: m.secret.expose().as_bytes().to_vec(),
+                        subscription: m.subscription(),
+                        slots,
+                    };
+                    (m.id.clone(), merchant)
+                })
+                .collect(),
+        )
+    }
+
+    /// Makes `prepared` the merchants notified from now on.
+    pub fn install(&self, prepared: PreparedMerchants) {
+        self.live.set(prepared.0);
+    }
+
+    fn get(&self) -> Arc<HashMap<String, Merchant>> {
+        self.live.get()
+    }
+}
+
 /// What the notifier needs.
 pub struct NotifierDeps {
     /// The outbox.
@@ -54,8 +109,8 @@ pub struct NotifierDeps {
     pub store: Arc<dyn NotificationStore>,
     /// Settings.
     pub settings: NotificationSettings,
-    /// Merchants: secrets and subscriptions.
-    pub merchants: Vec<MerchantSettings>,
+    /// Merchants: secrets, subscriptions and delivery slots.
+    pub merchants: Arc<NotifierMerchants>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Changes after commits that stored events.
@@ -79,19 +134,7 @@ pub fn spawn(
         Duration::from_millis(s.request_timeout_ms),
         s.max_in_flight_per_merchant,
     )?;
-    let merchants: Arc<HashMap<String, Merchant>> = Arc::new(
-        deps.merchants
-            .iter()
-            .map(|m| {
-                let merchant = Merchant {
-                    secret: m.secret.expose().as_bytes().to_vec(),
-                    subscription: m.subscription(),
-                    slots: Arc::new(Semaphore::new(s.max_in_flight_per_merchant)),
-                };
-                (m.id.clone(), merchant)
-            })
-            .collect(),
-    );
+    let merchants = deps.merchants.clone();
     let consumer = Arc::new(Consumer {
         store: deps.store.clone(),
         merchants: merchants.clone(),
@@ -142,7 +185,7 @@ pub fn spawn(
 /// The outbox consumer.
 struct Consumer {
     store: Arc<dyn NotificationStore>,
-    merchants: Arc<HashMap<String, Merchant>>,
+    merchants: Arc<NotifierMerchants>,
     wake: Arc<Notify>,
 }
 
@@ -156,10 +199,11 @@ impl Consume for Consumer {
         through: u64,
     ) -> Result<(), String> {
         let now = OffsetDateTime::now_utc();
+        let merchants = self.merchants.get();
         let rows: Vec<Notification> = events
             .iter()
             .filter_map(|e| {
-                let merchant = self.merchants.get(&e.event.merchant_id)?;
+                let merchant = merchants.get(&e.event.merchant_id)?;
                 Notification::for_event(&e.event, &merchant.subscription, now)
             })
             .collect();
@@ -179,7 +223,7 @@ impl Consume for Consumer {
 struct Deliveries {
     store: Arc<dyn NotificationStore>,
     deliverer: Arc<Deliverer>,
-    merchants: Arc<HashMap<String, Merchant>>,
+    merchants: Arc<NotifierMerchants>,
     /// Deliveries in flight overall (`max_in_flight`).
     slots: Arc<Semaphore>,
     schedule: Arc<Vec<Duration>>,
@@ -255,6 +299,7 @@ impl Deliveries {
             per_merchant,
             in_flight: self
                 .merchants
+                .get()
                 .iter()
                 .filter_map(|(id, m)| {
                     let busy = per_merchant.saturating_sub(m.slots.available_permits());
@@ -271,7 +316,8 @@ impl Deliveries {
         let Ok(slot) = self.slots.clone().acquire_owned().await else {
             return;
         };
-        let merchant = self.merchants.get(n.merchant_id.as_str());
+        let merchants = self.merchants.get();
+        let merchant = merchants.get(n.merchant_id.as_str());
         let merchant_slot: Option<OwnedSemaphorePermit> = match merchant {
             Some(m) => m.slots.clone().acquire_owned().await.ok(),
             None => None,

@@ -7,6 +7,7 @@
 use super::channel::{ChannelHandle, ChannelRequest, ChannelResponse, Priority};
 use crate::billers::Biller;
 use crate::channels::{ChannelError, CloseOutcome, OpenPayment, PaymentResult};
+use crate::config::live::Live;
 use crate::domain::timer::{self, Schedule};
 use crate::domain::{
     ChangeKind, CloseStep, Command, Event, MerchantId, Order, OrderId, PayMethod, PaySerialNo,
@@ -169,19 +170,37 @@ pub struct OrderDeps {
     /// Committed order states, shared with the read path.
     pub cache: super::order_cache::OrderCache,
     /// Timer delays for merchants without their own.
-    pub schedule: Schedule,
+    pub schedule: Arc<Schedule>,
+    /// Merchants' settings, replaced whole by a reload.
+    pub merchants: Arc<Live<MerchantRules>>,
+}
+
+/// What the order actors know of each merchant; a reload replaces it whole.
+#[derive(Default)]
+pub struct MerchantRules {
     /// Merchants' own timer delays.
-    pub merchant_schedules: HashMap<MerchantId, Schedule>,
+    pub schedules: HashMap<MerchantId, Arc<Schedule>>,
     /// Merchants' business systems, where paid orders are fulfilled.
     pub billers: HashMap<MerchantId, Arc<dyn Biller>>,
+    /// Each business system's settings as text: a reload that leaves them as they are keeps
+    /// the running client (and its bound of requests in flight).
+    pub targets: HashMap<MerchantId, String>,
 }
 
 impl OrderDeps {
     /// The timer delays for a merchant's orders.
-    pub fn schedule_for(&self, merchant: &MerchantId) -> &Schedule {
-        self.merchant_schedules
+    pub fn schedule_for(&self, merchant: &MerchantId) -> Arc<Schedule> {
+        self.merchants
+            .get()
+            .schedules
             .get(merchant)
             .unwrap_or(&self.schedule)
+            .clone()
+    }
+
+    /// The business system a merchant's paid orders are fulfilled at, if it has one.
+    pub fn biller_for(&self, merchant: &MerchantId) -> Option<Arc<dyn Biller>> {
+        self.merchants.get().billers.get(merchant).cloned()
     }
 }
 
@@ -378,7 +397,7 @@ impl OrderActor {
             &order,
             &next,
             now,
-            self.deps.schedule_for(&order.merchant_id),
+            &self.deps.schedule_for(&order.merchant_id),
         );
         timers.extend(extra_timers);
         let store = &self.deps.store;

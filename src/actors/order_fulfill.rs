@@ -27,7 +27,7 @@ fn reversal_id(order_id: &OrderId, refund_no: &RefundNo) -> String {
 
 impl OrderActor {
     fn biller(&self, order: &Order) -> Option<Arc<dyn Biller>> {
-        self.deps.billers.get(&order.merchant_id).cloned()
+        self.deps.biller_for(&order.merchant_id)
     }
 
     /// The first write-off, right after the message that paid the order was answered.

@@ -62,9 +62,37 @@ pub fn verify(secret: &[u8], message: &[u8], signature: &str) -> bool {
     mac.verify_slice(&given).is_ok()
 }
 
+/// Whether two secrets are equal, in a time that tells nothing of where they differ or how
+/// long the right one is: both are hashed, and the digests compared without an early exit.
+pub fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
+    use sha2::Digest;
+    let (a, b) = (sha2::Sha256::digest(given), sha2::Sha256::digest(expected));
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_compare_equal_only_when_equal() {
+        assert!(constant_time_eq(
+            b"a-long-admin-token",
+            b"a-long-admin-token"
+        ));
+        assert!(!constant_time_eq(
+            b"a-long-admin-token",
+            b"a-long-admin-tokeN"
+        ));
+        assert!(!constant_time_eq(b"", b"a-long-admin-token"));
+        assert!(!constant_time_eq(
+            b"a-long-admin-token-and-more",
+            b"a-long-admin-token"
+        ));
+    }
 
     #[test]
     fn canonical_form_matches_the_contract() {

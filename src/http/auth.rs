@@ -6,6 +6,7 @@
 
 use super::error::ApiError;
 use super::nonces::{NonceError, NonceGuard};
+use crate::config::live::Live;
 use crate::config::{AuthSettings, MerchantSettings};
 use crate::domain::MerchantId;
 use actix_web::HttpRequest;
@@ -13,6 +14,7 @@ use actix_web::http::StatusCode;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use time::OffsetDateTime;
 
 pub use crate::domain::signing::{
@@ -26,10 +28,16 @@ struct Merchant {
     secret: Vec<u8>,
     channels: Vec<String>,
     fulfills: bool,
-    limiter: DefaultDirectRateLimiter,
-    /// This merchant's own nonces: one merchant filling its guard refuses only itself.
-    nonces: NonceGuard,
+    /// Its rate and burst, and the limiter (kept by a reload that leaves them as they are).
+    rate: (NonZeroU32, NonZeroU32),
+    limiter: Arc<DefaultDirectRateLimiter>,
+    /// This merchant's own nonces: one merchant filling its guard refuses only itself. A
+    /// reload keeps them, or a request seen before it could be replayed after it.
+    nonces: Arc<NonceGuard>,
 }
+
+/// The merchants' keys and limits, built by `Authenticator::prepare` for `install`.
+pub struct MerchantKeys(HashMap<String, Arc<Merchant>>);
 
 /// An authenticated merchant.
 #[derive(Debug, Clone)]
@@ -44,8 +52,9 @@ pub struct AuthedMerchant {
 
 /// Verifies merchant requests.
 pub struct Authenticator {
-    merchants: HashMap<String, Merchant>,
+    merchants: Live<HashMap<String, Arc<Merchant>>>,
     window_secs: u64,
+    nonce_capacity: u64,
     /// Key an unknown merchant's request is checked against, so that it costs the same and
     /// answers the same as a bad signature: a caller cannot tell which merchant ids exist.
     decoy_secret: [u8; 32],
@@ -70,7 +79,23 @@ impl Authenticator {
     /// Builds the authenticator from the configured merchants.
     pub fn new(merchants: &[MerchantSettings], settings: &AuthSettings) -> Result<Self, String> {
         let window_secs = settings.replay_window_secs;
-        let window = i64::try_from(window_secs).map_err(|_| "replay_window_secs is too large")?;
+        i64::try_from(window_secs).map_err(|_| "replay_window_secs is too large")?;
+        let auth = Self {
+            merchants: Live::new(HashMap::new()),
+            window_secs,
+            nonce_capacity: settings.nonce_capacity_per_merchant,
+            decoy_secret: rand::random(),
+        };
+        let keys = auth.prepare(merchants)?;
+        auth.install(keys);
+        Ok(auth)
+    }
+
+    /// Builds the keys and limits of `merchants` without changing anything. A merchant that
+    /// is configured now keeps its nonces, and its limiter when its rate and burst stay.
+    pub fn prepare(&self, merchants: &[MerchantSettings]) -> Result<MerchantKeys, String> {
+        let current = self.merchants.get();
+        let window = i64::try_from(self.window_secs).map_err(|_| "replay window too large")?;
         let mut map = HashMap::new();
         for m in merchants {
             let id = MerchantId::parse(&m.id).map_err(|e| format!("merchant {}: {e}", m.id))?;
@@ -78,28 +103,49 @@ impl Authenticator {
                 .ok_or("rate_limit_per_sec must be positive")?;
             let burst =
                 NonZeroU32::new(m.rate_limit_burst).ok_or("rate_limit_burst must be positive")?;
-            // Within its rate limit a merchant never needs more room than this.
-            let capacity = nonces_within_rate(rate.get(), burst.get(), window_secs)
-                .min(settings.nonce_capacity_per_merchant);
-            let capacity = usize::try_from(capacity)
-                .map_err(|_| "nonce_capacity_per_merchant is too large")?;
+            let before = current.get(&m.id);
+            let nonces = match before {
+                Some(b) => b.nonces.clone(),
+                None => {
+                    // Within its rate limit a merchant never needs more room than this (a
+                    // reload that raises the rate keeps the guard it has: see ARCHITECTURE.md).
+                    let capacity = nonces_within_rate(rate.get(), burst.get(), self.window_secs)
+                        .min(self.nonce_capacity);
+                    let capacity = usize::try_from(capacity)
+                        .map_err(|_| "nonce_capacity_per_merchant is too large")?;
+                    Arc::new(NonceGuard::new(window, capacity))
+                }
+            };
+            let limiter = match before {
+                Some(b) if b.rate == (rate, burst) => b.limiter.clone(),
+                _ => Arc::new(RateLimiter::direct(
+                    Quota::per_second(rate).allow_burst(burst),
+                )),
+            };
             map.insert(
                 m.id.clone(),
-                Merchant {
+                Arc::new(Merchant {
                     id,
                     secret: m.secret.expose().as_bytes().to_vec(),
                     channels: m.channels.clone(),
                     fulfills: m.biller.is_some(),
-                    limiter: RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)),
-                    nonces: NonceGuard::new(window, capacity),
-                },
+                    rate: (rate, burst),
+                    limiter,
+                    nonces,
+                }),
             );
         }
-        Ok(Self {
-            merchants: map,
-            window_secs,
-            decoy_secret: rand::random(),
-        })
+        Ok(MerchantKeys(map))
+    }
+
+    /// Makes `keys` the ones requests are checked against, from the next request on.
+    pub fn install(&self, keys: MerchantKeys) {
+        self.merchants.set(keys.0);
+    }
+
+    /// Whether `id` is a configured merchant (for bounded metric labels).
+    pub fn knows(&self, id: &str) -> bool {
+        self.merchants.get().contains_key(id)
     }
 
     /// Checks a request's freshness, signature, the merchant's rate limit and its nonce, in
@@ -132,7 +178,8 @@ impl Authenticator {
         if !NONCE_LEN.contains(&nonce.len()) {
             return Err(ApiError::unauthorized("nonce must be 8 to 64 characters"));
         }
-        let merchant = self.merchants.get(merchant_id);
+        let merchants = self.merchants.get();
+        let merchant = merchants.get(merchant_id);
         let secret = merchant.map_or(&self.decoy_secret[..], |m| &m.secret[..]);
         let path = req
             .uri()
@@ -166,8 +213,9 @@ impl Authenticator {
     /// unknown one answers 401 `unknown_merchant`.
     pub fn trusted(&self, merchant_id: &str) -> Result<AuthedMerchant, ApiError> {
         self.merchants
+            .get()
             .get(merchant_id)
-            .map(Merchant::authed)
+            .map(|m| m.authed())
             .ok_or_else(|| {
                 ApiError::new(
                     StatusCode::UNAUTHORIZED,
@@ -180,7 +228,7 @@ impl Authenticator {
     /// Counts one request of a trusted merchant against its rate limit (shared with its HTTP
     /// requests): 429 `rate_limited` beyond it.
     pub fn admit(&self, merchant: &AuthedMerchant) -> Result<(), ApiError> {
-        match self.merchants.get(merchant.id.as_str()) {
+        match self.merchants.get().get(merchant.id.as_str()) {
             Some(m) => rate_check(m),
             None => Err(ApiError::unauthorized("unknown merchant")),
         }

@@ -3,6 +3,7 @@
 //! no business rules: they parse, authenticate, call `actors::Orders` (or
 //! `actors::Notifications`, `actors::LedgerReads`), and answer.
 
+pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod callbacks;
@@ -60,6 +61,8 @@ pub struct AppState {
     pub in_flight: Arc<tokio::sync::Semaphore>,
     /// How many permits there are.
     pub max_in_flight: usize,
+    /// Settings reload (`POST /admin/reload`); `None` in an app built without one.
+    pub reload: Option<Arc<dyn admin::Reload>>,
 }
 
 /// The OpenAPI document, generated from the handlers and types.
@@ -122,6 +125,9 @@ async fn observe(
     let method = req.method().clone();
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let metrics = state.as_ref().map(|s| s.metrics.clone());
+    let merchant = state
+        .as_ref()
+        .and_then(|s| merchant_label(&req, route, &s.auth));
     let _permit = match &state {
         Some(s) if !is_operations(route) => match s.in_flight.clone().try_acquire_owned() {
             Ok(permit) => Some(permit),
@@ -150,11 +156,32 @@ async fn observe(
             4 => "4xx",
             _ => "5xx",
         };
+        let seconds = started.elapsed().as_secs_f64();
         m.http_request_seconds
             .with_label_values(&[route, method.as_str(), status])
-            .observe(started.elapsed().as_secs_f64());
+            .observe(seconds);
+        if let Some(merchant) = merchant {
+            m.ops.merchant_request(&merchant, status, seconds);
+        }
     }
     Ok(res)
+}
+
+/// The merchant label of a merchant-signed route's request: the merchant it names when that
+/// one is configured, else `unknown` (so the label's values are bounded by the settings).
+/// `None` for routes merchants do not sign (operations, channel callbacks).
+fn merchant_label(req: &ServiceRequest, route: &str, auth: &auth::Authenticator) -> Option<String> {
+    if !route.starts_with("/v1/") || route.starts_with("/v1/callbacks/") {
+        return None;
+    }
+    let named = req
+        .headers()
+        .get(auth::MERCHANT_HEADER)
+        .and_then(|v| v.to_str().ok());
+    Some(match named {
+        Some(id) if auth.knows(id) => id.to_string(),
+        _ => crate::metrics::UNKNOWN_MERCHANT.to_string(),
+    })
 }
 
 async fn not_found() -> Result<HttpResponse, error::ApiError> {
@@ -251,7 +278,10 @@ async fn dynamic_routes(
 
 /// Probes and metrics: never shed.
 fn is_operations(route: &str) -> bool {
-    matches!(route, "/healthz" | "/readyz" | "/metrics" | "/openapi.json")
+    matches!(
+        route,
+        "/healthz" | "/readyz" | "/metrics" | "/openapi.json" | "/admin/reload"
+    )
 }
 
 /// The route label for metrics: the contract's pattern, never a concrete id.
@@ -261,6 +291,7 @@ fn route_label(path: &str) -> &'static str {
         "/readyz" => "/readyz",
         "/metrics" => "/metrics",
         "/openapi.json" => "/openapi.json",
+        "/admin/reload" => "/admin/reload",
         "/v1/submit-tokens" => "/v1/submit-tokens",
         "/v1/orders" => "/v1/orders",
         p if p.starts_with("/v1/orders/") && p.ends_with("/pay") => "/v1/orders/{order_id}/pay",
@@ -292,6 +323,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(resource("/readyz", Methods::Get).route(web::get().to(ops::readyz)))
             .service(resource("/metrics", Methods::Get).route(web::get().to(ops::metrics)))
             .service(resource("/openapi.json", Methods::Get).route(web::get().to(ops::openapi)))
+            .service(resource("/admin/reload", Methods::Post).route(web::post().to(admin::reload)))
             .service(
                 resource("/v1/submit-tokens", Methods::Post)
                     .route(web::post().to(orders::issue_token)),

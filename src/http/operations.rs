@@ -12,9 +12,11 @@ use super::types::{
     RefundView,
 };
 use crate::actors::{CommandAnswer, CommandKey, OrderError, Orders};
+use crate::config::live::Live;
 use crate::domain::{NewOrder, Order, OrderId, OrderStatus, SubmitToken};
 use actix_web::http::StatusCode;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// A successful answer: status and the JSON body, as sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,8 +44,8 @@ pub struct Operations {
     pub orders: Orders,
     /// Life of an unpaid order when the create names none.
     pub default_expire_seconds: i64,
-    /// Merchants' own default lives of an unpaid order.
-    pub merchant_expire_seconds: HashMap<String, i64>,
+    /// Merchants' own default lives of an unpaid order (replaced by a reload).
+    pub merchant_expire_seconds: Arc<Live<HashMap<String, i64>>>,
     /// Shortest life a create may ask for.
     pub min_expire_seconds: i64,
     /// The addresses notify URLs may point at.
@@ -69,6 +71,7 @@ impl Operations {
     ) -> Result<NewOrder, ApiError> {
         let default_expire = self
             .merchant_expire_seconds
+            .get()
             .get(merchant.id.as_str())
             .copied()
             .unwrap_or(self.default_expire_seconds);

@@ -55,9 +55,11 @@ impl Backend {
                 }
                 Ok(Self::of(Arc::new(store)))
             }
-            "scylla" => Ok(Self::of(Arc::new(
-                super::scylla::ScyllaStore::open_as(&settings.scylla, role).await?,
-            ))),
+            "scylla" => {
+                let store = super::scylla::ScyllaStore::open_as(&settings.scylla, role).await?;
+                store.count_errors_in(metrics);
+                Ok(Self::of(Arc::new(store)))
+            }
             other => Err(StoreError::Backend(format!(
                 "storage.backend = {other:?}: expected \"sqlite\" or \"scylla\""
             ))),

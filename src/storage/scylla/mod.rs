@@ -156,6 +156,8 @@ pub struct ScyllaStore {
     log: Arc<log::LogState>,
     /// Statements sent.
     pub counts: Arc<StatementCounts>,
+    /// Where failed statements are counted (`paycore_storage_errors_total`), once given.
+    metrics: Arc<std::sync::OnceLock<Arc<crate::metrics::Metrics>>>,
     /// Test hook: changes are stored and their log step skipped, as by a crash right after.
     #[cfg(test)]
     skip_logging: Arc<std::sync::atomic::AtomicBool>,
@@ -285,6 +287,7 @@ impl ScyllaStore {
             timer_marks: Arc::new(timer_marks),
             log: Arc::new(log::LogState::new()),
             counts: Arc::new(StatementCounts::default()),
+            metrics: Arc::default(),
             #[cfg(test)]
             skip_logging: Arc::default(),
             #[cfg(test)]
@@ -319,10 +322,23 @@ impl ScyllaStore {
     ) -> Result<QueryResult, StoreError> {
         self.open_for_work()?;
         self.count(statement.get_is_idempotent());
-        self.session
-            .execute_unpaged(statement, values)
-            .await
-            .map_err(be)
+        let result = self.session.execute_unpaged(statement, values).await;
+        if result.is_err() {
+            let read = statement.get_statement().trim_start().starts_with("SELECT");
+            self.failed(if read { "read" } else { "write" });
+        }
+        result.map_err(be)
+    }
+
+    /// Counts failed statements in `metrics` from now on.
+    pub fn count_errors_in(&self, metrics: Arc<crate::metrics::Metrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    fn failed(&self, op: &str) {
+        if let Some(m) = self.metrics.get() {
+            m.ops.storage_errors.with_label_values(&[op]).inc();
+        }
     }
 
     /// Sums one shard's `SELECT COUNT(*)` over the buckets `from..=to`, with no more than
@@ -360,7 +376,11 @@ impl ScyllaStore {
     ) -> Result<QueryResult, StoreError> {
         self.open_for_work()?;
         self.count(batch.get_is_idempotent());
-        self.session.batch(batch, values).await.map_err(be)
+        let result = self.session.batch(batch, values).await;
+        if result.is_err() {
+            self.failed("write");
+        }
+        result.map_err(be)
     }
 
     /// After `close`, every statement answers `Closed`.

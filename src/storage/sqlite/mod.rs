@@ -74,6 +74,8 @@ pub struct SqliteStore {
     decoded: Arc<events::Decoded>,
     /// `paycore serve`'s lock on the database (see `take_ownership`), until `close`.
     owner_lock: Mutex<Option<std::fs::File>>,
+    /// Read failures are counted in `paycore_storage_errors_total{op="read"}`.
+    metrics: Arc<Metrics>,
 }
 
 fn open_conn(path: &Path, flags: OpenFlags, busy_ms: u64) -> rusqlite::Result<Connection> {
@@ -141,6 +143,7 @@ impl SqliteStore {
         let healthy = write_healthy.clone();
         let decoded = Arc::new(events::Decoded::new(DECODED_EVENTS));
         let shared = decoded.clone();
+        let own_metrics = metrics.clone();
         let handle = std::thread::Builder::new()
             .name("paycore-sqlite-writer".into())
             .spawn(move || {
@@ -161,6 +164,7 @@ impl SqliteStore {
             write_healthy,
             decoded,
             owner_lock: Mutex::new(None),
+            metrics: own_metrics,
         })
     }
 
@@ -257,6 +261,13 @@ impl SqliteStore {
         .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?;
         if let Ok(mut pool) = self.readers.lock() {
             pool.push(conn);
+        }
+        if let Err(StoreError::Backend(_) | StoreError::Corrupt(_)) = &result {
+            self.metrics
+                .ops
+                .storage_errors
+                .with_label_values(&["read"])
+                .inc();
         }
         result
     }

@@ -262,7 +262,7 @@ pub(crate) fn run(
         }
         let started = Instant::now();
         let writes = batch.len();
-        let stored = commit_batch(&mut conn, &mut batch, &healthy);
+        let stored = commit_batch(&mut conn, &mut batch, &healthy, &metrics);
         metrics
             .storage_commit_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -294,6 +294,7 @@ fn commit_batch(
     conn: &mut Connection,
     batch: &mut Vec<WriteRequest>,
     healthy: &AtomicBool,
+    metrics: &Metrics,
 ) -> Vec<StoredEvent> {
     let (outcome, mut answers, mut stored) = match apply_batch(conn, batch, Undo::Never) {
         Pass::Done(outcome, answers, stored) => (outcome, answers, stored),
@@ -318,6 +319,17 @@ fn commit_batch(
             .collect();
     }
     healthy.store(committed, Ordering::Release);
+    let failed = answers
+        .iter()
+        .filter(|a| matches!(a, Err(StoreError::Backend(_))))
+        .count();
+    if failed > 0 {
+        metrics
+            .ops
+            .storage_errors
+            .with_label_values(&["write"])
+            .inc_by(failed as u64);
+    }
     for (req, answer) in batch.drain(..).zip(answers) {
         // The caller may have given up (timeout); the write stands either way.
         let _ = req.reply.send(answer);
