@@ -337,6 +337,33 @@ impl Metrics {
         reg(Box::new(stream_published.clone()));
         reg(Box::new(stream_task_restarts.clone()));
         reg(Box::new(stream_consumer_lag.clone()));
+        // Every known label value from the start, so that a panel and an alert see a series
+        // (at 0) before the first event.
+        let known: [(&IntCounterVec, &[&str]); 7] = [
+            (&timers_fired, &["poll", "expire", "refund", "fulfill"]),
+            (&polls, &["settled", "pending", "shed", "error"]),
+            (&closes, &["merchant", "expired", "expiry_deferred"]),
+            (
+                &refunds,
+                &["requested", "processing", "succeeded", "failed", "given_up"],
+            ),
+            (
+                &extra_payments,
+                &[
+                    "order_not_payable",
+                    "duplicate_charge",
+                    "amount_mismatch",
+                    "currency_mismatch",
+                ],
+            ),
+            (&fulfillments, &["succeeded", "failed", "given_up"]),
+            (&reversals, &["reversed", "refused", "unavailable"]),
+        ];
+        for (metric, values) in known {
+            for v in values {
+                metric.with_label_values(&[v]);
+            }
+        }
         let kafka = KafkaMetrics::new(&registry);
         let ops = OpsMetrics::new(&registry);
         Self {

@@ -358,6 +358,12 @@ impl ChannelHandle {
         metrics: Arc<Metrics>,
         supervisor: ractor::ActorCell,
     ) -> Result<Self, ractor::SpawnErr> {
+        for op in ["caller", "background"] {
+            // Sheds are alerted on: the series exists before the first one.
+            metrics
+                .channel_requests
+                .with_label_values(&[&name, op, "busy"]);
+        }
         let queued = Arc::new(AtomicUsize::new(0));
         let rate = limiter(settings.qps, settings.burst)
             .map_err(|e| ractor::SpawnErr::StartupFailed(e.into()))?;

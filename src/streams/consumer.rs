@@ -276,6 +276,10 @@ where
     Fut: Future<Output = Result<(), String>> + Send + 'static,
 {
     let name = name.to_string();
+    // The series exists from the start: an alert on its increase sees the first restart.
+    metrics
+        .stream_task_restarts
+        .with_label_values(&[name.as_str()]);
     tokio::spawn(async move {
         let mut backoff = FIRST_BACKOFF;
         loop {
