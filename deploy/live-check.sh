@@ -138,13 +138,21 @@ rc=0
 python3 deploy/check_queries.py --prometheus "$PROM" ${VERBOSE:+-v} || rc=$?
 
 log "alerts pending or firing on this healthy run"
+# A firing alert on a healthy run is a false page, and fails the check; the latency alerts
+# are left out (a debug build sharing two cores with its load generator and Prometheus is
+# slow, so they may rightly be pending or firing here).
 curl -s "$PROM/api/v1/alerts" | python3 -c '
 import json, sys
 alerts = json.load(sys.stdin)["data"]["alerts"]
+false_pages = 0
 for a in alerts:
-    print("  %-8s %s %s value %s" % (a["state"], a["labels"]["alertname"],
+    name = a["labels"]["alertname"]
+    print("  %-8s %s %s value %s" % (a["state"], name,
           {k: v for k, v in a["labels"].items() if k != "alertname"}, a.get("value")))
-print("  %d alerts pending or firing" % len(alerts))
-'
-log "done: check_queries exit $rc"
+    if a["state"] == "firing" and not name.startswith("PaycoreLatency"):
+        false_pages += 1
+print("  %d alerts pending or firing, %d firing that must not" % (len(alerts), false_pages))
+sys.exit(1 if false_pages else 0)
+' || { echo "live-check: an alert fired on a healthy run" >&2; rc=1; }
+log "done: exit $rc"
 exit "$rc"
