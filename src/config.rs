@@ -747,12 +747,26 @@ impl Settings {
             let Some(rest) = key.strip_prefix(ENV_PREFIX) else {
                 continue;
             };
+            if !rest.contains("__") {
+                // Every setting is in a section, so this one names none: a variable of
+                // something else's (Kubernetes' service links give a Service named paycore
+                // PAYCORE_PORT and the like). A typo of a setting is told apart by its `__`.
+                tracing::warn!(variable = %key, "environment variable is not a setting (no __ between section and key); ignored");
+                continue;
+            }
             let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
-            set_path(&mut value, &path, parse_scalar(&raw)).map_err(|why| {
-                ConfigError::Invalid {
-                    key: key.clone(),
-                    why,
-                }
+            let v = if path
+                .last()
+                .is_some_and(|k| SECRET_KEYS.contains(&k.as_str()))
+            {
+                // A secret is taken as it is: all digits is not a number, quotes are its own.
+                toml::Value::String(raw.clone())
+            } else {
+                parse_scalar(&raw)
+            };
+            set_path(&mut value, &path, v).map_err(|why| ConfigError::Invalid {
+                key: key.clone(),
+                why,
             })?;
         }
         let settings: Settings = value
@@ -930,6 +944,12 @@ impl Settings {
                 why,
             })?;
         for (name, c) in &self.channels {
+            if c.secret.expose().len() < 16 {
+                return bad(
+                    &format!("channels.{name}.secret"),
+                    "must be at least 16 characters",
+                );
+            }
             if c.kind != "sim" {
                 return bad(
                     &format!("channels.{name}.kind"),
@@ -1031,6 +1051,9 @@ impl Settings {
     }
 }
 
+/// Keys whose environment values are secrets, taken verbatim (never parsed as TOML).
+const SECRET_KEYS: &[&str] = &["secret", "token", "password", "sasl_password"];
+
 /// Reads an environment value as TOML when it is a TOML scalar or array, else as a string.
 fn parse_scalar(raw: &str) -> toml::Value {
     toml::from_str::<toml::Table>(&format!("v = {raw}"))
@@ -1109,6 +1132,32 @@ mod tests {
         .unwrap();
         assert_eq!(s.server.port, 9090);
         assert_eq!(s.storage.sqlite.path, "/tmp/x.db");
+    }
+
+    #[test]
+    fn secrets_from_the_environment_are_taken_verbatim_and_other_programs_variables_ignored() {
+        let s = Settings::from_toml_and_env(
+            include_str!("../config.toml"),
+            env(&[
+                ("PAYCORE_MERCHANTS__0__SECRET", "1234567890123456"),
+                ("PAYCORE_CHANNELS__SIM__SECRET", "\"quoted-channel-secret\""),
+                // Kubernetes' service links for a Service named paycore.
+                ("PAYCORE_PORT", "tcp://10.0.0.1:8080"),
+                ("PAYCORE_SERVICE_HOST", "10.0.0.1"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.merchants[0].secret.expose(), "1234567890123456");
+        assert_eq!(
+            s.channels["sim"].secret.expose(),
+            "\"quoted-channel-secret\""
+        );
+        // A setting's typo still stops start-up.
+        let typo = env(&[("PAYCORE_SERVER__PROT", "1")]);
+        assert!(Settings::from_toml_and_env("", typo).is_err());
+        let short = env(&[("PAYCORE_CHANNELS__SIM__SECRET", "short")]);
+        let err = Settings::from_toml_and_env(include_str!("../config.toml"), short).unwrap_err();
+        assert!(err.to_string().contains("channels.sim.secret"), "{err}");
     }
 
     #[test]

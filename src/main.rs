@@ -163,6 +163,20 @@ fn settings_file(named: Option<String>) -> Option<String> {
     })
 }
 
+/// Waits for ctrl-c or SIGTERM (a container's stop).
+async fn until_stopped() {
+    #[cfg(unix)]
+    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        return;
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
 /// Read when `--config` is not given and it exists.
 const DEFAULT_CONFIG: &str = "config.toml";
 
@@ -198,7 +212,7 @@ async fn main() -> anyhow::Result<()> {
                 url = biller.base_url(),
                 "business-system simulator listening"
             );
-            tokio::signal::ctrl_c().await?;
+            until_stopped().await;
             sim.stop().await;
             biller.stop().await;
         }
