@@ -6,20 +6,15 @@
 //! verify` passes: the ledger's batches and cursor commit together, so a kill in the middle of
 //! booking leaves nothing half-booked.
 
+mod support;
+
 use serde_json::{Value, json};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::free_port;
 
 const SECRET: &str = "demo-secret-change-me";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The variable naming a CQL server: when set, paycore runs on the CQL backend (`.ci/run` sets
 /// it for a second run of these tests).
@@ -172,28 +167,9 @@ async fn call(
     path: &str,
     body: Option<Value>,
 ) -> Option<(u16, Value)> {
-    let bytes = body
-        .map(|b| serde_json::to_vec(&b).unwrap())
-        .unwrap_or_default();
-    let ts = time::OffsetDateTime::now_utc().unix_timestamp().to_string();
-    let nonce = format!("{:032x}", rand::random::<u128>());
-    let sig = paycore::http::auth::sign(
-        SECRET.as_bytes(),
-        &paycore::http::auth::canonical(method, path, &ts, &nonce, &bytes),
-    );
-    let r = http
-        .request(method.parse().unwrap(), format!("{base}{path}"))
-        .header("X-Paycore-Merchant", "demo")
-        .header("X-Paycore-Timestamp", ts)
-        .header("X-Paycore-Nonce", nonce)
-        .header("X-Paycore-Signature", sig)
-        .body(bytes)
-        .send()
+    support::signed(http, base, SECRET, method, path, body)
         .await
-        .ok()?;
-    let status = r.status().as_u16();
-    let body = r.json().await.unwrap_or(Value::Null);
-    Some((status, body))
+        .ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,6 +9,8 @@
 //!
 //! Broker: `E2E_KAFKA_BOOTSTRAP` (default 127.0.0.1:9092). Topics are made per run.
 
+mod support;
+
 use rdkafka::ClientConfig;
 use rdkafka::Message;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -21,6 +23,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::free_port;
 
 /// Orders paid (half of them refunded in part).
 const PAID: usize = 240;
@@ -33,14 +36,6 @@ const PARTITIONS: i32 = 3;
 
 fn bootstrap() -> String {
     std::env::var("E2E_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Topics {

@@ -4,23 +4,18 @@
 //! as SIGHUP behind its bearer token; and the two start-up traps: a settings file named on the
 //! command line that does not exist, and the published demo secrets off loopback.
 
+mod support;
+
 use serde_json::{Value, json};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::{free_port, signed as call};
 
 const CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
 const OLD_SECRET: &str = "first-secret-of-merchant-demo";
 const NEW_SECRET: &str = "second-secret-of-merchant-demo";
 const ADMIN_TOKEN: &str = "an-admin-token-of-at-least-32-characters";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The shipped config.toml with the demo merchant's secret and rate limit replaced.
 fn settings_text(secret: &str, rate: u32) -> String {
@@ -133,37 +128,6 @@ fn published_secrets_are_refused_off_loopback() {
     let _ = child.kill();
     let _ = child.wait();
     assert!(up, "paycore with its own secrets did not start on 0.0.0.0");
-}
-
-async fn call(
-    http: &reqwest::Client,
-    base: &str,
-    secret: &str,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> Result<(u16, Value), String> {
-    let bytes = body
-        .map(|b| serde_json::to_vec(&b).unwrap())
-        .unwrap_or_default();
-    let ts = time::OffsetDateTime::now_utc().unix_timestamp().to_string();
-    let nonce = format!("{:032x}", rand::random::<u128>());
-    let sig = paycore::http::auth::sign(
-        secret.as_bytes(),
-        &paycore::http::auth::canonical(method, path, &ts, &nonce, &bytes),
-    );
-    let r = http
-        .request(method.parse().unwrap(), format!("{base}{path}"))
-        .header("X-Paycore-Merchant", "demo")
-        .header("X-Paycore-Timestamp", ts)
-        .header("X-Paycore-Nonce", nonce)
-        .header("X-Paycore-Signature", sig)
-        .body(bytes)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = r.status().as_u16();
-    Ok((status, r.json().await.unwrap_or(Value::Null)))
 }
 
 /// A token and a create signed with `secret`: the create's answer (or the token's, refused).
