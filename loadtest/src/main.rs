@@ -399,6 +399,12 @@ struct CompareArgs {
     output: OutputArgs,
 }
 
+/// The allocator paycore's binary runs with (ARCHITECTURE.md, "Dependencies"): the
+/// `in-process` mode builds paycore's actors and store in this process and must measure them
+/// as they run in production; the generator and the in-process baseline get it too.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
