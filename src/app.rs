@@ -186,7 +186,7 @@ impl Application {
         let biller_url = biller_sim.as_ref().map(|b| b.base_url());
         let billers = reload::billers_of(&settings, biller_url.as_deref(), &HashMap::new())
             .map_err(err("business system"))?;
-        let rules = Arc::new(Live::new(reload::rules_of(&settings, &settings, &billers)));
+        let rules = Arc::new(Live::new(reload::rules_of(&settings, &settings, billers)));
 
         let mut adapters: HashMap<String, Arc<dyn PaymentChannel>> = HashMap::new();
         let mut channel_specs = Vec::new();

@@ -180,11 +180,10 @@ pub struct OrderDeps {
 pub struct MerchantRules {
     /// Merchants' own timer delays.
     pub schedules: HashMap<MerchantId, Arc<Schedule>>,
-    /// Merchants' business systems, where paid orders are fulfilled.
-    pub billers: HashMap<MerchantId, Arc<dyn Biller>>,
-    /// Each business system's settings as text: a reload that leaves them as they are keeps
-    /// the running client (and its bound of requests in flight).
-    pub targets: HashMap<MerchantId, String>,
+    /// Merchants' business systems, where paid orders are fulfilled, each with its settings
+    /// as text: a reload that leaves them as they are keeps the running client (and its bound
+    /// of requests in flight).
+    pub billers: HashMap<MerchantId, (String, Arc<dyn Biller>)>,
 }
 
 impl OrderDeps {
@@ -200,7 +199,11 @@ impl OrderDeps {
 
     /// The business system a merchant's paid orders are fulfilled at, if it has one.
     pub fn biller_for(&self, merchant: &MerchantId) -> Option<Arc<dyn Biller>> {
-        self.merchants.get().billers.get(merchant).cloned()
+        self.merchants
+            .get()
+            .billers
+            .get(merchant)
+            .map(|(_, b)| b.clone())
     }
 }
 

@@ -76,7 +76,7 @@ pub fn billers_of(
 
 /// The order actors' view of `settings`' merchants (schedules from the running `orders`
 /// defaults, which apply at a restart only).
-pub fn rules_of(settings: &Settings, started: &Settings, billers: &Billers) -> MerchantRules {
+pub fn rules_of(settings: &Settings, started: &Settings, billers: Billers) -> MerchantRules {
     MerchantRules {
         schedules: settings
             .merchants
@@ -86,14 +86,7 @@ pub fn rules_of(settings: &Settings, started: &Settings, billers: &Billers) -> M
                 Some((id, Arc::new(started.orders.schedule(Some(m)))))
             })
             .collect(),
-        billers: billers
-            .iter()
-            .map(|(id, (_, b))| (id.clone(), b.clone()))
-            .collect(),
-        targets: billers
-            .iter()
-            .map(|(id, (k, _))| (id.clone(), k.clone()))
-            .collect(),
+        billers,
     }
 }
 
@@ -120,18 +113,12 @@ impl Reloader {
         }
         // Build every part first; nothing is swapped unless all of them built.
         let keys = self.auth.prepare(&next.merchants)?;
-        let running_billers = {
-            let rules = self.rules.get();
-            rules
-                .billers
-                .iter()
-                .filter_map(|(id, b)| {
-                    Some((id.clone(), (rules.targets.get(id)?.clone(), b.clone())))
-                })
-                .collect()
-        };
-        let billers = billers_of(&next, self.biller_sim_url.as_deref(), &running_billers)?;
-        let rules = rules_of(&next, &self.started, &billers);
+        let billers = billers_of(
+            &next,
+            self.biller_sim_url.as_deref(),
+            &self.rules.get().billers,
+        )?;
+        let rules = rules_of(&next, &self.started, billers);
         let notifier = self.notifier.prepare(&next.merchants);
         let mut rates = Vec::new();
         for (name, handle) in &self.channels {
