@@ -145,6 +145,37 @@ const MIGRATIONS: &[(i64, &str)] = &[
     CREATE INDEX command_replies_created ON command_replies (created_at_ms);
     ",
     ),
+    // `orders` as a rowid table. Without a rowid, a table's rows live in an index b-tree, whose
+    // cells hold at most about 1,000 bytes on a 4 KiB page; an order's body is about 1 KiB, so
+    // every row had an overflow page and every write of an order wrote two pages (measured:
+    // 4,800 orders in 935 leaf pages and 4,800 overflow pages, 16.7 MB of them unused;
+    // loadtest/ANALYSIS.md). A rowid table keeps a row of up to about 4,000 bytes on its leaf.
+    // The copy is one pass over the table, inside this migration's transaction.
+    (
+        6,
+        "
+    CREATE TABLE orders_rowid (
+        order_id          TEXT NOT NULL PRIMARY KEY,
+        merchant_id       TEXT NOT NULL,
+        merchant_order_no TEXT NOT NULL,
+        status            TEXT NOT NULL,
+        version           INTEGER NOT NULL,
+        body              TEXT NOT NULL,
+        created_at_ms     INTEGER NOT NULL,
+        updated_at_ms     INTEGER NOT NULL,
+        open_work         INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (merchant_id, merchant_order_no)
+    );
+    INSERT INTO orders_rowid (order_id, merchant_id, merchant_order_no, status, version, body,
+                              created_at_ms, updated_at_ms, open_work)
+        SELECT order_id, merchant_id, merchant_order_no, status, version, body,
+               created_at_ms, updated_at_ms, open_work
+        FROM orders ORDER BY order_id;
+    DROP TABLE orders;
+    ALTER TABLE orders_rowid RENAME TO orders;
+    CREATE INDEX orders_open_work ON orders (order_id) WHERE open_work = 1;
+    ",
+    ),
 ];
 
 /// Applies every migration the database lacks, each in its own transaction.
@@ -182,11 +213,98 @@ mod tests {
     fn migrate_is_idempotent_and_records_versions() {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = Connection::open(dir.path().join("m.db")).unwrap();
-        assert_eq!(migrate(&mut conn).unwrap(), 5);
-        assert_eq!(migrate(&mut conn).unwrap(), 5);
+        assert_eq!(migrate(&mut conn).unwrap(), 6);
+        assert_eq!(migrate(&mut conn).unwrap(), 6);
         let n: i64 = conn
             .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(n, 5);
+        assert_eq!(n, 6);
+    }
+
+    /// A database made before migration 6 keeps its orders, every column of them, and its
+    /// open-work index, and `orders` becomes a rowid table.
+    #[test]
+    fn orders_become_a_rowid_table_with_their_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("m.db")).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at_ms INTEGER NOT NULL)",
+        )
+        .unwrap();
+        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v <= 5) {
+            conn.execute_batch(sql).unwrap();
+            conn.execute("INSERT INTO schema_migrations VALUES (?1, 0)", [version])
+                .unwrap();
+        }
+        assert!(
+            conn.prepare("SELECT rowid FROM orders").is_err(),
+            "before 6, orders has no rowid"
+        );
+        let body = "x".repeat(1500);
+        for (id, no, open) in [("ord_a", "n1", 1), ("ord_b", "n2", 0)] {
+            conn.execute(
+                "INSERT INTO orders VALUES (?1, 'm', ?2, 'PAYING', 3, ?3, 10, 20, ?4)",
+                rusqlite::params![id, no, body, open],
+            )
+            .unwrap();
+        }
+        assert_eq!(migrate(&mut conn).unwrap(), 6);
+        let n: i64 = conn
+            .query_row("SELECT COUNT(*) FROM orders", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 2);
+        let names: (String, String, String) = conn
+            .query_row(
+                "SELECT merchant_id, merchant_order_no, status FROM orders WHERE order_id = 'ord_a'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(names, ("m".into(), "n1".into(), "PAYING".into()));
+        let numbers: (i64, i64, i64, i64, i64, i64) = conn
+            .query_row(
+                "SELECT rowid, version, length(body), created_at_ms, updated_at_ms, open_work
+                 FROM orders WHERE order_id = 'ord_a'",
+                [],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            (numbers.1, numbers.2, numbers.3, numbers.4, numbers.5),
+            (3, 1500, 10, 20, 1)
+        );
+        assert!(numbers.0 > 0, "orders now has a rowid");
+        let open_ids: Vec<String> = conn
+            .prepare("SELECT order_id FROM orders INDEXED BY orders_open_work WHERE open_work = 1")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(open_ids, vec!["ord_a".to_string()]);
+        // The keys still refuse a second row.
+        assert!(
+            conn.execute(
+                "INSERT INTO orders VALUES ('ord_a', 'm', 'n9', 'CREATED', 1, '{}', 0, 0, 1)",
+                [],
+            )
+            .is_err()
+        );
+        assert!(
+            conn.execute(
+                "INSERT INTO orders VALUES ('ord_c', 'm', 'n1', 'CREATED', 1, '{}', 0, 0, 1)",
+                [],
+            )
+            .is_err()
+        );
     }
 }
