@@ -266,6 +266,7 @@ fn bench_consumer(c: &mut Criterion) {
                         batch: paycore::config::LedgerSettings::default().batch,
                         metrics: Arc::new(Metrics::new()),
                         commits: store.watch_events_committed(),
+                        linger: std::time::Duration::ZERO,
                     };
                     // Told to stop from the start: it books everything committed, then ends.
                     let (_stop, stopped) = tokio::sync::watch::channel(true);

@@ -240,6 +240,7 @@ impl Application {
         ));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let health = Health::default();
+        let linger = Duration::from_millis(settings.stream.consumer_linger_ms);
         let mut background = Vec::new();
         if let Some(sink) = &sink {
             let spec = RunSpec {
@@ -248,6 +249,7 @@ impl Application {
                 store: order_store.clone(),
                 commits: store.watch_commits(),
                 batch: settings.stream.relay_batch,
+                linger,
             };
             let relay = Arc::new(relay::Relay {
                 store: order_store.clone(),
@@ -275,6 +277,7 @@ impl Application {
                 metrics: metrics.clone(),
                 commits: store.watch_commits(),
                 wake: notify_wake,
+                linger,
             };
             background.extend(
                 notifier::spawn(deps, health.clone(), shutdown_rx.clone())
@@ -288,6 +291,7 @@ impl Application {
                 batch: settings.ledger.batch,
                 metrics: metrics.clone(),
                 commits: store.watch_commits(),
+                linger,
             };
             background.extend(ledger::spawn(deps, health.clone(), shutdown_rx.clone()));
         }

@@ -163,6 +163,12 @@ pub struct SqliteSettings {
     pub batch_max_writes: usize,
     /// Longest the writer waits for more writes before committing (0: commit what is queued).
     pub batch_max_wait_us: u64,
+    /// Shortest time from the start of one group commit to the start of the next: writes that
+    /// arrive sooner join the next commit. Each commit costs an fsync and wakes every stream
+    /// consumer, so under load this trades a bounded wait for far fewer commits; a write that
+    /// finds the writer idle longer than this commits at once. 0: commit as soon as the last
+    /// commit is done.
+    pub commit_interval_us: u64,
     /// Writes waiting for the writer; beyond it callers wait up to `enqueue_timeout_ms`.
     pub queue_capacity: usize,
     /// How long a write may wait for queue room before it is refused as overloaded.
@@ -352,6 +358,11 @@ pub struct StreamSettings {
     /// A registered consumer whose cursor is further than this many events behind the log's
     /// head makes `/readyz` fail: it holds the purge, so the outbox grows while it lags.
     pub max_consumer_lag: u64,
+    /// How long paycore's own consumers (the ledger, the notifier, the relay) wait after a
+    /// commit wakes them before they read: one batch then takes in every commit of that time,
+    /// instead of one batch (and one write) following each commit. It adds at most this much to
+    /// the time from commit to booking, notification and topic.
+    pub consumer_linger_ms: u64,
     /// The Kafka connection, topics and bounds (used with `kind = "kafka"` and by the command
     /// consumer).
     pub kafka: KafkaSettings,
@@ -535,6 +546,7 @@ impl Default for SqliteSettings {
             synchronous: Synchronous::Full,
             batch_max_writes: 1024,
             batch_max_wait_us: 0,
+            commit_interval_us: 1_000,
             queue_capacity: 16_384,
             enqueue_timeout_ms: 2_000,
             readers: 4,
@@ -624,6 +636,7 @@ impl Default for StreamSettings {
             kind: "in_process".into(),
             relay_batch: 1_024,
             max_consumer_lag: 500_000,
+            consumer_linger_ms: 5,
             kafka: KafkaSettings::default(),
         }
     }
@@ -824,6 +837,16 @@ impl Settings {
         }
         if !["in_process", "kafka"].contains(&self.stream.kind.as_str()) {
             return bad("stream.kind", "must be \"in_process\" or \"kafka\"");
+        }
+        if s.commit_interval_us > 100_000 {
+            // Every write waits up to this long: beyond 100 ms it is an outage, not a batch.
+            return bad(
+                "storage.sqlite.commit_interval_us",
+                "must be at most 100000 (100 ms)",
+            );
+        }
+        if self.stream.consumer_linger_ms > 10_000 {
+            return bad("stream.consumer_linger_ms", "must be at most 10000 (10 s)");
         }
         if !(1..=100_000).contains(&self.stream.relay_batch) {
             return bad("stream.relay_batch", "must be within 1..=100000");
@@ -1240,6 +1263,20 @@ mod tests {
         assert_eq!(
             key_of(Settings::from_toml_and_env("[stream]\nkind = \"nats\"", [])),
             "stream.kind"
+        );
+        assert_eq!(
+            key_of(Settings::from_toml_and_env(
+                "[stream]\nconsumer_linger_ms = 10001",
+                []
+            )),
+            "stream.consumer_linger_ms"
+        );
+        assert_eq!(
+            key_of(Settings::from_toml_and_env(
+                "[storage.sqlite]\ncommit_interval_us = 100001",
+                []
+            )),
+            "storage.sqlite.commit_interval_us"
         );
         let bad_kafka = "[stream.kafka]\nsecurity_protocol = \"tls\"";
         // Unused, bad Kafka settings do not stop an embedded start...

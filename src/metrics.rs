@@ -46,6 +46,8 @@ pub struct Metrics {
     pub storage_batch_writes: Histogram,
     /// `paycore_storage_commit_duration_seconds`.
     pub storage_commit_seconds: Histogram,
+    /// `paycore_storage_writes_total{op}`: writes the embedded store's writer applied, by kind.
+    pub storage_writes: IntCounterVec,
     /// `paycore_channel_requests_total{channel,op,outcome}`.
     pub channel_requests: IntCounterVec,
     /// `paycore_channel_request_duration_seconds{channel,op}`.
@@ -171,6 +173,13 @@ impl Metrics {
                 "Group commit latency",
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
+        ));
+        let storage_writes = must(IntCounterVec::new(
+            Opts::new(
+                "paycore_storage_writes_total",
+                "Writes the embedded store's writer applied, by kind",
+            ),
+            &["op"],
         ));
         let channel_requests = must(IntCounterVec::new(
             Opts::new(
@@ -330,6 +339,7 @@ impl Metrics {
         reg(Box::new(actor_events.clone()));
         reg(Box::new(storage_batch_writes.clone()));
         reg(Box::new(storage_commit_seconds.clone()));
+        reg(Box::new(storage_writes.clone()));
         reg(Box::new(channel_requests.clone()));
         reg(Box::new(channel_request_seconds.clone()));
         reg(Box::new(channel_queue_depth.clone()));
@@ -378,6 +388,7 @@ impl Metrics {
             actor_events,
             storage_batch_writes,
             storage_commit_seconds,
+            storage_writes,
             channel_requests,
             channel_request_seconds,
             channel_queue_depth,

@@ -41,6 +41,8 @@ pub struct LedgerDeps {
     pub metrics: Arc<Metrics>,
     /// Changes after commits that stored events.
     pub commits: watch::Receiver<u64>,
+    /// Wait after a commit before reading (`stream.consumer_linger_ms`).
+    pub linger: std::time::Duration,
 }
 
 /// Starts the ledger consumer from its cursor (which must be registered), supervised: started
@@ -56,6 +58,7 @@ pub fn spawn(
         store: deps.events.clone(),
         commits: deps.commits.clone(),
         batch: deps.batch,
+        linger: deps.linger,
     };
     let metrics = deps.metrics.clone();
     let ledger = Arc::new(Ledger { deps });

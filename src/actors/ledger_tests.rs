@@ -102,6 +102,7 @@ async fn the_consumer_books_what_is_committed_and_verify_judges_lag_by_its_curso
         batch: 1,
         metrics: metrics.clone(),
         commits: store.watch_events_committed(),
+        linger: std::time::Duration::ZERO,
     };
     let task = joined(spawn(deps, Health::default(), stopped));
     wait_cursor(&store, 2).await;
@@ -168,6 +169,7 @@ async fn the_consumer_books_what_is_committed_and_verify_judges_lag_by_its_curso
         batch: 1,
         metrics: Arc::new(Metrics::new()),
         commits: store.watch_events_committed(),
+        linger: std::time::Duration::ZERO,
     };
     tokio::time::timeout(
         Duration::from_secs(5),
@@ -221,6 +223,7 @@ async fn a_transaction_id_stored_with_other_content_stops_the_ledger_there() {
         batch: 10,
         metrics: metrics.clone(),
         commits: store.watch_events_committed(),
+        linger: std::time::Duration::ZERO,
     };
     let task = joined(spawn(deps, Health::default(), stopped));
     // It retries (every RETRY_PAUSE) and never passes the conflict over.
@@ -234,6 +237,40 @@ async fn a_transaction_id_stored_with_other_content_stops_the_ledger_there() {
         .expect("the consumer stops")
         .unwrap();
     assert_eq!(store.cursor(CURSOR, 0).await.unwrap(), 0);
+    store.close().await;
+}
+
+/// With a linger, the ledger waits after a commit wakes it, and then books every commit of
+/// that time in one batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lingering_ledger_books_several_commits_in_one_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    EventLog::register_cursor(&*store, CURSOR).await.unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let (stop, stopped) = watch::channel(false);
+    let deps = LedgerDeps {
+        events: store.clone(),
+        store: store.clone(),
+        batch: 100,
+        metrics: metrics.clone(),
+        commits: store.watch_events_committed(),
+        linger: Duration::from_millis(1_000),
+    };
+    let task = joined(spawn(deps, Health::default(), stopped));
+    // Its first read (of nothing) is done before the orders come.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for no in ["L1", "L2", "L3"] {
+        paying_order(&store, no).await;
+    }
+    wait_cursor(&store, 6).await;
+    assert_eq!(metrics.ledger_batches.get(), 1, "six commits, one batch");
+    assert_eq!(metrics.ledger_transactions.get(), 3);
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the consumer stops")
+        .unwrap();
     store.close().await;
 }
 

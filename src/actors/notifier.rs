@@ -117,6 +117,8 @@ pub struct NotifierDeps {
     pub commits: watch::Receiver<u64>,
     /// Wakes the delivery loop (new rows, a finished delivery, a redelivery).
     pub wake: Arc<Notify>,
+    /// Wait after a commit before reading the outbox (`stream.consumer_linger_ms`).
+    pub linger: std::time::Duration,
 }
 
 /// Starts the consumer (from its cursor, which must be registered) and the delivery loop, each
@@ -146,6 +148,7 @@ pub fn spawn(
         store: deps.events,
         commits: deps.commits,
         batch: s.batch,
+        linger: deps.linger,
     };
     let deliveries = Arc::new(Deliveries {
         store: deps.store,

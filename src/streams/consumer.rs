@@ -81,6 +81,9 @@ pub struct RunSpec {
     pub commits: watch::Receiver<u64>,
     /// Most events per batch.
     pub batch: usize,
+    /// After a commit wakes it, how long the loop waits before reading: one batch then takes in
+    /// every commit of that time, so the consumer's own writes do not follow each commit.
+    pub linger: Duration,
 }
 
 /// Runs a consumer from its durable cursor until `shutdown` turns true; then it takes in what
@@ -98,6 +101,7 @@ pub async fn run<C: Consume + ?Sized>(
         store,
         mut commits,
         batch,
+        linger,
     } = spec;
     let task = task_name(&name, partition, store.log_partitions());
     let mut cursor = store
@@ -142,6 +146,11 @@ pub async fn run<C: Consume + ?Sized>(
                 if changed.is_err() {
                     // The store is gone; the backstop keeps the loop from spinning.
                     tokio::time::sleep(IDLE_POLL).await;
+                } else if !linger.is_zero() {
+                    tokio::select! {
+                        _ = tokio::time::sleep(linger) => {}
+                        _ = shutdown.changed() => {}
+                    }
                 }
             }
             _ = tokio::time::sleep(IDLE_POLL) => {}

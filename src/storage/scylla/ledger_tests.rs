@@ -280,6 +280,7 @@ async fn verify_judges_the_lag_of_an_unindexed_log() {
         batch: 100,
         metrics: Arc::new(crate::metrics::Metrics::new()),
         commits: store.watch_events_committed(),
+        linger: std::time::Duration::ZERO,
     };
     let tasks = spawn(deps, crate::streams::consumer::Health::default(), stopped);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);

@@ -135,6 +135,7 @@ impl SqliteStore {
         let limits = BatchLimits {
             max_writes: settings.batch_max_writes,
             max_wait: Duration::from_micros(settings.batch_max_wait_us),
+            min_interval: Duration::from_micros(settings.commit_interval_us),
         };
         let runtime = tokio::runtime::Handle::current();
         let (events_seen, _) = watch::channel(0u64);

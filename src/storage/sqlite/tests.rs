@@ -376,3 +376,60 @@ async fn ping_fails_while_writes_fail_and_recovers() {
         .await
         .expect("ready again once a write commits");
 }
+
+/// Writes that arrive within `commit_interval_us` of a commit's start wait and share the next
+/// commit: one fsync for all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_within_the_commit_interval_share_one_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let s = SqliteSettings {
+        commit_interval_us: 500_000,
+        ..settings(&dir)
+    };
+    let store = Arc::new(SqliteStore::open(&s, metrics.clone()).unwrap());
+    token(&store, "m1", 60).await;
+    assert_eq!(metrics.storage_batch_writes.get_sample_count(), 1);
+    let writes: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { token(&store, "m1", 60).await })
+        })
+        .collect();
+    for w in writes {
+        w.await.unwrap();
+    }
+    assert_eq!(
+        metrics.storage_batch_writes.get_sample_count(),
+        2,
+        "the eight writes made one commit"
+    );
+    assert_eq!(metrics.storage_batch_writes.get_sample_sum(), 9.0);
+    assert_eq!(
+        metrics
+            .storage_writes
+            .with_label_values(&["issue_token"])
+            .get(),
+        9
+    );
+}
+
+/// A write that finds the writer idle for longer than the interval commits at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_after_an_idle_interval_commits_without_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteSettings {
+        commit_interval_us: 2_000_000,
+        ..settings(&dir)
+    };
+    let store = SqliteStore::open(&s, Arc::new(Metrics::new())).unwrap();
+    token(&store, "m1", 60).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+    let started = std::time::Instant::now();
+    token(&store, "m1", 60).await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(1_000),
+        "waited {:?}",
+        started.elapsed()
+    );
+}

@@ -186,6 +186,34 @@ pub(crate) enum WriteOp {
     Ledger(super::ledger::LedgerOp),
 }
 
+impl WriteOp {
+    /// The kind of write, as `paycore_storage_writes_total` labels it.
+    fn kind(&self) -> &'static str {
+        use super::notifications::NotificationOp as N;
+        match self {
+            Self::IssueToken(_) => "issue_token",
+            Self::CreateOrder { .. } => "create_order",
+            Self::UpdateOrder { .. } => "update_order",
+            Self::Timers { .. } => "timers",
+            Self::Reschedule { .. } => "reschedule",
+            Self::ClaimTimers { .. } => "claim_timers",
+            Self::Probe => "probe",
+            #[cfg(test)]
+            Self::LimitPages(_) => "limit_pages",
+            Self::SetCursor { .. } => "set_cursor",
+            Self::Purge { .. } => "purge",
+            Self::RegisterCursor { .. } => "register_cursor",
+            Self::DropCursor { .. } => "drop_cursor",
+            Self::Notifications(N::Enqueue { .. }) => "notifications_enqueue",
+            Self::Notifications(N::Claim { .. }) => "notifications_claim",
+            Self::Notifications(N::Record { .. }) => "notifications_record",
+            Self::Notifications(N::Redeliver { .. }) => "notifications_redeliver",
+            Self::Commands(_) => "command_reply",
+            Self::Ledger(_) => "ledger_batch",
+        }
+    }
+}
+
 /// What a write answered.
 #[derive(Debug)]
 pub(crate) enum WriteOk {
@@ -212,6 +240,9 @@ pub(crate) struct BatchLimits {
     /// Longest the writer waits for more writes once it has one; zero commits at once with
     /// whatever queued up while the previous commit was running (the usual group commit).
     pub max_wait: Duration,
+    /// Shortest time between the starts of two commits; writes that arrive sooner wait and
+    /// join the next one.
+    pub min_interval: Duration,
 }
 
 /// Bytes the readiness probe writes (and deletes again) to see that storage takes writes.
@@ -241,12 +272,15 @@ pub(crate) fn run(
     healthy: Arc<AtomicBool>,
 ) {
     let mut batch: Vec<WriteRequest> = Vec::with_capacity(limits.max_writes);
+    let mut last_start: Option<Instant> = None;
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
-        while batch.len() < limits.max_writes {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
+        drain(&mut rx, &mut batch, limits.max_writes);
+        if let Some(due) = last_start.map(|s| s + limits.min_interval) {
+            let now = Instant::now();
+            if batch.len() < limits.max_writes && due > now {
+                std::thread::sleep(due - now);
+                drain(&mut rx, &mut batch, limits.max_writes);
             }
         }
         if batch.len() < limits.max_writes && !limits.max_wait.is_zero() {
@@ -260,7 +294,14 @@ pub(crate) fn run(
                 }
             });
         }
+        for w in &batch {
+            metrics
+                .storage_writes
+                .with_label_values(&[w.op.kind()])
+                .inc();
+        }
         let started = Instant::now();
+        last_start = Some(started);
         let writes = batch.len();
         let stored = commit_batch(&mut conn, &mut batch, &healthy, &metrics);
         metrics
@@ -277,6 +318,16 @@ pub(crate) fn run(
     }
     if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
         tracing::warn!(error = %e, "final WAL checkpoint failed");
+    }
+}
+
+/// Moves what is queued into the batch, up to `max` writes, without waiting.
+fn drain(rx: &mut mpsc::Receiver<WriteRequest>, batch: &mut Vec<WriteRequest>, max: usize) {
+    while batch.len() < max {
+        match rx.try_recv() {
+            Ok(r) => batch.push(r),
+            Err(_) => break,
+        }
     }
 }
 
