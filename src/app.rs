@@ -374,7 +374,7 @@ impl Application {
             max_in_flight: settings.server.max_in_flight_requests,
             reload: Some(reloader.clone()),
         });
-        let mut server = HttpServer::new(move || {
+        let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .configure(http::configure)
@@ -384,14 +384,11 @@ impl Application {
             settings.server.client_request_timeout_ms,
         ))
         .shutdown_timeout(settings.server.shutdown_timeout_secs)
-        .disable_signals();
-        if settings.server.workers > 0 {
-            server = server.workers(settings.server.workers);
-        }
-        let server = server
-            .listen(listener)
-            .map_err(|e| err("HTTP")(e.to_string()))?
-            .run();
+        .workers(settings.server.http_workers())
+        .disable_signals()
+        .listen(listener)
+        .map_err(|e| err("HTTP")(e.to_string()))?
+        .run();
         let handle = server.handle();
         let server_task = tokio::spawn(server);
         tracing::info!(port, "paycore is listening");

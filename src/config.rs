@@ -93,8 +93,11 @@ pub struct ServerSettings {
     pub bind: String,
     /// Port (0 picks a free one).
     pub port: u16,
-    /// Worker threads; 0 means one per core.
+    /// HTTP worker threads; 0: half the cores (at least one), see [`ServerSettings::http_workers`].
     pub workers: usize,
+    /// Threads of the runtime the actors, the store's callers and the consumers run on; 0: the
+    /// cores the HTTP workers leave (at least one).
+    pub runtime_threads: usize,
     /// Largest request body.
     pub body_limit_bytes: usize,
     /// Most open connections per worker (each holds about 20 KiB of buffers); more wait in
@@ -516,6 +519,7 @@ impl Default for ServerSettings {
             bind: "127.0.0.1".into(),
             port: 8080,
             workers: 0,
+            runtime_threads: 0,
             body_limit_bytes: 64 * 1024,
             max_connections: 4_096,
             max_in_flight_requests: 4_096,
@@ -525,6 +529,36 @@ impl Default for ServerSettings {
             public_base_url: String::new(),
         }
     }
+}
+
+impl ServerSettings {
+    /// HTTP worker threads: `workers`, or half the cores (at least one). A request passes from
+    /// an HTTP worker to the actors' runtime and back, so the two pools work as a pipeline;
+    /// each sized to every core would run twice as many busy threads as there are cores, and
+    /// the switches between them cost more than the overlap gains (loadtest/ANALYSIS.md,
+    /// "Threads").
+    pub fn http_workers(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            (cores() / 2).max(1)
+        }
+    }
+
+    /// The actors' runtime threads: `runtime_threads`, or the cores the HTTP workers leave (at
+    /// least one).
+    pub fn runtime_threads(&self) -> usize {
+        if self.runtime_threads > 0 {
+            self.runtime_threads
+        } else {
+            cores().saturating_sub(self.http_workers()).max(1)
+        }
+    }
+}
+
+/// The cores this process may run on.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 impl Default for StorageSettings {
@@ -1129,6 +1163,23 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    /// Unset thread counts split the cores between the HTTP workers and the runtime, one
+    /// each at least; set ones are kept.
+    #[test]
+    fn thread_counts_split_the_cores_unless_set() {
+        let auto = ServerSettings::default();
+        let (http, runtime) = (auto.http_workers(), auto.runtime_threads());
+        assert!(http >= 1 && runtime >= 1);
+        // Together no more threads than cores (two on a one-core machine).
+        assert!(http + runtime <= cores().max(2), "{http} + {runtime}");
+        let set = ServerSettings {
+            workers: 3,
+            runtime_threads: 5,
+            ..ServerSettings::default()
+        };
+        assert_eq!((set.http_workers(), set.runtime_threads()), (3, 5));
     }
 
     #[test]

@@ -180,12 +180,20 @@ async fn until_stopped() {
 /// Read when `--config` is not given and it exists.
 const DEFAULT_CONFIG: &str = "config.toml";
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> anyhow::Result<()> {
+    let mut cli = Cli::parse();
     init_logging(&cli.log_format);
-    let file = settings_file(cli.config);
+    let file = settings_file(cli.config.take());
     let settings = Settings::load(file.as_deref(), std::env::vars()).context("loading settings")?;
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(settings.server.runtime_threads())
+        .enable_all()
+        .build()
+        .context("starting the runtime")?
+        .block_on(run(cli, file, settings))
+}
+
+async fn run(cli: Cli, file: Option<String>, settings: Settings) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => {
             let app = Application::build(settings).await?.reload_from(file);
