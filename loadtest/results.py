@@ -99,7 +99,8 @@ if os.path.exists(build_file):
 else:
     built = sh('git -C ' + here + ' rev-parse --short HEAD') or '?'
 lines.append(f"- {sh('rustc --version')}; paycore built at git {built}")
-lines.append("- Load generator, paycore (2 HTTP workers, SQLite writer thread), the channel simulator (its own "
+lines.append("- Load generator, paycore (its default threads: half the cores for HTTP workers, the rest for the actors' "
+             "runtime, at least one each; one SQLite writer thread), the channel simulator (its own "
              "process, except in the notification run), Redis and the baseline server all share these cores: every "
              "throughput is a whole-machine number, the generator's own CPU included; the CPU per unit is each "
              "watched process's own.")
