@@ -56,8 +56,8 @@ pub enum ChangeKind {
         pay_serial_no: PaySerialNo,
         /// Method.
         pay_method: PayMethod,
-        /// For the payer.
-        channel_payload: serde_json::Value,
+        /// For the payer (shared: an order is cloned on every change, a tree would be copied).
+        channel_payload: std::sync::Arc<serde_json::Value>,
         /// Channel transaction number, when the channel gave one.
         channel_trade_no: Option<String>,
     },

@@ -184,8 +184,9 @@ pub struct Order {
     pub pay_serial_no: Option<PaySerialNo>,
     /// How the payer pays.
     pub pay_method: Option<PayMethod>,
-    /// What the channel gave the payer's device (QR URL and the like).
-    pub channel_payload: Option<serde_json::Value>,
+    /// What the channel gave the payer's device (QR URL and the like). Shared, not copied,
+    /// when the order is cloned (the actor, its read cache and each write hold one).
+    pub channel_payload: Option<std::sync::Arc<serde_json::Value>>,
     /// The channel's transaction number, once known.
     pub channel_trade_no: Option<String>,
     /// When the channel confirmed the money.
@@ -531,7 +532,7 @@ impl Order {
                         .clone()
                         .unwrap_or_else(|| pay_serial_no.clone()),
                     pay_method: *pay_method,
-                    channel_payload: channel_payload.clone(),
+                    channel_payload: std::sync::Arc::new(channel_payload.clone()),
                     channel_trade_no: channel_trade_no.clone(),
                 });
             }
@@ -648,7 +649,7 @@ impl Order {
                         .clone()
                         .unwrap_or_else(PaySerialNo::generate),
                     pay_method: self.pay_method.unwrap_or(PayMethod::Native),
-                    channel_payload: serde_json::Value::Null,
+                    channel_payload: std::sync::Arc::new(serde_json::Value::Null),
                     channel_trade_no: Some(p.channel_trade_no.clone()),
                 });
             }

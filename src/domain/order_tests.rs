@@ -411,7 +411,9 @@ fn paying_keeps_its_serial_number_and_payload() {
     assert_eq!(order.pay_serial_no, Some(pay_serial_no));
     assert_eq!(
         order.channel_payload,
-        Some(serde_json::json!({"code_url": "sim://x"}))
+        Some(std::sync::Arc::new(
+            serde_json::json!({"code_url": "sim://x"})
+        ))
     );
 }
 

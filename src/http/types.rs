@@ -254,7 +254,7 @@ pub struct PayView {
     pub pay_serial_no: String,
     /// What the payer's device needs from the channel (e.g. `code_url`).
     #[schema(value_type = Object)]
-    pub channel_payload: serde_json::Value,
+    pub channel_payload: std::sync::Arc<serde_json::Value>,
 }
 
 /// `GET /v1/orders` query.
