@@ -35,6 +35,7 @@ pub struct Orders {
     token_ttl: time::Duration,
     metrics: Arc<Metrics>,
     cache: super::order_cache::OrderCache,
+    token_key: crate::domain::TokenKey,
 }
 
 impl Orders {
@@ -48,6 +49,7 @@ impl Orders {
         cache: super::order_cache::OrderCache,
     ) -> Self {
         Self {
+            token_key: store.submit_token_key(),
             store,
             registry,
             call_timeout,
@@ -57,20 +59,28 @@ impl Orders {
         }
     }
 
-    /// Issues a one-time submit token.
+    /// Issues a one-time submit token: signed with the store's key, so nothing is written
+    /// until a create uses it (and records it as used, in the order's own write).
     pub async fn issue_token(&self, merchant_id: MerchantId) -> Result<TokenRecord, OrderError> {
-        let record = TokenRecord {
-            token: SubmitToken::generate(),
+        // Whole seconds: the token names its expiry in seconds, and the answer says the same.
+        let expires_at = OffsetDateTime::now_utc() + self.token_ttl;
+        let expires_at = expires_at.replace_nanosecond(0).unwrap_or(expires_at);
+        Ok(TokenRecord {
+            token: self.token_key.issue(&merchant_id, expires_at),
             merchant_id,
-            expires_at: OffsetDateTime::now_utc() + self.token_ttl,
-        };
-        self.store.issue_token(record.clone()).await?;
-        Ok(record)
+            expires_at,
+        })
     }
 
     /// Creates an order, consuming the token.
     pub async fn create(&self, token: SubmitToken, new: NewOrder) -> Result<Order, OrderError> {
         let now = OffsetDateTime::now_utc();
+        // A signed token is checked here, against the order's merchant (the store records it
+        // as used); one of the stored form is judged by the store.
+        if self.token_key.check(&token, &new.merchant_id, now) == crate::domain::TokenCheck::Invalid
+        {
+            return Err(OrderError::TokenInvalid);
+        }
         let (order, change) = Order::create(OrderId::generate(), new, now);
         let events: Vec<Event> = Event::for_change(&order, &change).into_iter().collect();
         let timers = crate::domain::timer::on_create(&order);
@@ -410,6 +420,95 @@ mod tests {
             next.on(&change);
         }
         next
+    }
+
+    fn open_orders(dir: &tempfile::TempDir, metrics: Arc<Metrics>) -> (Orders, Arc<SqliteStore>) {
+        let settings = SqliteSettings {
+            path: dir.path().join("o.db").to_string_lossy().into_owned(),
+            ..SqliteSettings::default()
+        };
+        let store = Arc::new(SqliteStore::open(&settings, metrics.clone()).unwrap());
+        let orders = Orders::new(
+            store.clone(),
+            Arc::new(RwLock::new(None)),
+            Duration::from_secs(5),
+            60,
+            metrics,
+            super::super::order_cache::OrderCache::new(100),
+        );
+        (orders, store)
+    }
+
+    /// Issuing a token writes nothing; the token admits one order of its merchant, also after
+    /// a restart (the key is the store's), and nothing altered or another merchant's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn signed_tokens_write_nothing_until_used_and_outlive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let (orders, store) = open_orders(&dir, metrics.clone());
+        let m1 = MerchantId::parse("m1").unwrap();
+        let issued = orders.issue_token(m1.clone()).await.unwrap();
+        let spare = orders.issue_token(m1.clone()).await.unwrap();
+        let foreign = orders
+            .issue_token(MerchantId::parse("m2").unwrap())
+            .await
+            .unwrap();
+        assert_eq!(issued.merchant_id, m1);
+        assert_eq!(
+            issued.expires_at.nanosecond(),
+            0,
+            "whole seconds, as the token names"
+        );
+        assert_eq!(
+            metrics.storage_batch_writes.get_sample_count(),
+            0,
+            "issuing tokens committed nothing"
+        );
+
+        let created = orders
+            .create(issued.token.clone(), NewOrder::for_test("m1", "SIG-1", 100))
+            .await
+            .unwrap();
+        let again = orders
+            .create(issued.token.clone(), NewOrder::for_test("m1", "SIG-2", 100))
+            .await;
+        assert!(
+            matches!(&again, Err(OrderError::TokenUsed(Some(by))) if *by == created.order_id),
+            "{again:?}"
+        );
+        let r = orders
+            .create(foreign.token, NewOrder::for_test("m1", "SIG-3", 100))
+            .await;
+        assert!(
+            matches!(r, Err(OrderError::TokenInvalid)),
+            "another merchant's: {r:?}"
+        );
+        let mut altered = spare.token.as_str().to_string();
+        let last = altered.pop().unwrap();
+        altered.push(if last == '0' { '1' } else { '0' });
+        let r = orders
+            .create(
+                SubmitToken::parse(&altered).unwrap(),
+                NewOrder::for_test("m1", "SIG-4", 100),
+            )
+            .await;
+        assert!(matches!(r, Err(OrderError::TokenInvalid)), "altered: {r:?}");
+
+        // A restart: the token issued before it is still good, and still one-time.
+        store.close().await;
+        drop((orders, store));
+        let (orders, _store) = open_orders(&dir, Arc::new(Metrics::new()));
+        let after = orders
+            .create(spare.token.clone(), NewOrder::for_test("m1", "SIG-5", 100))
+            .await
+            .unwrap();
+        let r = orders
+            .create(spare.token, NewOrder::for_test("m1", "SIG-6", 100))
+            .await;
+        assert!(
+            matches!(&r, Err(OrderError::TokenUsed(Some(by))) if *by == after.order_id),
+            "{r:?}"
+        );
     }
 
     /// With no registry running, only answers decided by the committed state can succeed: a

@@ -122,11 +122,37 @@ prefixed_id!(
     PaySerialNo,
     "pay_"
 );
-prefixed_id!(
-    /// A one-time submit token.
-    SubmitToken,
-    "tok_"
-);
+/// A one-time submit token: signed (see `submit_token`), or of the older form a store keeps.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SubmitToken(String);
+
+impl SubmitToken {
+    /// A fresh token of the stored form (`tok_` + a time-ordered id). Tokens are issued signed
+    /// (`TokenKey::issue`); this form is what a paycore before signed tokens stored, and what
+    /// tests of that path make.
+    pub fn generate() -> Self {
+        Self(format!("tok_{}", time_ordered()))
+    }
+    /// A time-ordered id, the first part of a signed token.
+    pub(super) fn generate_id() -> String {
+        time_ordered()
+    }
+    /// Text `submit_token` built in the signed form.
+    pub(super) fn from_checked(text: String) -> Self {
+        Self(text)
+    }
+    /// Parses a token of either form (its signature is not checked here).
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        match s.strip_prefix("tok_") {
+            Some(rest) if is_time_ordered(rest) || super::submit_token::is_signed_shape(rest) => {
+                Ok(Self(s.to_string()))
+            }
+            _ => Err(IdError::Malformed),
+        }
+    }
+}
+string_id_impls!(SubmitToken);
 prefixed_id!(
     /// An event's id (unique across the system).
     EventId,

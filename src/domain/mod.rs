@@ -15,6 +15,7 @@ pub mod order;
 pub mod payment;
 pub mod refund;
 pub mod signing;
+pub mod submit_token;
 pub mod timer;
 pub mod view;
 
@@ -31,4 +32,5 @@ pub use order::{
 };
 pub use payment::{ChannelPayment, ExtraReason, PaymentRole, ReportedPayment};
 pub use refund::{Refund, RefundOutcome, RefundRequest, RefundStatus};
+pub use submit_token::{TokenCheck, TokenKey};
 pub use timer::{Schedule, Timer, TimerKind, TimerOp};

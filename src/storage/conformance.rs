@@ -36,6 +36,72 @@ pub async fn token(store: &dyn OrderRecords, merchant: &str, ttl_secs: i64) -> S
     t
 }
 
+/// A signed token for `merchant` (nothing stored), good for `ttl_secs`.
+pub fn signed_token(store: &dyn OrderRecords, merchant: &str, ttl_secs: i64) -> SubmitToken {
+    store.submit_token_key().issue(
+        &MerchantId::parse(merchant).unwrap(),
+        OffsetDateTime::now_utc() + TDuration::seconds(ttl_secs),
+    )
+}
+
+/// A signed token is one-time like a stored one: its first create records it as used, a
+/// second is told which order used it, a refused create (a taken number) leaves it good, and
+/// one past the expiry it names admits nothing. The key is the store's, the same each time.
+pub async fn signed_tokens(store: &dyn OrderRecords) {
+    assert_eq!(
+        store.submit_token_key().bytes(),
+        store.submit_token_key().bytes()
+    );
+    let m = merchant("st");
+    let now = OffsetDateTime::now_utc();
+    let t = signed_token(store, &m, 60);
+    let (o1, e1) = new_order(&m, "A");
+    assert_eq!(
+        store
+            .create_order(t.clone(), o1.clone(), e1, vec![], now)
+            .await
+            .unwrap(),
+        CreateOutcome::Created
+    );
+    let (o2, e2) = new_order(&m, "B");
+    assert_eq!(
+        store
+            .create_order(t.clone(), o2.clone(), e2, vec![], now)
+            .await
+            .unwrap(),
+        CreateOutcome::TokenUsed(Some(o1.order_id.clone()))
+    );
+    assert!(store.load_order(&o2.order_id).await.unwrap().is_none());
+
+    // A taken number with a fresh signed token: duplicate, and the token is still good.
+    let t2 = signed_token(store, &m, 60);
+    let (o3, e3) = new_order(&m, "A");
+    assert_eq!(
+        store
+            .create_order(t2.clone(), o3.clone(), e3, vec![], now)
+            .await
+            .unwrap(),
+        CreateOutcome::Duplicate(o1.order_id.clone())
+    );
+    let (o4, e4) = new_order(&m, "C");
+    assert_eq!(
+        store.create_order(t2, o4, e4, vec![], now).await.unwrap(),
+        CreateOutcome::Created
+    );
+
+    // Past the expiry it names.
+    let expired = signed_token(store, &m, -1);
+    let (o5, e5) = new_order(&m, "D");
+    assert_eq!(
+        store
+            .create_order(expired, o5.clone(), e5, vec![], now)
+            .await
+            .unwrap(),
+        CreateOutcome::TokenInvalid
+    );
+    assert!(store.load_order(&o5.order_id).await.unwrap().is_none());
+}
+
 /// `order` moved to PAYING, and the events of that change.
 pub fn paying(order: &Order) -> (Order, Vec<Event>) {
     let cmd = Command::MarkPaying {
@@ -200,9 +266,13 @@ pub async fn versioned_changes(store: &dyn OrderRecords) {
 }
 
 /// Many creates racing with one token: exactly one is stored, every other is told which.
-pub async fn one_token_one_winner(store: Arc<dyn OrderRecords>, racers: usize) {
+pub async fn one_token_one_winner(store: Arc<dyn OrderRecords>, racers: usize, signed: bool) {
     let m = merchant("ot");
-    let t = token(store.as_ref(), &m, 60).await;
+    let t = if signed {
+        signed_token(store.as_ref(), &m, 60)
+    } else {
+        token(store.as_ref(), &m, 60).await
+    };
     let tasks: Vec<_> = (0..racers)
         .map(|i| {
             let (store, t, m) = (store.clone(), t.clone(), m.clone());
@@ -886,6 +956,12 @@ mod sqlite {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn signed_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        super::signed_tokens(open(&dir).as_ref()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn versioned_changes() {
         let dir = tempfile::tempdir().unwrap();
         super::versioned_changes(open(&dir).as_ref()).await;
@@ -925,7 +1001,8 @@ mod sqlite {
     async fn racing_creates_and_changes_have_one_winner_each() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn OrderRecords> = open(&dir);
-        super::one_token_one_winner(store.clone(), 32).await;
+        super::one_token_one_winner(store.clone(), 32, false).await;
+        super::one_token_one_winner(store.clone(), 32, true).await;
         super::one_number_one_winner(store.clone(), 32).await;
         super::one_change_per_version(store, 32).await;
     }

@@ -101,11 +101,20 @@ pub struct StoredEvent {
 /// the conformance suite (`storage::conformance`) checks on each.
 #[async_trait]
 pub trait OrderRecords: Send + Sync + 'static {
-    /// Stores a fresh token.
+    /// The key submit tokens are signed with: made when the store is first opened, kept in
+    /// it, the same for every node on the store and across restarts (a token issued before a
+    /// restart stays good for its life).
+    fn submit_token_key(&self) -> crate::domain::TokenKey;
+
+    /// Stores a token of the older, stored form (tokens are issued signed now, which stores
+    /// nothing; a store opened by an older paycore holds such tokens, and they stay good).
     async fn issue_token(&self, token: TokenRecord) -> Result<(), StoreError>;
 
     /// Consumes `token` and stores `order` with its events and timers, atomically: either all
-    /// of it happens or, for any outcome but `Created`, nothing does.
+    /// of it happens or, for any outcome but `Created`, nothing does. A signed token (its
+    /// signature checked by the caller for the order's merchant) is recorded as used by this
+    /// order, with the expiry it names; a stored one must be in the store, unused, the
+    /// merchant's and unexpired.
     async fn create_order(
         &self,
         token: SubmitToken,

@@ -9,6 +9,7 @@
 //! (`LedgerStore`).
 
 mod commands;
+mod keys;
 mod ledger;
 pub mod log;
 mod notifications;
@@ -129,6 +130,8 @@ impl StatementCounts {
 /// The CQL store. Cloning it is cheap: the clones share the session and every state.
 #[derive(Clone)]
 pub struct ScyllaStore {
+    /// The submit-token key (`store_keys`).
+    token_key: crate::domain::TokenKey,
     session: Arc<Session>,
     st: Arc<Statements>,
     /// The ledger's statements (see `ledger`).
@@ -271,7 +274,9 @@ impl ScyllaStore {
         let owner_st = owner::Statements::prepare(&session, serial(settings)).await?;
         let timer_marks =
             timers::Watermarks::open(&session, serial(settings), "timer_watermarks").await?;
+        let token_key = keys::submit_token_key(&session, serial(settings)).await?;
         let store = Self {
+            token_key,
             session: Arc::new(session),
             st: Arc::new(st),
             ledger_st: Arc::new(ledger_st),

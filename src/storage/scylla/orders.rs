@@ -633,6 +633,10 @@ fn encode_order(order: &Order) -> Result<String, StoreError> {
 
 #[async_trait]
 impl OrderRecords for ScyllaStore {
+    fn submit_token_key(&self) -> crate::domain::TokenKey {
+        self.token_key.clone()
+    }
+
     async fn issue_token(&self, token: TokenRecord) -> Result<(), StoreError> {
         let now = OffsetDateTime::now_utc();
         let ttl = (token.expires_at - now).whole_seconds() + TOKEN_GRACE_SECS;
@@ -659,6 +663,20 @@ impl OrderRecords for ScyllaStore {
         timers: Vec<TimerOp>,
         now: OffsetDateTime,
     ) -> Result<CreateOutcome, StoreError> {
+        if let Some(expires_at) = crate::domain::submit_token::signed_expiry(&token) {
+            // A signed token (checked by the caller) gets its row at its first use, as an
+            // issued one had; then it is taken like one. Stamped in the past like an issue,
+            // the row never overwrites what a take wrote.
+            if expires_at <= now {
+                return Ok(CreateOutcome::TokenInvalid);
+            }
+            self.issue_token(TokenRecord {
+                token: token.clone(),
+                merchant_id: order.merchant_id.clone(),
+                expires_at,
+            })
+            .await?;
+        }
         self.create(Admission::Token(token, now), order, events, timers)
             .await
     }

@@ -20,6 +20,7 @@
 //! - `status_tallies`, `log_purged`: orders per status counted from the log, and how far the
 //!   log is purged (see `upkeep`).
 //! - `owner_lease`: which `paycore serve` owns the keyspace (see `owner`).
+//! - `store_keys`: the key submit tokens are signed with, made by the first open (`keys`).
 
 use super::{ScyllaStore, be};
 use crate::config::scylla::{Dialect, ScyllaSettings};
@@ -158,6 +159,14 @@ pub const MIGRATIONS: &[(i32, &str, &[&str])] = &[
         5,
         "the keyspace's owner lease: one paycore serve at a time",
         super::owner::DDL,
+    ),
+    (
+        6,
+        "store keys: the key submit tokens are signed with",
+        &["CREATE TABLE IF NOT EXISTS {ks}.store_keys (
+            name  text PRIMARY KEY,
+            value blob
+        )"],
     ),
 ];
 

@@ -68,7 +68,14 @@ cql_test!(tokens_and_numbers, |s| suite::tokens_and_numbers(
     s.as_ref()
 ));
 cql_test!(versioned_changes, |s| suite::versioned_changes(s.as_ref()));
-cql_test!(one_token_one_winner, |s| suite::one_token_one_winner(s, 16));
+cql_test!(signed_tokens, |s| suite::signed_tokens(s.as_ref()));
+cql_test!(one_token_one_winner, |s| suite::one_token_one_winner(
+    s, 16, false
+));
+cql_test!(
+    one_signed_token_one_winner,
+    |s| suite::one_token_one_winner(s, 16, true)
+);
 cql_test!(one_number_one_winner, |s| suite::one_number_one_winner(
     s, 16
 ));

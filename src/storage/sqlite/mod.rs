@@ -76,6 +76,29 @@ pub struct SqliteStore {
     owner_lock: Mutex<Option<std::fs::File>>,
     /// Read failures are counted in `paycore_storage_errors_total{op="read"}`.
     metrics: Arc<Metrics>,
+    /// The submit-token key (`store_keys`).
+    token_key: crate::domain::TokenKey,
+}
+
+/// The submit-token key kept in `store_keys`, made now if the store has none.
+fn submit_token_key(conn: &Connection) -> rusqlite::Result<crate::domain::TokenKey> {
+    let fresh = crate::domain::TokenKey::generate();
+    conn.execute(
+        "INSERT OR IGNORE INTO store_keys (name, value) VALUES ('submit_token', ?1)",
+        [&fresh.bytes()[..]],
+    )?;
+    let stored: Vec<u8> = conn.query_row(
+        "SELECT value FROM store_keys WHERE name = 'submit_token'",
+        [],
+        |r| r.get(0),
+    )?;
+    crate::domain::TokenKey::from_bytes(&stored).ok_or_else(|| {
+        rusqlite::Error::InvalidColumnType(
+            0,
+            "store_keys.value".into(),
+            rusqlite::types::Type::Blob,
+        )
+    })
 }
 
 fn open_conn(path: &Path, flags: OpenFlags, busy_ms: u64) -> rusqlite::Result<Connection> {
@@ -116,6 +139,7 @@ impl SqliteStore {
         conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
             .map_err(be)?;
         schema::migrate(&mut conn).map_err(be)?;
+        let token_key = submit_token_key(&conn).map_err(be)?;
         // Bounds the WAL file left behind after a checkpoint resets it.
         conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT_BYTES)
             .map_err(be)?;
@@ -166,6 +190,7 @@ impl SqliteStore {
             decoded,
             owner_lock: Mutex::new(None),
             metrics: own_metrics,
+            token_key,
         })
     }
 
@@ -337,6 +362,10 @@ fn decode_order(body: &str) -> Result<Order, StoreError> {
 
 #[async_trait]
 impl OrderRecords for SqliteStore {
+    fn submit_token_key(&self) -> crate::domain::TokenKey {
+        self.token_key.clone()
+    }
+
     async fn issue_token(&self, token: TokenRecord) -> Result<(), StoreError> {
         self.write(WriteOp::IssueToken(token)).await.map(|_| ())
     }

@@ -176,6 +176,17 @@ const MIGRATIONS: &[(i64, &str)] = &[
     CREATE INDEX orders_open_work ON orders (order_id) WHERE open_work = 1;
     ",
     ),
+    // Submit tokens are signed (domain::submit_token) with a key kept here, made at the first
+    // open after this migration; `submit_tokens` holds a signed token from its first use on.
+    (
+        7,
+        "
+    CREATE TABLE store_keys (
+        name  TEXT NOT NULL PRIMARY KEY,
+        value BLOB NOT NULL
+    );
+    ",
+    ),
 ];
 
 /// Applies every migration the database lacks, each in its own transaction.
@@ -213,12 +224,12 @@ mod tests {
     fn migrate_is_idempotent_and_records_versions() {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = Connection::open(dir.path().join("m.db")).unwrap();
-        assert_eq!(migrate(&mut conn).unwrap(), 6);
-        assert_eq!(migrate(&mut conn).unwrap(), 6);
+        assert_eq!(migrate(&mut conn).unwrap(), 7);
+        assert_eq!(migrate(&mut conn).unwrap(), 7);
         let n: i64 = conn
             .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(n, 6);
+        assert_eq!(n, 7);
     }
 
     /// A database made before migration 6 keeps its orders, every column of them, and its
@@ -248,7 +259,7 @@ mod tests {
             )
             .unwrap();
         }
-        assert_eq!(migrate(&mut conn).unwrap(), 6);
+        assert_eq!(migrate(&mut conn).unwrap(), 7);
         let n: i64 = conn
             .query_row("SELECT COUNT(*) FROM orders", [], |r| r.get(0))
             .unwrap();

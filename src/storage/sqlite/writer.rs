@@ -681,6 +681,27 @@ fn consume_token(
     now: OffsetDateTime,
 ) -> Result<(), Refused> {
     let now_ms = to_ms(now);
+    if let Some(expires_at) = crate::domain::submit_token::signed_expiry(token) {
+        // A signed token (checked by the caller) is stored at its first use, then consumed as
+        // a stored one is: a second use finds it used. Refused before it changes a row.
+        if expires_at <= now {
+            return Err(Refused::Answer(Ok(WriteOk::Create(
+                CreateOutcome::TokenInvalid,
+            ))));
+        }
+        conn.prepare_cached(
+            "INSERT OR IGNORE INTO submit_tokens (token, merchant_id, expires_at_ms)
+             VALUES (?1, ?2, ?3)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                token.as_str(),
+                order.merchant_id,
+                to_ms(expires_at)
+            ])
+        })
+        .map_err(backend)?;
+    }
     let consumed = conn
         .prepare_cached(
             "UPDATE submit_tokens SET used_by = ?1, used_at_ms = ?2
@@ -720,6 +741,8 @@ fn token_refusal(
         })
         .map_err(backend)?;
     Ok(match row {
+        // A signed token not used yet has no row: it is good until the expiry it names.
+        None if crate::domain::submit_token::signed_expiry(token).is_some_and(|e| e > now) => None,
         Some((merchant, None, expires_at_ms))
             if merchant == order.merchant_id && expires_at_ms > to_ms(now) =>
         {
