@@ -172,6 +172,12 @@ pub struct SqliteSettings {
     /// finds the writer idle longer than this commits at once. 0: commit as soon as the last
     /// commit is done.
     pub commit_interval_us: u64,
+    /// The writer connection's page cache, KiB. The end of every commit truncates SQLite's
+    /// page cache (`pcache1TruncateUnsafe`, which scans its hash table), so a larger cache
+    /// costs every commit more (loadtest/ANALYSIS.md); the hot pages (the newest orders and
+    /// events, the index roots) are far fewer than it holds, and a miss is a read from the
+    /// OS page cache.
+    pub writer_cache_kib: u64,
     /// Writes waiting for the writer; beyond it callers wait up to `enqueue_timeout_ms`.
     pub queue_capacity: usize,
     /// How long a write may wait for queue room before it is refused as overloaded.
@@ -581,6 +587,7 @@ impl Default for SqliteSettings {
             batch_max_writes: 1024,
             batch_max_wait_us: 0,
             commit_interval_us: 1_000,
+            writer_cache_kib: 4_096,
             queue_capacity: 16_384,
             enqueue_timeout_ms: 2_000,
             readers: 4,
@@ -877,6 +884,12 @@ impl Settings {
             return bad(
                 "storage.sqlite.commit_interval_us",
                 "must be at most 100000 (100 ms)",
+            );
+        }
+        if !(256..=1_048_576).contains(&s.writer_cache_kib) {
+            return bad(
+                "storage.sqlite.writer_cache_kib",
+                "must be within 256..=1048576 (256 KiB to 1 GiB)",
             );
         }
         if self.stream.consumer_linger_ms > 10_000 {
@@ -1329,6 +1342,15 @@ mod tests {
             )),
             "storage.sqlite.commit_interval_us"
         );
+        for bad_cache in ["255", "1048577"] {
+            assert_eq!(
+                key_of(Settings::from_toml_and_env(
+                    &format!("[storage.sqlite]\nwriter_cache_kib = {bad_cache}"),
+                    []
+                )),
+                "storage.sqlite.writer_cache_kib"
+            );
+        }
         let bad_kafka = "[stream.kafka]\nsecurity_protocol = \"tls\"";
         // Unused, bad Kafka settings do not stop an embedded start...
         assert!(Settings::from_toml_and_env(bad_kafka, []).is_ok());

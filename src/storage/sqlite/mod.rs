@@ -37,8 +37,6 @@ use writer::{
 /// ledger, notifier), which each read every event mostly right after its commit, decode only
 /// the ones that fell out.
 const DECODED_EVENTS: usize = 16_384;
-/// The writer connection's page cache, in KiB.
-const WRITER_CACHE_KIB: i64 = 32 * 1024;
 /// Size the WAL file is truncated to after a checkpoint resets it.
 const WAL_SIZE_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
 
@@ -136,7 +134,7 @@ impl SqliteStore {
         conn.pragma_update(None, "temp_store", "MEMORY")
             .map_err(be)?;
         // The writer's page cache (negative: KiB), so that hot index pages are not read again.
-        conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
+        conn.pragma_update(None, "cache_size", -(settings.writer_cache_kib as i64))
             .map_err(be)?;
         schema::migrate(&mut conn).map_err(be)?;
         let token_key = submit_token_key(&conn).map_err(be)?;
