@@ -178,6 +178,11 @@ pub struct SqliteSettings {
     /// events, the index roots) are far fewer than it holds, and a miss is a read from the
     /// OS page cache.
     pub writer_cache_kib: u64,
+    /// WAL pages after which a commit checkpoints them into the database file (SQLite's
+    /// `wal_autocheckpoint`). A page written by many commits in between is copied once, so a
+    /// longer interval copies fewer pages per commit; the WAL file grows to about this many
+    /// pages (times the page size) between checkpoints, and a restart replays at most that.
+    pub wal_autocheckpoint_pages: u32,
     /// Writes waiting for the writer; beyond it callers wait up to `enqueue_timeout_ms`.
     pub queue_capacity: usize,
     /// How long a write may wait for queue room before it is refused as overloaded.
@@ -588,6 +593,7 @@ impl Default for SqliteSettings {
             batch_max_wait_us: 0,
             commit_interval_us: 1_000,
             writer_cache_kib: 4_096,
+            wal_autocheckpoint_pages: 1_000,
             queue_capacity: 16_384,
             enqueue_timeout_ms: 2_000,
             readers: 4,
@@ -890,6 +896,12 @@ impl Settings {
             return bad(
                 "storage.sqlite.writer_cache_kib",
                 "must be within 256..=1048576 (256 KiB to 1 GiB)",
+            );
+        }
+        if !(100..=100_000).contains(&s.wal_autocheckpoint_pages) {
+            return bad(
+                "storage.sqlite.wal_autocheckpoint_pages",
+                "must be within 100..=100000",
             );
         }
         if self.stream.consumer_linger_ms > 10_000 {
@@ -1342,6 +1354,15 @@ mod tests {
             )),
             "storage.sqlite.commit_interval_us"
         );
+        for bad_pages in ["99", "100001"] {
+            assert_eq!(
+                key_of(Settings::from_toml_and_env(
+                    &format!("[storage.sqlite]\nwal_autocheckpoint_pages = {bad_pages}"),
+                    []
+                )),
+                "storage.sqlite.wal_autocheckpoint_pages"
+            );
+        }
         for bad_cache in ["255", "1048577"] {
             assert_eq!(
                 key_of(Settings::from_toml_and_env(

@@ -138,6 +138,12 @@ impl SqliteStore {
             .map_err(be)?;
         schema::migrate(&mut conn).map_err(be)?;
         let token_key = submit_token_key(&conn).map_err(be)?;
+        conn.pragma_update(
+            None,
+            "wal_autocheckpoint",
+            settings.wal_autocheckpoint_pages,
+        )
+        .map_err(be)?;
         // Bounds the WAL file left behind after a checkpoint resets it.
         conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT_BYTES)
             .map_err(be)?;
