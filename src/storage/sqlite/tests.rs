@@ -312,7 +312,10 @@ async fn acknowledged_writes_survive_reopening() {
 async fn purge_removes_expired_tokens_and_only_delivered_old_events() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&settings(&dir), Arc::new(Metrics::new())).unwrap();
-    let _old = token(&store, "m1", -10).await;
+    let _old = token(&store, "m1", -3_601).await;
+    // Expired, but within the hour its row is kept: a used token stays refused by its row
+    // even if the clock steps back.
+    let _recent = token(&store, "m1", -10).await;
     let t = token(&store, "m1", 60).await;
     let (o, e) = new_order("m1", "A");
     store
@@ -320,7 +323,7 @@ async fn purge_removes_expired_tokens_and_only_delivered_old_events() {
         .await
         .unwrap();
     let later = OffsetDateTime::now_utc() + TDuration::seconds(1);
-    // No cursor has passed the event yet: only the expired token goes.
+    // No cursor has passed the event yet: only the token expired over an hour ago goes.
     assert_eq!(
         store.purge(OffsetDateTime::now_utc(), later).await.unwrap(),
         1

@@ -119,6 +119,9 @@ impl TimerRow {
     }
 }
 
+/// How long past its expiry a submit token's row is kept (see the purge).
+pub(crate) const TOKEN_PURGE_GRACE_MS: i64 = 3_600_000;
+
 /// What admits a create: a submit token (HTTP), or a Kafka command's key with the reply stored
 /// in the same write.
 #[derive(Debug)]
@@ -631,11 +634,14 @@ fn apply(
             events_before,
             limit,
         } => {
+            // A used signed token is refused by its row until the row goes, and by its expiry
+            // after: the row stays an hour past the expiry, so that a clock stepped back by
+            // less than that cannot make the token good again.
             let tokens = conn
                 .execute(
                     "DELETE FROM submit_tokens WHERE token IN
                        (SELECT token FROM submit_tokens WHERE expires_at_ms < ?1 LIMIT ?2)",
-                    params![to_ms(*now), *limit as i64],
+                    params![to_ms(*now) - TOKEN_PURGE_GRACE_MS, *limit as i64],
                 )
                 .map_err(backend)?;
             // Only events every cursor has passed may go: the outbox is the stream's source. The
