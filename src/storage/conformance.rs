@@ -36,70 +36,29 @@ pub async fn token(store: &dyn OrderRecords, merchant: &str, ttl_secs: i64) -> S
     t
 }
 
-/// A signed token for `merchant` (nothing stored), good for `ttl_secs`.
-pub fn signed_token(store: &dyn OrderRecords, merchant: &str, ttl_secs: i64) -> SubmitToken {
-    store.submit_token_key().issue(
-        &MerchantId::parse(merchant).unwrap(),
-        OffsetDateTime::now_utc() + TDuration::seconds(ttl_secs),
-    )
+/// How a case's submit tokens are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenForm {
+    /// Issued into the store (the form a paycore before signed tokens stored).
+    Stored,
+    /// Signed with the store's key; nothing stored until a create uses it.
+    Signed,
 }
 
-/// A signed token is one-time like a stored one: its first create records it as used, a
-/// second is told which order used it, a refused create (a taken number) leaves it good, and
-/// one past the expiry it names admits nothing. The key is the store's, the same each time.
-pub async fn signed_tokens(store: &dyn OrderRecords) {
-    assert_eq!(
-        store.submit_token_key().bytes(),
-        store.submit_token_key().bytes()
-    );
-    let m = merchant("st");
-    let now = OffsetDateTime::now_utc();
-    let t = signed_token(store, &m, 60);
-    let (o1, e1) = new_order(&m, "A");
-    assert_eq!(
-        store
-            .create_order(t.clone(), o1.clone(), e1, vec![], now)
-            .await
-            .unwrap(),
-        CreateOutcome::Created
-    );
-    let (o2, e2) = new_order(&m, "B");
-    assert_eq!(
-        store
-            .create_order(t.clone(), o2.clone(), e2, vec![], now)
-            .await
-            .unwrap(),
-        CreateOutcome::TokenUsed(Some(o1.order_id.clone()))
-    );
-    assert!(store.load_order(&o2.order_id).await.unwrap().is_none());
-
-    // A taken number with a fresh signed token: duplicate, and the token is still good.
-    let t2 = signed_token(store, &m, 60);
-    let (o3, e3) = new_order(&m, "A");
-    assert_eq!(
-        store
-            .create_order(t2.clone(), o3.clone(), e3, vec![], now)
-            .await
-            .unwrap(),
-        CreateOutcome::Duplicate(o1.order_id.clone())
-    );
-    let (o4, e4) = new_order(&m, "C");
-    assert_eq!(
-        store.create_order(t2, o4, e4, vec![], now).await.unwrap(),
-        CreateOutcome::Created
-    );
-
-    // Past the expiry it names.
-    let expired = signed_token(store, &m, -1);
-    let (o5, e5) = new_order(&m, "D");
-    assert_eq!(
-        store
-            .create_order(expired, o5.clone(), e5, vec![], now)
-            .await
-            .unwrap(),
-        CreateOutcome::TokenInvalid
-    );
-    assert!(store.load_order(&o5.order_id).await.unwrap().is_none());
+/// A token of `form` for `merchant`, good for `ttl_secs`.
+pub async fn token_of(
+    store: &dyn OrderRecords,
+    form: TokenForm,
+    merchant: &str,
+    ttl_secs: i64,
+) -> SubmitToken {
+    match form {
+        TokenForm::Stored => token(store, merchant, ttl_secs).await,
+        TokenForm::Signed => store.submit_token_key().issue(
+            &MerchantId::parse(merchant).unwrap(),
+            OffsetDateTime::now_utc() + TDuration::seconds(ttl_secs),
+        ),
+    }
 }
 
 /// `order` moved to PAYING, and the events of that change.
@@ -127,13 +86,20 @@ fn expiry(order: &Order) -> TimerOp {
     }
 }
 
-/// Tokens are one-time and the merchant's; numbers are unique per merchant; a refused create
-/// stores nothing and leaves its token unused.
-pub async fn tokens_and_numbers(store: &dyn OrderRecords) {
+/// Tokens of either form are one-time; numbers are unique per merchant; a refused create
+/// stores nothing and leaves its token unused; an expired token admits nothing. A stored
+/// token is also the merchant's and must be known to the store (a signed one's signature and
+/// merchant are checked by the caller, before the store). The store's token key is the same
+/// each time it is asked.
+pub async fn tokens_and_numbers(store: &dyn OrderRecords, form: TokenForm) {
+    assert_eq!(
+        store.submit_token_key().bytes(),
+        store.submit_token_key().bytes()
+    );
     let m = merchant("tn");
     let other = merchant("tn");
     let now = OffsetDateTime::now_utc();
-    let t = token(store, &m, 60).await;
+    let t = token_of(store, form, &m, 60).await;
 
     let (o1, e1) = new_order(&m, "A");
     let created = store.create_order(t.clone(), o1.clone(), e1.clone(), vec![], now);
@@ -152,7 +118,7 @@ pub async fn tokens_and_numbers(store: &dyn OrderRecords) {
     );
 
     // The same number with a fresh token: duplicate, and the token stays unused.
-    let t2 = token(store, &m, 60).await;
+    let t2 = token_of(store, form, &m, 60).await;
     let (o3, e3) = new_order(&m, "A");
     assert_eq!(
         store
@@ -168,10 +134,15 @@ pub async fn tokens_and_numbers(store: &dyn OrderRecords) {
         CreateOutcome::Created
     );
 
-    // Another merchant's token, an unknown token and an expired token are invalid.
-    let foreign = token(store, &other, 60).await;
+    // An expired token is invalid; of the stored form, so are another merchant's and an
+    // unknown one.
     let (o5, e5) = new_order(&m, "D");
-    for t in [foreign, SubmitToken::generate(), token(store, &m, -1).await] {
+    let mut refused = vec![token_of(store, form, &m, -1).await];
+    if form == TokenForm::Stored {
+        refused.push(token(store, &other, 60).await);
+        refused.push(SubmitToken::generate());
+    }
+    for t in refused {
         assert_eq!(
             store
                 .create_order(t, o5.clone(), e5.clone(), vec![], now)
@@ -183,7 +154,7 @@ pub async fn tokens_and_numbers(store: &dyn OrderRecords) {
     assert!(store.load_order(&o5.order_id).await.unwrap().is_none());
 
     // The same number at another merchant is another order.
-    let t3 = token(store, &other, 60).await;
+    let t3 = token_of(store, form, &other, 60).await;
     let (o6, e6) = new_order(&other, "A");
     assert_eq!(
         store.create_order(t3, o6, e6, vec![], now).await.unwrap(),
@@ -266,13 +237,9 @@ pub async fn versioned_changes(store: &dyn OrderRecords) {
 }
 
 /// Many creates racing with one token: exactly one is stored, every other is told which.
-pub async fn one_token_one_winner(store: Arc<dyn OrderRecords>, racers: usize, signed: bool) {
+pub async fn one_token_one_winner(store: Arc<dyn OrderRecords>, racers: usize, form: TokenForm) {
     let m = merchant("ot");
-    let t = if signed {
-        signed_token(store.as_ref(), &m, 60)
-    } else {
-        token(store.as_ref(), &m, 60).await
-    };
+    let t = token_of(store.as_ref(), form, &m, 60).await;
     let tasks: Vec<_> = (0..racers)
         .map(|i| {
             let (store, t, m) = (store.clone(), t.clone(), m.clone());
@@ -952,13 +919,9 @@ mod sqlite {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn tokens_and_numbers() {
         let dir = tempfile::tempdir().unwrap();
-        super::tokens_and_numbers(open(&dir).as_ref()).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn signed_tokens() {
-        let dir = tempfile::tempdir().unwrap();
-        super::signed_tokens(open(&dir).as_ref()).await;
+        let store = open(&dir);
+        super::tokens_and_numbers(store.as_ref(), super::TokenForm::Stored).await;
+        super::tokens_and_numbers(store.as_ref(), super::TokenForm::Signed).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1001,8 +964,8 @@ mod sqlite {
     async fn racing_creates_and_changes_have_one_winner_each() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn OrderRecords> = open(&dir);
-        super::one_token_one_winner(store.clone(), 32, false).await;
-        super::one_token_one_winner(store.clone(), 32, true).await;
+        super::one_token_one_winner(store.clone(), 32, super::TokenForm::Stored).await;
+        super::one_token_one_winner(store.clone(), 32, super::TokenForm::Signed).await;
         super::one_number_one_winner(store.clone(), 32).await;
         super::one_change_per_version(store, 32).await;
     }

@@ -64,17 +64,19 @@ macro_rules! cql_test {
     };
 }
 
-cql_test!(tokens_and_numbers, |s| suite::tokens_and_numbers(
-    s.as_ref()
-));
+cql_test!(tokens_and_numbers, |s| async move {
+    suite::tokens_and_numbers(s.as_ref(), suite::TokenForm::Stored).await;
+    suite::tokens_and_numbers(s.as_ref(), suite::TokenForm::Signed).await;
+});
 cql_test!(versioned_changes, |s| suite::versioned_changes(s.as_ref()));
-cql_test!(signed_tokens, |s| suite::signed_tokens(s.as_ref()));
 cql_test!(one_token_one_winner, |s| suite::one_token_one_winner(
-    s, 16, false
+    s,
+    16,
+    suite::TokenForm::Stored
 ));
 cql_test!(
     one_signed_token_one_winner,
-    |s| suite::one_token_one_winner(s, 16, true)
+    |s| suite::one_token_one_winner(s, 16, suite::TokenForm::Signed)
 );
 cql_test!(one_number_one_winner, |s| suite::one_number_one_winner(
     s, 16
