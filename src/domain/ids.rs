@@ -20,7 +20,19 @@ pub enum IdError {
     Malformed,
 }
 
-const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+/// Crockford base32's digits (upper case, as paycore writes them).
+pub(super) const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+/// Each byte's value as one of `CROCKFORD`'s digits, or 0xff.
+pub(super) const CROCKFORD_VALUE: [u8; 256] = {
+    let mut table = [0xffu8; 256];
+    let mut i = 0;
+    while i < 32 {
+        table[CROCKFORD[i] as usize] = i as u8;
+        i += 1;
+    }
+    table
+};
 
 /// Last (millisecond << 16 | sequence) handed out by this process, so ids made in the same
 /// millisecond still sort in the order they were made.
@@ -57,7 +69,7 @@ fn time_ordered() -> String {
 }
 
 fn is_time_ordered(s: &str) -> bool {
-    s.len() == 26 && s.bytes().all(|b| CROCKFORD.contains(&b))
+    s.len() == 26 && s.bytes().all(|b| CROCKFORD_VALUE[b as usize] != 0xff)
 }
 
 /// Conversions and display shared by every string id type.
