@@ -1,17 +1,21 @@
 //! The SQLite writer's group commit: N order creates issued at once against a store in a temp
 //! directory, as N concurrent HTTP creates would. The writer takes what is queued into one
 //! transaction and one fsync, so the time per create falls as N grows. Tokens are issued
-//! outside the timed part.
+//! outside the timed part. `command_create_*` does the same for Kafka create commands: each
+//! order is stored with its command's reply (the created order's view, about 1 KiB) under a
+//! random request id, as gateways send them.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use paycore::config::{SqliteSettings, Synchronous};
 use paycore::domain::{
     Amount, BusinessType, Currency, Event, MerchantId, MerchantOrderNo, NewOrder, Order, OrderId,
-    SubmitToken,
+    RequestId, SubmitToken,
 };
 use paycore::metrics::Metrics;
 use paycore::storage::sqlite::SqliteStore;
-use paycore::storage::{CreateOutcome, OrderRecords, OrderStore, TokenRecord};
+use paycore::storage::{
+    CommandReply, CommandStore, CreateOutcome, OrderRecords, OrderStore, TokenRecord,
+};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -36,6 +40,23 @@ fn order() -> (Order, Vec<Event>) {
     let (o, change) = Order::create(OrderId::generate(), new, OffsetDateTime::now_utc());
     let events = Event::for_change(&o, &change).into_iter().collect();
     (o, events)
+}
+
+/// A create command's stored reply for `o`: 201 with the order's view, as the Kafka path
+/// stores it, under a random request id.
+fn command((o, e): (Order, Vec<Event>)) -> (CommandReply, (Order, Vec<Event>)) {
+    let body = serde_json::to_vec(&paycore::domain::view::OrderView::from(&o)).expect("view");
+    let reply = CommandReply {
+        merchant_id: o.merchant_id.clone(),
+        request_id: RequestId::parse(&format!("req-{:032x}", rand::random::<u128>()))
+            .expect("valid id"),
+        command_hash: "0".repeat(64),
+        status: 201,
+        body,
+        order_id: Some(o.order_id.clone()),
+        created_at: OffsetDateTime::now_utc(),
+    };
+    (reply, (o, e))
 }
 
 async fn tokens(store: &SqliteStore, n: usize) -> Vec<SubmitToken> {
@@ -94,6 +115,37 @@ fn bench(c: &mut Criterion) {
                                     store
                                         .create_order(t, o, e, timers, OffsetDateTime::now_utc())
                                         .await
+                                })
+                            });
+                            for r in futures::future::join_all(creates).await {
+                                let outcome = r.expect("task").expect("stored");
+                                assert_eq!(outcome, CreateOutcome::Created);
+                            }
+                            total += started.elapsed();
+                        }
+                        total
+                    })
+                })
+            });
+        }
+        for batch in [16usize, 128] {
+            g.throughput(Throughput::Elements(batch as u64));
+            let id = BenchmarkId::new(
+                format!("command_create_batch_{}", sync.pragma().to_lowercase()),
+                batch,
+            );
+            g.bench_with_input(id, &batch, |b, &batch| {
+                b.iter_custom(|iters| {
+                    rt.block_on(async {
+                        let mut total = Duration::ZERO;
+                        for _ in 0..iters {
+                            let work: Vec<_> = (0..batch).map(|_| command(order())).collect();
+                            let started = Instant::now();
+                            let creates = work.into_iter().map(|(reply, (o, e))| {
+                                let store = store.clone();
+                                tokio::spawn(async move {
+                                    let timers = paycore::domain::timer::on_create(&o);
+                                    store.create_order_for_command(reply, o, e, timers).await
                                 })
                             });
                             for r in futures::future::join_all(creates).await {

@@ -325,12 +325,15 @@ mod tests {
         let rec = Arc::try_unwrap(stats).ok().unwrap().finish();
         assert_eq!(rec.units_ok, 500);
         let took = end.duration_since(start);
+        // The bounds leave room for a machine busy with other tests (a 20 ms p99 bound failed
+        // once under `cargo test --workspace` on 2 cores): a schedule the engine fell behind
+        // on, or units charged from a late start, take seconds here, not tens of milliseconds.
         assert!(
-            took >= Duration::from_millis(495) && took < Duration::from_millis(900),
+            took >= Duration::from_millis(495) && took < Duration::from_millis(1500),
             "{took:?}"
         );
-        // Timer granularity is a millisecond: a unit is never charged much more than that here.
-        assert!(rec.kinds["op"].value_at_quantile(0.99) < 20_000);
+        let p99 = rec.kinds["op"].value_at_quantile(0.99);
+        assert!(p99 < 200_000, "p99 {p99} µs");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

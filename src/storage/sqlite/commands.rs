@@ -116,8 +116,8 @@ pub(crate) fn purge_replies(
     limit: usize,
 ) -> rusqlite::Result<usize> {
     conn.prepare_cached(
-        "DELETE FROM command_replies WHERE (merchant_id, request_id) IN
-           (SELECT merchant_id, request_id FROM command_replies
+        "DELETE FROM command_replies WHERE rowid IN
+           (SELECT rowid FROM command_replies
             WHERE created_at_ms < ?1 ORDER BY created_at_ms LIMIT ?2)",
     )?
     .execute(params![before_ms, limit as i64])
