@@ -1,4 +1,4 @@
-//! SQL of Kafka command replies: the `command_replies` table (migration 5). A reply is put by
+//! SQL of Kafka command replies: the `command_replies` table (migration 5, a rowid table since 8). A reply is put by
 //! the writer (`WriteOp::Commands`), or inside a command create's own write (`Admission::Command`),
 //! so an order a command created and its stored answer commit together. The first reply
 //! stored under a key wins; later puts answer it.
@@ -109,7 +109,8 @@ pub(crate) fn reply_stored(conn: &Connection, r: &ReplyRow) -> rusqlite::Result<
         .exists([r.merchant_id.as_str(), r.request_id.as_str()])
 }
 
-/// Deletes at most `limit` replies stored before `before_ms` (oldest first, by the index).
+/// Deletes replies stored before `before_ms` among the `limit` oldest (rows are appended as
+/// they are stored, so the oldest are the first by rowid; the query never scans the table).
 pub(crate) fn purge_replies(
     conn: &Connection,
     before_ms: i64,
@@ -117,8 +118,8 @@ pub(crate) fn purge_replies(
 ) -> rusqlite::Result<usize> {
     conn.prepare_cached(
         "DELETE FROM command_replies WHERE rowid IN
-           (SELECT rowid FROM command_replies
-            WHERE created_at_ms < ?1 ORDER BY created_at_ms LIMIT ?2)",
+           (SELECT rowid FROM command_replies ORDER BY rowid LIMIT ?2)
+         AND created_at_ms < ?1",
     )?
     .execute(params![before_ms, limit as i64])
 }
