@@ -257,6 +257,9 @@ if k:
     cmp = (f" against **{http_create:.0f}/s for HTTP create** (token + create, `create-saturation`, same machine): "
            f"**{k['created_per_sec'] / http_create:.2f}x**" if http_create else "")
     rl, el = k["reply_latency_ms"], k["event_lag_ms"]
+    kw = load("kafka-warmup")
+    warm = (f", after a warm-up of {kw['sent']} commands through the same broker and paycore "
+            "(the broker's JIT; the warm-up's orders stay in the database)" if kw else "")
     lines.append(f"`kafka-ingest`: {k['sent']} create commands produced to `paycore.commands` as fast as the producer "
                  f"takes them; {k['replies']} replies ({', '.join(f'{s} x{n}' for s, n in k['by_status'].items())}) in "
                  f"{k['seconds']:.1f} s: **{k['created_per_sec']:.0f} durable orders with replies per second**{cmp}. "
@@ -265,7 +268,7 @@ if k:
                  f"p50 {el['p50']:.1f} ms, p99 {el['p99']:.1f} ms, max {el['max']:.1f} ms over {k['created_events']} "
                  "`order.created` events (from `occurred_at`, stamped just before the commit, to arrival at a consumer "
                  "of `paycore.order-events`). Broker: Apache Kafka 4.3.1 single node on loopback (`scripts/kafka.sh`), "
-                 "sharing the 2 cores.\n")
+                 f"sharing the 2 cores{warm}.\n")
     kc = cpu_text(k)
     if kc:
         lines.append(f"CPU per created order (`--cpu-pid`): {kc}.\n")

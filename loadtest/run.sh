@@ -11,7 +11,8 @@
 #
 # Knobs (environment): DUR (seconds per scenario, default 10, at most 20), CLIENTS (closed-loop
 # concurrency, 64), KAFKA (1: the Kafka section with a real broker; 0 skips it), KAFKA_COUNT
-# (create commands through Kafka, 300000), LIFECYCLE_CLIENTS (1024), MEMORY_ORDERS (1000000), MEMORY_RATE (2500/s: below saturation, so RSS is measured, not a backlog), MAX_LIVE (live-actor cap for
+# (create commands through Kafka, 300000), KAFKA_WARMUP (commands through the same broker and
+# paycore before the count, 200000: the broker's JIT), LIFECYCLE_CLIENTS (1024), MEMORY_ORDERS (1000000), MEMORY_RATE (2500/s: below saturation, so RSS is measured, not a backlog), MAX_LIVE (live-actor cap for
 # the memory run, 10000), BENCH=1 (also run `cargo bench`), OUT (loadtest/out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +31,7 @@ MAX_LIVE=${MAX_LIVE:-10000}
 BENCH=${BENCH:-0}
 KAFKA=${KAFKA:-1}
 KAFKA_COUNT=${KAFKA_COUNT:-$([ "$QUICK" = 1 ] && echo 20000 || echo 300000)}
+KAFKA_WARMUP=${KAFKA_WARMUP:-$([ "$QUICK" = 1 ] && echo 2000 || echo 200000)}
 KAFKA_UP=0
 MEM_SECS=$(python3 -c "import math; print(math.ceil($MEMORY_ORDERS / $MEMORY_RATE) + 1)")
 if [ "$MEM_SECS" -gt 3600 ]; then
@@ -270,8 +272,11 @@ if [ "$KAFKA" = 1 ]; then
   start_paycore "$TMP/paycore-kafka" PAYCORE_STREAM__KIND=kafka \
     PAYCORE_STREAM__KAFKA__BOOTSTRAP_SERVERS="127.0.0.1:$KAFKA_PORT" \
     PAYCORE_STREAM__KAFKA__COMMANDS__ENABLED=true
-  # A warm-up: the consumer group is assigned and the connections are open before the count.
-  "$LT" kafka-ingest --bootstrap "127.0.0.1:$KAFKA_PORT" --count 2000 --duration 60 --out "$TMP/kafka-warmup.json" >/dev/null
+  # A warm-up: the consumer group is assigned, the connections are open, and the broker's JIT
+  # has compiled its hot paths before the count. By hand, the broker's CPU per command fell from
+  # 55 to 14 µs over its first ~600,000 commands (loadtest/ANALYSIS.md): a count taken on a cold
+  # broker measures the JVM's warm-up, not the steady state a long-running broker is in.
+  "$LT" kafka-ingest --bootstrap "127.0.0.1:$KAFKA_PORT" --count "$KAFKA_WARMUP" --duration 300 --out "$OUT/kafka-warmup.json" >/dev/null
   BROKER_PID=$(cat "$KAFKA_HOME/run-$KAFKA_PORT/pid" 2>/dev/null || echo 0)
   run kafka-ingest --bootstrap "127.0.0.1:$KAFKA_PORT" --count "$KAFKA_COUNT" --duration 300 --out "$OUT/kafka-ingest.json" \
     --cpu-pid "paycore=$PAYCORE_PID" --cpu-pid "broker=$BROKER_PID" >/dev/null

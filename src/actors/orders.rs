@@ -92,20 +92,28 @@ impl Orders {
     }
 
     /// Creates an order for a Kafka command, admitted by the command's key instead of a token:
-    /// `answer` renders the reply to a successful create (status, body) from the new order,
-    /// and that reply is stored in the same write as the order, so the effect and its stored
-    /// answer cannot be separated by a crash.
+    /// `answer` renders the reply to a successful create (status, body) from the new order and
+    /// its view's JSON text (the created event's data, so that it is rendered once), and that
+    /// reply is stored in the same write as the order, so the effect and its stored answer
+    /// cannot be separated by a crash.
     pub async fn create_for_command(
         &self,
         key: CommandKey,
         new: NewOrder,
-        answer: impl FnOnce(&Order) -> (u16, Vec<u8>),
+        answer: impl FnOnce(&Order, &str) -> (u16, Vec<u8>),
     ) -> Result<Order, OrderError> {
         let now = OffsetDateTime::now_utc();
         let (order, change) = Order::create(OrderId::generate(), new, now);
         let events: Vec<Event> = Event::for_change(&order, &change).into_iter().collect();
         let timers = crate::domain::timer::on_create(&order);
-        let (status, body) = answer(&order);
+        let (status, body) = match events.first() {
+            Some(created) => answer(&order, created.data.get()),
+            None => {
+                let view = serde_json::to_string(&crate::domain::view::OrderView::from(&order))
+                    .unwrap_or_default();
+                answer(&order, &view)
+            }
+        };
         let reply = CommandReply {
             merchant_id: order.merchant_id.clone(),
             request_id: key.request_id,

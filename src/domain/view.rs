@@ -261,10 +261,11 @@ mod tests {
             // A value's maps are ordered by key: its text is the canonical form.
             let canonical = serde_json::to_string(&serde_json::to_value(&view).unwrap()).unwrap();
             assert_eq!(declared, canonical);
-            assert_eq!(
-                crate::domain::event::EventData::of_key_ordered(&view).get(),
-                canonical
-            );
+            let data = crate::domain::event::EventData::of_key_ordered(&view);
+            assert_eq!(data.get(), canonical);
+            // A Kafka create answers with its created event's data: the bytes an HTTP answer
+            // of this view has (`Answer::json`).
+            assert_eq!(data.get().as_bytes(), serde_json::to_vec(&view).unwrap());
         }
     }
 }

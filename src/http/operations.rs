@@ -102,12 +102,16 @@ impl Operations {
     ) -> Result<Answer, ApiError> {
         let fields = body::json::<OrderFields>(body)?;
         let new = self.new_order(merchant, fields)?;
-        // The answer is rendered once: stored with the order, and returned.
+        // The answer is the created event's data (the order's view, the same text `created`
+        // renders), rendered once: stored with the order, and returned.
         let mut answer = None;
         let order = self
             .orders
-            .create_for_command(key, new, |o| {
-                let a = created(o);
+            .create_for_command(key, new, |_, view| {
+                let a = Answer {
+                    status: StatusCode::CREATED,
+                    body: view.as_bytes().to_vec(),
+                };
                 let stored = (a.status.as_u16(), a.body.clone());
                 answer = Some(a);
                 stored
