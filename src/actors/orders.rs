@@ -74,6 +74,18 @@ impl Orders {
 
     /// Creates an order, consuming the token.
     pub async fn create(&self, token: SubmitToken, new: NewOrder) -> Result<Order, OrderError> {
+        self.create_with_view(token, new)
+            .await
+            .map(|(order, _)| order)
+    }
+
+    /// `create`, with the new order's view as JSON text (its created event's data, rendered
+    /// once): the body of the create's answer.
+    pub async fn create_with_view(
+        &self,
+        token: SubmitToken,
+        new: NewOrder,
+    ) -> Result<(Order, String), OrderError> {
         let now = OffsetDateTime::now_utc();
         // A signed token is checked here, against the order's merchant (the store records it
         // as used); one of the stored form is judged by the store.
@@ -83,12 +95,16 @@ impl Orders {
         }
         let (order, change) = Order::create(OrderId::generate(), new, now);
         let events: Vec<Event> = Event::for_change(&order, &change).into_iter().collect();
+        let view = match events.first() {
+            Some(created) => created.data.get().to_owned(),
+            None => view_text(&order),
+        };
         let timers = crate::domain::timer::on_create(&order);
         let outcome = self
             .store
             .create_order(token, order.clone(), events, timers, now)
             .await?;
-        self.created(order, outcome)
+        Ok((self.created(order, outcome)?, view))
     }
 
     /// Creates an order for a Kafka command, admitted by the command's key instead of a token:
@@ -108,11 +124,7 @@ impl Orders {
         let timers = crate::domain::timer::on_create(&order);
         let (status, body) = match events.first() {
             Some(created) => answer(&order, created.data.get()),
-            None => {
-                let view = serde_json::to_string(&crate::domain::view::OrderView::from(&order))
-                    .unwrap_or_default();
-                answer(&order, &view)
-            }
+            None => answer(&order, &view_text(&order)),
         };
         let reply = CommandReply {
             merchant_id: order.merchant_id.clone(),
@@ -413,6 +425,12 @@ impl Orders {
             });
         }
     }
+}
+
+/// An order's view as JSON text (what an event's data and a create's answer hold).
+fn view_text(order: &Order) -> String {
+    // The view is plain data: serializing cannot fail.
+    serde_json::to_string(&crate::domain::view::OrderView::from(order)).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -88,8 +88,12 @@ impl Operations {
         let (token, fields) = body::json::<CreateOrderRequest>(body)?.split();
         let token = SubmitToken::parse(&token).map_err(|_| OrderError::TokenInvalid)?;
         let new = self.new_order(merchant, fields)?;
-        let order = self.orders.create(token, new).await?;
-        Ok(created(&order))
+        // The answer is the created event's data: the view `created` would render, rendered once.
+        let (_, view) = self.orders.create_with_view(token, new).await?;
+        Ok(Answer {
+            status: StatusCode::CREATED,
+            body: view.into_bytes(),
+        })
     }
 
     /// A Kafka create: the same fields without a submit token, admitted by the command's key;
