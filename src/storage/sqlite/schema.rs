@@ -262,21 +262,28 @@ mod tests {
         assert_eq!(n, 8);
     }
 
+    /// A database in `dir` with the migrations up to `version` applied, as an older paycore
+    /// left it.
+    fn migrated_to(dir: &tempfile::TempDir, version: i64) -> Connection {
+        let conn = Connection::open(dir.path().join("m.db")).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at_ms INTEGER NOT NULL)",
+        )
+        .unwrap();
+        for (v, sql) in MIGRATIONS.iter().filter(|(v, _)| *v <= version) {
+            conn.execute_batch(sql).unwrap();
+            conn.execute("INSERT INTO schema_migrations VALUES (?1, 0)", [v])
+                .unwrap();
+        }
+        conn
+    }
+
     /// A database made before migration 6 keeps its orders, every column of them, and its
     /// open-work index, and `orders` becomes a rowid table.
     #[test]
     fn orders_become_a_rowid_table_with_their_rows() {
         let dir = tempfile::tempdir().unwrap();
-        let mut conn = Connection::open(dir.path().join("m.db")).unwrap();
-        conn.execute_batch(
-            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at_ms INTEGER NOT NULL)",
-        )
-        .unwrap();
-        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v <= 5) {
-            conn.execute_batch(sql).unwrap();
-            conn.execute("INSERT INTO schema_migrations VALUES (?1, 0)", [version])
-                .unwrap();
-        }
+        let mut conn = migrated_to(&dir, 5);
         assert!(
             conn.prepare("SELECT rowid FROM orders").is_err(),
             "before 6, orders has no rowid"
@@ -355,16 +362,7 @@ mod tests {
     #[test]
     fn command_replies_become_a_rowid_table_with_their_rows() {
         let dir = tempfile::tempdir().unwrap();
-        let mut conn = Connection::open(dir.path().join("m.db")).unwrap();
-        conn.execute_batch(
-            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at_ms INTEGER NOT NULL)",
-        )
-        .unwrap();
-        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v <= 7) {
-            conn.execute_batch(sql).unwrap();
-            conn.execute("INSERT INTO schema_migrations VALUES (?1, 0)", [version])
-                .unwrap();
-        }
+        let mut conn = migrated_to(&dir, 7);
         assert!(
             conn.prepare("SELECT rowid FROM command_replies").is_err(),
             "before 8, command_replies has no rowid"
