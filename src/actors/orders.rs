@@ -95,10 +95,7 @@ impl Orders {
         }
         let (order, change) = Order::create(OrderId::generate(), new, now);
         let events: Vec<Event> = Event::for_change(&order, &change).into_iter().collect();
-        let view = match events.first() {
-            Some(created) => created.data.get().to_owned(),
-            None => view_text(&order),
-        };
+        let view = created_view(&order, &events).into_owned();
         let timers = crate::domain::timer::on_create(&order);
         let outcome = self
             .store
@@ -122,10 +119,7 @@ impl Orders {
         let (order, change) = Order::create(OrderId::generate(), new, now);
         let events: Vec<Event> = Event::for_change(&order, &change).into_iter().collect();
         let timers = crate::domain::timer::on_create(&order);
-        let (status, body) = match events.first() {
-            Some(created) => answer(&order, created.data.get()),
-            None => answer(&order, &view_text(&order)),
-        };
+        let (status, body) = answer(&order, &created_view(&order, &events));
         let reply = CommandReply {
             merchant_id: order.merchant_id.clone(),
             request_id: key.request_id,
@@ -427,10 +421,16 @@ impl Orders {
     }
 }
 
-/// An order's view as JSON text (what an event's data and a create's answer hold).
-fn view_text(order: &Order) -> String {
-    // The view is plain data: serializing cannot fail.
-    serde_json::to_string(&crate::domain::view::OrderView::from(order)).unwrap_or_default()
+/// A new order's view as JSON text, the body of its create's answer: its created event's data
+/// (rendered once, for the event), or rendered here should the create have no event.
+fn created_view<'a>(order: &Order, events: &'a [Event]) -> std::borrow::Cow<'a, str> {
+    match events.first() {
+        Some(created) => created.data.get().into(),
+        // The view is plain data: serializing cannot fail.
+        None => serde_json::to_string(&crate::domain::view::OrderView::from(order))
+            .unwrap_or_default()
+            .into(),
+    }
 }
 
 #[cfg(test)]

@@ -63,6 +63,15 @@ fn created(order: &Order) -> Answer {
     Answer::json(StatusCode::CREATED, &OrderView::from(order))
 }
 
+/// A create's 201 with the order's view already rendered (`Orders::create_with_view`): the
+/// bytes `created` would render.
+fn created_with(view: Vec<u8>) -> Answer {
+    Answer {
+        status: StatusCode::CREATED,
+        body: view,
+    }
+}
+
 impl Operations {
     fn new_order(
         &self,
@@ -90,10 +99,7 @@ impl Operations {
         let new = self.new_order(merchant, fields)?;
         // The answer is the created event's data: the view `created` would render, rendered once.
         let (_, view) = self.orders.create_with_view(token, new).await?;
-        Ok(Answer {
-            status: StatusCode::CREATED,
-            body: view.into_bytes(),
-        })
+        Ok(created_with(view.into_bytes()))
     }
 
     /// A Kafka create: the same fields without a submit token, admitted by the command's key;
@@ -112,10 +118,7 @@ impl Operations {
         let order = self
             .orders
             .create_for_command(key, new, |_, view| {
-                let a = Answer {
-                    status: StatusCode::CREATED,
-                    body: view.as_bytes().to_vec(),
-                };
+                let a = created_with(view.as_bytes().to_vec());
                 let stored = (a.status.as_u16(), a.body.clone());
                 answer = Some(a);
                 stored
