@@ -10,5 +10,6 @@ pub mod domain;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
+pub mod outbound;
 pub mod storage;
 pub mod streams;

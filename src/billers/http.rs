@@ -5,16 +5,19 @@ use super::{Biller, BillerError};
 use crate::config::BillerTarget;
 use crate::domain::view::OrderView;
 use crate::domain::{Order, OrderId};
+use crate::outbound::{Limits, Origin};
 use async_trait::async_trait;
 use paycore_biller_sim::protocol as p;
 use std::time::Duration;
 use time::OffsetDateTime;
 
+/// The largest answer read from a business system: its answers are a status and a short error.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
 /// A business system reached over HTTP.
 pub struct HttpBiller {
-    base_url: String,
     secret: Vec<u8>,
-    http: reqwest::Client,
+    origin: Origin,
     /// Requests in flight (`max_in_flight`): a burst of paid orders queues here briefly and
     /// then fails into the retry schedule instead of opening thousands of connections.
     in_flight: tokio::sync::Semaphore,
@@ -25,16 +28,18 @@ impl HttpBiller {
     /// A client for the business system at `base_url`.
     pub fn new(base_url: String, target: &BillerTarget) -> Result<Self, String> {
         let timeout = Duration::from_millis(target.timeout_ms);
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| e.to_string())?;
+        let origin = Origin::new(
+            &base_url,
+            Limits {
+                request_timeout: timeout,
+                connect_timeout: timeout,
+                max_idle: target.max_in_flight,
+                max_answer_bytes: MAX_ANSWER_BYTES,
+            },
+        )?;
         Ok(Self {
-            base_url: base_url.trim_end_matches('/').to_string(),
             secret: target.secret.expose().as_bytes().to_vec(),
-            http,
+            origin,
             in_flight: tokio::sync::Semaphore::new(target.max_in_flight),
             timeout,
         })
@@ -47,21 +52,18 @@ impl HttpBiller {
             .map_err(|_| BillerError::Unavailable("closed".into()))?;
         let ts = OffsetDateTime::now_utc().unix_timestamp();
         let sig = p::sign(&self.secret, &format!("POST {path}"), ts, &body);
-        let resp = self
-            .http
-            .post(format!("{}{}", self.base_url, path))
-            .header(p::TIMESTAMP_HEADER, ts.to_string())
-            .header(p::SIGNATURE_HEADER, sig)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
+        let ts = ts.to_string();
+        let headers = [
+            (p::TIMESTAMP_HEADER, ts.as_str()),
+            (p::SIGNATURE_HEADER, sig.as_str()),
+            ("content-type", "application/json"),
+        ];
+        let answer = self
+            .origin
+            .send(hyper::Method::POST, path, &headers, body)
             .await
-            .map_err(|e| BillerError::Unavailable(e.without_url().to_string()))?;
-        let status = resp.status().as_u16();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| BillerError::Unavailable(e.without_url().to_string()))?;
+            .map_err(|e| BillerError::Unavailable(e.to_string()))?;
+        let (status, bytes) = (answer.status, answer.body);
         match status {
             200..=299 => Ok(()),
             s if s >= 500 || s == 429 => Err(BillerError::Unavailable(format!("HTTP {s}"))),

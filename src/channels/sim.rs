@@ -8,7 +8,9 @@ use super::{
 };
 use crate::config::ChannelSettings;
 use crate::domain::{OrderId, RefundId, RefundOutcome, ReportedPayment};
+use crate::outbound::{Limits, Origin};
 use async_trait::async_trait;
+use hyper::Method;
 use paycore_channel_sim::protocol as p;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -17,53 +19,54 @@ use time::format_description::well_known::Rfc3339;
 /// Largest clock distance accepted on a callback's timestamp.
 const CALLBACK_WINDOW_SECS: u64 = 300;
 
+/// The largest answer read from the channel: a payment view with its charges is a few KiB.
+const MAX_ANSWER_BYTES: usize = 256 * 1024;
+
 /// A client of the simulator.
 pub struct SimChannel {
-    base_url: String,
     secret: Vec<u8>,
-    http: reqwest::Client,
+    origin: Origin,
 }
 
 impl SimChannel {
     /// A client for the simulator at `base_url`.
     pub fn new(base_url: String, settings: &ChannelSettings) -> Result<Self, String> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(settings.request_timeout_ms))
-            .connect_timeout(Duration::from_millis(settings.request_timeout_ms))
-            .pool_max_idle_per_host(settings.max_in_flight)
-            .build()
-            .map_err(|e| e.to_string())?;
+        let timeout = Duration::from_millis(settings.request_timeout_ms);
+        let origin = Origin::new(
+            &base_url,
+            Limits {
+                request_timeout: timeout,
+                connect_timeout: timeout,
+                max_idle: settings.max_in_flight,
+                max_answer_bytes: MAX_ANSWER_BYTES,
+            },
+        )?;
         Ok(Self {
-            base_url: base_url.trim_end_matches('/').to_string(),
             secret: settings.secret.expose().as_bytes().to_vec(),
-            http,
+            origin,
         })
     }
 
     async fn send(
         &self,
-        method: reqwest::Method,
+        method: Method,
         path: &str,
         body: Vec<u8>,
-    ) -> Result<(u16, Vec<u8>), ChannelError> {
+    ) -> Result<(u16, bytes::Bytes), ChannelError> {
         let ts = OffsetDateTime::now_utc().unix_timestamp();
         let sig = p::sign(&self.secret, ts, &body);
-        let resp = self
-            .http
-            .request(method, format!("{}{}", self.base_url, path))
-            .header(p::TIMESTAMP_HEADER, ts.to_string())
-            .header(p::SIGNATURE_HEADER, sig)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
+        let ts = ts.to_string();
+        let headers = [
+            (p::TIMESTAMP_HEADER, ts.as_str()),
+            (p::SIGNATURE_HEADER, sig.as_str()),
+            ("content-type", "application/json"),
+        ];
+        let answer = self
+            .origin
+            .send(method, path, &headers, body)
             .await
             .map_err(|e| ChannelError::Unavailable(e.to_string()))?;
-        let status = resp.status().as_u16();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| ChannelError::Unavailable(e.to_string()))?;
-        Ok((status, bytes.to_vec()))
+        Ok((answer.status, answer.body))
     }
 
     fn error_from(status: u16, body: &[u8]) -> ChannelError {
@@ -133,7 +136,7 @@ impl SimChannel {
     async fn view(&self, order_id: &OrderId) -> Result<Option<p::PaymentView>, ChannelError> {
         let (status, answer) = self
             .send(
-                reqwest::Method::GET,
+                Method::GET,
                 &format!("/sim/v1/payments/{order_id}"),
                 Vec::new(),
             )
@@ -160,9 +163,7 @@ impl PaymentChannel for SimChannel {
         };
         let bytes =
             serde_json::to_vec(&body).map_err(|e| ChannelError::Unavailable(e.to_string()))?;
-        let (status, answer) = self
-            .send(reqwest::Method::POST, "/sim/v1/payments", bytes)
-            .await?;
+        let (status, answer) = self.send(Method::POST, "/sim/v1/payments", bytes).await?;
         if status != 200 {
             return Err(Self::error_from(status, &answer));
         }
@@ -195,9 +196,7 @@ impl PaymentChannel for SimChannel {
 
     async fn close_payment(&self, order_id: &OrderId) -> Result<CloseOutcome, ChannelError> {
         let path = format!("/sim/v1/payments/{order_id}/close");
-        let (status, answer) = self
-            .send(reqwest::Method::POST, &path, b"{}".to_vec())
-            .await?;
+        let (status, answer) = self.send(Method::POST, &path, b"{}".to_vec()).await?;
         match status {
             200 => {
                 let view: p::PaymentView = Self::decode(&answer)?;
@@ -237,9 +236,7 @@ impl PaymentChannel for SimChannel {
         };
         let bytes =
             serde_json::to_vec(&body).map_err(|e| ChannelError::Unavailable(e.to_string()))?;
-        let (status, answer) = self
-            .send(reqwest::Method::POST, "/sim/v1/refunds", bytes)
-            .await?;
+        let (status, answer) = self.send(Method::POST, "/sim/v1/refunds", bytes).await?;
         if status != 200 {
             return Err(Self::error_from(status, &answer));
         }
@@ -253,7 +250,7 @@ impl PaymentChannel for SimChannel {
     ) -> Result<Option<RefundOutcome>, ChannelError> {
         let (status, answer) = self
             .send(
-                reqwest::Method::GET,
+                Method::GET,
                 &format!("/sim/v1/refunds/{refund_id}"),
                 Vec::new(),
             )
