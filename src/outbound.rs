@@ -185,6 +185,25 @@ impl Origin {
             .unwrap_or(Err(OutboundError::Timeout(timeout.as_millis())))
     }
 
+    /// Sends a JSON body under the two headers both third-party protocols sign with: the Unix
+    /// timestamp and the signature over it.
+    pub async fn send_signed_json(
+        &self,
+        method: Method,
+        path: &str,
+        (timestamp_header, timestamp): (&'static str, i64),
+        (signature_header, signature): (&'static str, &str),
+        body: Vec<u8>,
+    ) -> Result<Answer, OutboundError> {
+        let timestamp = timestamp.to_string();
+        let headers = [
+            (timestamp_header, timestamp.as_str()),
+            (signature_header, signature),
+            ("content-type", "application/json"),
+        ];
+        self.send(method, path, &headers, body).await
+    }
+
     async fn exchange(
         &self,
         method: Method,

@@ -52,15 +52,15 @@ impl HttpBiller {
             .map_err(|_| BillerError::Unavailable("closed".into()))?;
         let ts = OffsetDateTime::now_utc().unix_timestamp();
         let sig = p::sign(&self.secret, &format!("POST {path}"), ts, &body);
-        let ts = ts.to_string();
-        let headers = [
-            (p::TIMESTAMP_HEADER, ts.as_str()),
-            (p::SIGNATURE_HEADER, sig.as_str()),
-            ("content-type", "application/json"),
-        ];
         let answer = self
             .origin
-            .send(hyper::Method::POST, path, &headers, body)
+            .send_signed_json(
+                hyper::Method::POST,
+                path,
+                (p::TIMESTAMP_HEADER, ts),
+                (p::SIGNATURE_HEADER, &sig),
+                body,
+            )
             .await
             .map_err(|e| BillerError::Unavailable(e.to_string()))?;
         let (status, bytes) = (answer.status, answer.body);

@@ -55,15 +55,15 @@ impl SimChannel {
     ) -> Result<(u16, bytes::Bytes), ChannelError> {
         let ts = OffsetDateTime::now_utc().unix_timestamp();
         let sig = p::sign(&self.secret, ts, &body);
-        let ts = ts.to_string();
-        let headers = [
-            (p::TIMESTAMP_HEADER, ts.as_str()),
-            (p::SIGNATURE_HEADER, sig.as_str()),
-            ("content-type", "application/json"),
-        ];
         let answer = self
             .origin
-            .send(method, path, &headers, body)
+            .send_signed_json(
+                method,
+                path,
+                (p::TIMESTAMP_HEADER, ts),
+                (p::SIGNATURE_HEADER, &sig),
+                body,
+            )
             .await
             .map_err(|e| ChannelError::Unavailable(e.to_string()))?;
         Ok((answer.status, answer.body))
