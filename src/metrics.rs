@@ -48,6 +48,9 @@ pub struct Metrics {
     pub storage_commit_seconds: Histogram,
     /// `paycore_storage_writes_total{op}`: writes the embedded store's writer applied, by kind.
     pub storage_writes: IntCounterVec,
+    /// `paycore_storage_write_duration_seconds{op}`: a write's whole wait, from its caller
+    /// handing it over to its answer (queue, commit interval, commit).
+    pub storage_write_seconds: HistogramVec,
     /// `paycore_channel_requests_total{channel,op,outcome}`.
     pub channel_requests: IntCounterVec,
     /// `paycore_channel_request_duration_seconds{channel,op}`.
@@ -179,6 +182,14 @@ impl Metrics {
                 "paycore_storage_writes_total",
                 "Writes the embedded store's writer applied, by kind",
             ),
+            &["op"],
+        ));
+        let storage_write_seconds = must(HistogramVec::new(
+            HistogramOpts::new(
+                "paycore_storage_write_duration_seconds",
+                "A write's wait from hand-over to answer: queue, commit interval and commit",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["op"],
         ));
         let channel_requests = must(IntCounterVec::new(
@@ -340,6 +351,7 @@ impl Metrics {
         reg(Box::new(storage_batch_writes.clone()));
         reg(Box::new(storage_commit_seconds.clone()));
         reg(Box::new(storage_writes.clone()));
+        reg(Box::new(storage_write_seconds.clone()));
         reg(Box::new(channel_requests.clone()));
         reg(Box::new(channel_request_seconds.clone()));
         reg(Box::new(channel_queue_depth.clone()));
@@ -389,6 +401,7 @@ impl Metrics {
             storage_batch_writes,
             storage_commit_seconds,
             storage_writes,
+            storage_write_seconds,
             channel_requests,
             channel_request_seconds,
             channel_queue_depth,

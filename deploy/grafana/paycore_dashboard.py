@@ -139,6 +139,8 @@ ROWS = [
                               (quantile(0.99, "paycore_storage_commit_duration_seconds"), "p99")], "s",
            desc="One group commit (with synchronous = full, its fsync)."),
         ts("Commits/s", [(rate("paycore_storage_commit_duration_seconds_count"), "commits")], "ops"),
+        ts("Write wait p99 by kind", [(quantile(0.99, "paycore_storage_write_duration_seconds", "", "op, le"), "{{op}}")], "s",
+           desc="A write's wait from hand-over to answer: the writer's queue, the commit interval and the commit. A request waits this once per write it makes (a pay: two)."),
         ts("Writes per commit", [(quantile(0.5, "paycore_storage_batch_writes"), "p50"),
                                  (quantile(0.99, "paycore_storage_batch_writes"), "p99"),
                                  (f"{rate('paycore_storage_batch_writes_sum')} / {rate('paycore_storage_batch_writes_count')}", "mean")]),

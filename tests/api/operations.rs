@@ -282,6 +282,7 @@ async fn metrics_openapi_and_probes() {
         "paycore_http_request_duration_seconds_bucket",
         "paycore_storage_batch_writes_bucket",
         "paycore_storage_commit_duration_seconds_bucket",
+        "paycore_storage_write_duration_seconds_bucket",
         "paycore_order_actors_live",
         "paycore_channel_requests_total",
     ] {

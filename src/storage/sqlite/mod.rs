@@ -253,6 +253,8 @@ impl SqliteStore {
             .clone()
             .ok_or(StoreError::Closed)?;
         let (reply, answer) = oneshot::channel();
+        let op_name = op.kind();
+        let started = std::time::Instant::now();
         sender
             .send_timeout(WriteRequest { op, reply }, self.enqueue_timeout)
             .await
@@ -261,9 +263,14 @@ impl SqliteStore {
                 mpsc::error::SendTimeoutError::Closed(_) => StoreError::Closed,
             })?;
         // The writer answers every request it takes; a dropped reply means it died.
-        answer
+        let answered = answer
             .await
-            .map_err(|_| StoreError::Backend("the writer stopped".into()))?
+            .map_err(|_| StoreError::Backend("the writer stopped".into()))?;
+        self.metrics
+            .storage_write_seconds
+            .with_label_values(&[op_name])
+            .observe(started.elapsed().as_secs_f64());
+        answered
     }
 
     /// Runs `f` on a pooled read-only connection, off the async threads.

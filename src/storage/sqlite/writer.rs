@@ -191,7 +191,7 @@ pub(crate) enum WriteOp {
 
 impl WriteOp {
     /// The kind of write, as `paycore_storage_writes_total` labels it.
-    fn kind(&self) -> &'static str {
+    pub(super) fn kind(&self) -> &'static str {
         use super::notifications::NotificationOp as N;
         match self {
             Self::IssueToken(_) => "issue_token",
