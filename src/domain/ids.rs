@@ -77,6 +77,34 @@ fn is_time_ordered(s: &str) -> bool {
     s.len() == 26 && s.bytes().all(|b| CROCKFORD_VALUE[b as usize] != 0xff)
 }
 
+/// JSON as a plain string both ways: serialized from `as_str` (no copy), deserialized through
+/// `parse` from the borrowed text (one copy at most, for the types that own a `String`).
+macro_rules! serde_as_str {
+    ($name:ident) => {
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct Text;
+                impl serde::de::Visitor<'_> for Text {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        // What serde said when these went through `String`: messages unchanged.
+                        f.write_str("a string")
+                    }
+                    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<$name, E> {
+                        $name::parse(s).map_err(E::custom)
+                    }
+                }
+                deserializer.deserialize_str(Text)
+            }
+        }
+    };
+}
+
 /// Conversions and display shared by every string id type.
 macro_rules! string_id_impls {
     ($name:ident) => {
@@ -102,6 +130,7 @@ macro_rules! string_id_impls {
                 f.write_str(&self.0)
             }
         }
+        serde_as_str!($name);
     };
 }
 
@@ -164,26 +193,7 @@ macro_rules! prefixed_id {
                 f.debug_tuple(stringify!($name)).field(&self.as_str()).finish()
             }
         }
-        impl Serialize for $name {
-            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.serialize_str(self.as_str())
-            }
-        }
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                struct Text;
-                impl serde::de::Visitor<'_> for Text {
-                    type Value = $name;
-                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                        f.write_str(concat!("a paycore id (", $prefix, "...)"))
-                    }
-                    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<$name, E> {
-                        $name::parse(s).map_err(E::custom)
-                    }
-                }
-                deserializer.deserialize_str(Text)
-            }
-        }
+        serde_as_str!($name);
     };
 }
 
@@ -198,8 +208,7 @@ prefixed_id!(
     "pay_"
 );
 /// A one-time submit token: signed (see `submit_token`), or of the older form a store keeps.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SubmitToken(String);
 
 impl SubmitToken {
@@ -254,8 +263,7 @@ impl NotificationId {
 macro_rules! merchant_key {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub struct $name(String);
 
         impl $name {
@@ -293,8 +301,7 @@ merchant_key!(
 /// order (1-based). Derived, never random: it is chosen before the first attempt at the channel
 /// (it is the channel's out_refund_no), the same on every retry, and it names its order, so a
 /// refund is found without a global index.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RefundId(String);
 
 impl RefundId {
@@ -411,7 +418,7 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(
-                err.contains("not a paycore id") || err.contains("a paycore id (ord_...)"),
+                err.contains("not a paycore id") || err.contains("expected a string"),
                 "{bad}: {err}"
             );
         }
