@@ -105,7 +105,26 @@ macro_rules! serde_as_str {
     };
 }
 
-/// Conversions and display shared by every string id type.
+/// What every id type has, given its `parse` and `as_str`: conversion from a `String`,
+/// display, and JSON as a string.
+macro_rules! id_text_impls {
+    ($name:ident) => {
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(s: String) -> Result<Self, IdError> {
+                Self::parse(&s)
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+        serde_as_str!($name);
+    };
+}
+
+/// Conversions and display shared by every id type held in a `String`.
 macro_rules! string_id_impls {
     ($name:ident) => {
         impl $name {
@@ -114,23 +133,12 @@ macro_rules! string_id_impls {
                 &self.0
             }
         }
-        impl TryFrom<String> for $name {
-            type Error = IdError;
-            fn try_from(s: String) -> Result<Self, IdError> {
-                Self::parse(&s)
-            }
-        }
         impl From<$name> for String {
             fn from(id: $name) -> String {
                 id.0
             }
         }
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-        serde_as_str!($name);
+        id_text_impls!($name);
     };
 }
 
@@ -172,20 +180,9 @@ macro_rules! prefixed_id {
                 std::str::from_utf8(&self.0).unwrap_or_default()
             }
         }
-        impl TryFrom<String> for $name {
-            type Error = IdError;
-            fn try_from(s: String) -> Result<Self, IdError> {
-                Self::parse(&s)
-            }
-        }
         impl From<$name> for String {
             fn from(id: $name) -> String {
                 id.as_str().to_string()
-            }
-        }
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
             }
         }
         impl fmt::Debug for $name {
@@ -193,7 +190,7 @@ macro_rules! prefixed_id {
                 f.debug_tuple(stringify!($name)).field(&self.as_str()).finish()
             }
         }
-        serde_as_str!($name);
+        id_text_impls!($name);
     };
 }
 
