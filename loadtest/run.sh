@@ -149,7 +149,10 @@ stop_paycore() {
 }
 
 mkdir -p "$OUT"
-rm -rf "$OUT"/*.json "$OUT"/*.png "$OUT"/commands.txt "$OUT"/on-change
+# The reports of loadtest/backends.sh (backend-*) share this directory and are not this run's:
+# they stay.
+find "$OUT" -maxdepth 1 \( -name '*.json' -o -name '*.png' \) ! -name 'backend-*' -delete
+rm -rf "$OUT"/commands.txt "$OUT"/on-change
 # The commit the binaries were built from (its own outputs do not count as changes).
 BUILT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [ -n "$(git status --porcelain -- . ':!loadtest/out' ':!loadtest/RESULTS.md' 2>/dev/null)" ]; then
