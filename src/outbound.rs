@@ -270,8 +270,13 @@ impl Origin {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        // The oldest connections are at the front: drop those past reuse before counting.
-        idle.retain(|c| c.since.elapsed() < IDLE_REUSE_MAX);
+        // Pushed newest last and taken from the end, so the stack is oldest first: the ones
+        // past reuse are a prefix, found by reading the clock once per dropped one plus one.
+        let fresh = idle
+            .iter()
+            .position(|c| c.since.elapsed() < IDLE_REUSE_MAX)
+            .unwrap_or(idle.len());
+        idle.drain(..fresh);
         if idle.len() < self.limits.max_idle {
             idle.push(Idle {
                 sender,
