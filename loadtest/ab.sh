@@ -35,16 +35,8 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-wait_ready() { # url seconds
-  local deadline=$((SECONDS + $2))
-  until curl -sf "$1" >/dev/null 2>&1; do
-    if [ $SECONDS -ge $deadline ]; then echo "not ready: $1" >&2; return 1; fi
-    sleep 0.2
-  done
-}
+# shellcheck source=loadtest/lib.sh
+. "$ROOT/loadtest/lib.sh"
 
 one() { # side dir extra: prints "side paycore_us simulator_us ratio"
   local side=$1 dir=$2 extra=$3 run="$TMP/$1-$RANDOM"

@@ -23,9 +23,8 @@ PAYCORE="$CARGO_TARGET_DIR/release/paycore"
 SECRET=demo-secret-change-me
 mkdir -p "$OUT"
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
+# shellcheck source=loadtest/lib.sh
+. "$ROOT/loadtest/lib.sh"
 
 cargo build --release -p paycore -p paycore-loadtest --bin paycore --bin paycore-loadtest
 

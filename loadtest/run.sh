@@ -71,17 +71,8 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
-wait_ready() { # url seconds
-  local deadline=$((SECONDS + $2))
-  until curl -sf "$1" >/dev/null 2>&1; do
-    if [ $SECONDS -ge $deadline ]; then echo "not ready: $1" >&2; return 1; fi
-    sleep 0.2
-  done
-}
+# shellcheck source=loadtest/lib.sh
+. "$ROOT/loadtest/lib.sh"
 
 PAYCORE_PID=""
 start_paycore() { # data-dir extra-env...
