@@ -168,6 +168,9 @@ pub struct ScyllaStore {
     /// timeout after the replicas applied it.
     #[cfg(test)]
     lose_outcome: Arc<std::sync::atomic::AtomicBool>,
+    /// Test hook: the due indexes' grace (see `may_be_in_flight`) in ms, when not negative.
+    #[cfg(test)]
+    index_grace_ms: Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// The most keys one `IN` may list: ScyllaDB refuses more than its
@@ -297,6 +300,8 @@ impl ScyllaStore {
             skip_logging: Arc::default(),
             #[cfg(test)]
             lose_outcome: Arc::default(),
+            #[cfg(test)]
+            index_grace_ms: Arc::new(std::sync::atomic::AtomicI64::new(-1)),
         };
         match role {
             Role::Reader => store.read_heads().await?,
@@ -386,6 +391,48 @@ impl ScyllaStore {
             self.failed("write");
         }
         result.map_err(be)
+    }
+
+    /// Whether a due-index entry (of the timers or the notifications) written at `written_us`
+    /// (its `WRITETIME`, µs on the coordinator's clock; `None`: not read) may be the first half
+    /// of a write still in flight. Every such write puts its entry first and its row after it,
+    /// so a claim can read the entry before the row is there (or before the row carries the
+    /// entry's attempt or due time). Deleting it then would leave the row with no entry: a
+    /// timer that never fires, a notification never sent. So an entry that does not match
+    /// its row is deleted only once it is older than twice the request timeout (by then its
+    /// row write has answered, one way or the other); a younger one is passed over and read
+    /// again by a later claim. Assumes the nodes' clocks and paycore's agree to well within
+    /// that (NTP).
+    pub(super) fn may_be_in_flight(&self, written_us: Option<i64>) -> bool {
+        let Some(written_us) = written_us else {
+            return false;
+        };
+        let grace_ms = self.index_grace_ms();
+        let age_ms = now_ms().saturating_sub(written_us.div_euclid(1_000));
+        age_ms < grace_ms
+    }
+
+    fn index_grace_ms(&self) -> i64 {
+        #[cfg(test)]
+        {
+            let set = self
+                .index_grace_ms
+                .load(std::sync::atomic::Ordering::SeqCst);
+            if set >= 0 {
+                return set;
+            }
+        }
+        i64::try_from(self.settings.request_timeout_ms)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(2)
+    }
+
+    /// Test hook: the due indexes' grace (`may_be_in_flight`), `None` for the default.
+    #[cfg(test)]
+    pub(super) fn set_index_grace(&self, grace: Option<std::time::Duration>) {
+        let ms = grace.map_or(-1, |g| i64::try_from(g.as_millis()).unwrap_or(i64::MAX));
+        self.index_grace_ms
+            .store(ms, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// After `close`, every statement answers `Closed`.
@@ -525,7 +572,7 @@ impl Statements {
                 .await?,
             ),
             due_in_bucket: plain(
-                p("SELECT due_at, order_id, kind, attempt FROM timer_index \
+                p("SELECT due_at, order_id, kind, attempt, WRITETIME(attempt) FROM timer_index \
                    WHERE shard = ? AND bucket = ? AND due_at <= ? LIMIT ?")
                 .await?,
             ),

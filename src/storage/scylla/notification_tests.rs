@@ -30,6 +30,7 @@ async fn notifications_conform() {
         tokio::spawn(async move {
             lwt_rounds_per_operation(store.as_ref()).await;
             a_due_entry_without_its_row_is_dropped(store.as_ref()).await;
+            a_due_entry_ahead_of_its_row_is_kept_for_it(store.as_ref()).await;
             suite::enqueue_is_idempotent_and_moves_the_cursor(store.as_ref(), store.as_ref()).await;
             suite::claims_are_due_ordered_leased_bounded_and_in_version_order(store.as_ref()).await;
             suite::delivered_dead_and_redelivered_for_its_merchant_only(store.as_ref()).await;
@@ -48,7 +49,9 @@ async fn notifications_conform() {
 }
 
 /// An enqueue cut short after the due entry and before the row: the entry counts as pending
-/// until a claim reaches it, finds no row, takes nothing and deletes it.
+/// until a claim reaches it. While it is young (its row insert may not have answered yet) a
+/// claim passes it over and keeps it; once past the grace, a claim finds no row, takes
+/// nothing and deletes it.
 async fn a_due_entry_without_its_row_is_dropped(store: &ScyllaStore) {
     use crate::domain::{OrderId, notification::NotificationStatus};
     use crate::storage::NotificationStore;
@@ -59,16 +62,55 @@ async fn a_due_entry_without_its_row_is_dropped(store: &ScyllaStore) {
     store.index_notification_only(&ghost).await.unwrap();
     assert_eq!(store.pending_notifications().await.unwrap(), before + 1);
     let lease = t + time::Duration::minutes(1);
+    for grace in [None, Some(std::time::Duration::ZERO)] {
+        store.set_index_grace(grace);
+        let got = store
+            .claim_due_notifications(t, lease, 50, &suite::room(5, &[]))
+            .await
+            .unwrap();
+        assert!(
+            got.iter()
+                .all(|n| n.notification_id != ghost.notification_id)
+        );
+        assert!(got.iter().all(|n| n.status == NotificationStatus::Pending));
+        let kept = usize::from(grace.is_none());
+        assert_eq!(
+            store.pending_notifications().await.unwrap(),
+            before + kept as i64,
+            "grace {grace:?}"
+        );
+    }
+    store.set_index_grace(None);
+}
+
+/// The race of an enqueue with a claim: the due entry is written, a claim reads it before the
+/// row insert has answered (no row yet), then the row lands. The claim leaves the young entry,
+/// so the next claim takes the notification; had it deleted the entry, the row would stay
+/// PENDING and never be sent.
+async fn a_due_entry_ahead_of_its_row_is_kept_for_it(store: &ScyllaStore) {
+    use crate::domain::OrderId;
+    use crate::storage::NotificationStore;
+    let m = crate::storage::conformance::merchant("ahead");
+    let t = suite::base();
+    let n = suite::row(&m, &OrderId::generate(), 2, t);
+    store.index_notification_only(&n).await.unwrap();
+    let lease = t + time::Duration::minutes(1);
+    let room = suite::room(5, &[]);
     let got = store
-        .claim_due_notifications(t, lease, 50, &suite::room(5, &[]))
+        .claim_due_notifications(t, lease, 50, &room)
         .await
         .unwrap();
-    assert!(
-        got.iter()
-            .all(|n| n.notification_id != ghost.notification_id)
-    );
-    assert!(got.iter().all(|n| n.status == NotificationStatus::Pending));
-    assert_eq!(store.pending_notifications().await.unwrap(), before);
+    assert!(got.iter().all(|g| g.notification_id != n.notification_id));
+    store.store_notification_row_only(&n).await.unwrap();
+    let got = store
+        .claim_due_notifications(t, lease, 50, &room)
+        .await
+        .unwrap();
+    let taken = got
+        .iter()
+        .filter(|g| g.notification_id == n.notification_id)
+        .count();
+    assert_eq!(taken, 1, "taken once its row is there: {got:?}");
 }
 
 /// Run first, in the fresh keyspace: an enqueue is an LWT per notification and one for the

@@ -13,7 +13,10 @@
 //!   lands in a bucket the watermark may have passed). An entry only points at a notification
 //!   (and names its merchant, so a saturated merchant's entries are passed over unread). It is
 //!   written *before* the row write that needs it; a claim checks it against the row, which
-//!   must be PENDING and due, no later than the entry; a stale entry is deleted then.
+//!   must be PENDING and due, no later than the entry; a stale entry is deleted then, once it
+//!   is older than the store's grace (`may_be_in_flight`): a younger one may be ahead of a
+//!   row write not answered yet (an enqueue's insert, a retry's or a redelivery's update), and
+//!   is passed over until then.
 //!
 //! A claim reads the due entries of every shard (at most `limit * CLAIM_SCAN_FACTOR` per
 //! shard), earliest first, and for each reads the order's partition: an entry whose order has
@@ -29,9 +32,9 @@
 //! stale answer would drop something (a due entry judged stale, an outcome judged late, a
 //! redelivery judged needless) the row is read at SERIAL first.
 //!
-//! Enqueue: per notification the lookup row, the due entry, then the row `IF NOT EXISTS` (one
-//! already stored is left as it is; the entry just written for it is stale and dropped by the
-//! next claim), then the notifier's cursor is moved (an LWT `IF seq < ?`, never back). Not
+//! Enqueue: per notification the due entry, the lookup row, then the row `IF NOT EXISTS` (one
+//! already stored is left as it is; the entry just written for it is stale and dropped by a
+//! claim once past the grace), then the notifier's cursor is moved (an LWT `IF seq < ?`, never back). Not
 //! atomic across partitions: a crash before the cursor moved redoes the enqueue, which changes
 //! nothing stored.
 //!
@@ -173,6 +176,8 @@ struct Entry {
     version: i64,
     id: String,
     merchant: String,
+    /// When it was written (`WRITETIME`, µs), as read by a claim; `None` for one made here.
+    written_us: Option<i64>,
 }
 
 impl Entry {
@@ -186,6 +191,7 @@ impl Entry {
             version: n.version as i64,
             id: n.notification_id.to_string(),
             merchant: n.merchant_id.to_string(),
+            written_us: None,
         }
     }
 
@@ -294,8 +300,8 @@ impl Statements {
                 .await?,
             ),
             due_in_bucket: plain(
-                p("SELECT due_at, order_id, version, notification_id, merchant_id \
-                   FROM notification_due WHERE shard = ? AND bucket = ? AND due_at <= ? LIMIT ?"
+                p("SELECT due_at, order_id, version, notification_id, merchant_id, \
+                   WRITETIME(merchant_id) FROM notification_due WHERE shard = ? AND bucket = ? AND due_at <= ? LIMIT ?"
                     .into())
                 .await?,
             ),
@@ -359,12 +365,13 @@ impl ScyllaStore {
             now_ms,
             limit,
             |bucket, row| {
-                let (due, order_id, version, id, merchant): (
+                let (due, order_id, version, id, merchant, written_us): (
                     CqlTimestamp,
                     String,
                     i64,
                     String,
                     Option<String>,
+                    Option<i64>,
                 ) = row;
                 Some(Entry {
                     shard,
@@ -374,6 +381,7 @@ impl ScyllaStore {
                     version,
                     id,
                     merchant: merchant.unwrap_or_default(),
+                    written_us,
                 })
             },
         )
@@ -432,11 +440,53 @@ impl ScyllaStore {
             .collect()
     }
 
-    /// Test hook: the due entry of `n` alone, as an enqueue cut short after it.
+    /// Test hook: the due entry of `n` alone, as an enqueue cut short after it (or one whose
+    /// row insert has not answered yet).
     #[cfg(test)]
     pub(super) async fn index_notification_only(&self, n: &Notification) -> Result<(), StoreError> {
         self.notify_index(&Entry::new(n, ms(n.next_attempt_at)))
             .await
+    }
+
+    /// Test hook: the rest of that enqueue, `n`'s lookup and row without their due entry.
+    #[cfg(test)]
+    pub(super) async fn store_notification_row_only(
+        &self,
+        n: &Notification,
+    ) -> Result<(), StoreError> {
+        self.insert_notification(n, now_ms()).await
+    }
+
+    /// `n`'s lookup row and its row (`IF NOT EXISTS`: one already stored is left as it is).
+    async fn insert_notification(&self, n: &Notification, now: i64) -> Result<(), StoreError> {
+        let (order, version, id) = (
+            n.order_id.as_str(),
+            n.version as i64,
+            n.notification_id.as_str(),
+        );
+        self.exec(
+            &self.notify_st.insert_lookup,
+            (id, order, version, n.merchant_id.as_str()),
+        )
+        .await?;
+        self.exec(
+            &self.notify_st.insert_row,
+            (
+                order,
+                version,
+                id,
+                n.merchant_id.as_str(),
+                n.event_id.as_str(),
+                n.event_type.as_str(),
+                n.url.as_str(),
+                n.body.as_slice(),
+                CqlTimestamp(ms(n.next_attempt_at)),
+                CqlTimestamp(ms(n.created_at)),
+                CqlTimestamp(now),
+            ),
+        )
+        .await?;
+        Ok(())
     }
 
     /// Tries to lease the notification `entry` points at; answers it as it was before the
@@ -456,6 +506,12 @@ impl ScyllaStore {
             n.status == NotificationStatus::Pending && due <= now_ms && due <= entry.due_ms
         };
         let Some(n) = target.filter(|n| live(n)) else {
+            // Not due by its row. A young entry may be ahead of its row: an enqueue, a retry or
+            // a redelivery writes the entry, then the row, and its row write may not have
+            // answered yet (the row not there, or still leased). Left for a later claim.
+            if self.may_be_in_flight(entry.written_us) {
+                return Ok(None);
+            }
             // Stale (no row: an enqueue cut short, redone later with its own entry; or the row
             // moved on, with an entry of its own). Deleting the only entry of a live row would
             // lose it, so a plain read that may lag is confirmed at SERIAL first (stale
@@ -534,36 +590,9 @@ impl NotificationStore for ScyllaStore {
         super::log::check_partition(partition)?;
         let now = now_ms();
         for n in &rows {
-            let (order, version, id) = (
-                n.order_id.as_str(),
-                n.version as i64,
-                n.notification_id.as_str(),
-            );
-            self.exec(
-                &self.notify_st.insert_lookup,
-                (id, order, version, n.merchant_id.as_str()),
-            )
-            .await?;
             self.notify_index(&Entry::new(n, ms(n.next_attempt_at)))
                 .await?;
-            // Not applied: stored already, and left as it is.
-            self.exec(
-                &self.notify_st.insert_row,
-                (
-                    order,
-                    version,
-                    id,
-                    n.merchant_id.as_str(),
-                    n.event_id.as_str(),
-                    n.event_type.as_str(),
-                    n.url.as_str(),
-                    n.body.as_slice(),
-                    CqlTimestamp(ms(n.next_attempt_at)),
-                    CqlTimestamp(ms(n.created_at)),
-                    CqlTimestamp(now),
-                ),
-            )
-            .await?;
+            self.insert_notification(n, now).await?;
         }
         self.set_cursor(cursor_name, partition, seq).await
     }

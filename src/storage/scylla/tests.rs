@@ -104,7 +104,54 @@ async fn timers_claimed_leased_rescheduled() {
     let store = ScyllaStore::open(&own).await.unwrap();
     suite::timers_claimed_leased_rescheduled(&store, false).await;
     suite::orders_without_timers_in_slices(&store).await;
+    a_timer_entry_ahead_of_its_row_is_kept_for_it(&store).await;
     drop_keyspace(&store, &keyspace).await;
+}
+
+/// The race of a write that sets a timer with a claim: the index entry is written, a claim
+/// reads it before the order's batch has answered (the row still at the previous attempt, or
+/// absent), then the row lands. The claim leaves the young entry, so the next claim fires
+/// the timer; had it deleted the entry, the timer would never fire. An entry past the grace
+/// that still matches no row is deleted: its row landing after that is not fired.
+async fn a_timer_entry_ahead_of_its_row_is_kept_for_it(store: &ScyllaStore) {
+    use crate::domain::{OrderId, TimerKind};
+    use crate::storage::TimerStore;
+    let now = OffsetDateTime::now_utc();
+    let due = now - time::Duration::seconds(1);
+    let lease = now + time::Duration::minutes(1);
+    let fired = |timers: &[crate::domain::Timer], id: &OrderId| {
+        timers.iter().filter(|t| t.order_id == *id).count()
+    };
+    let (ahead, stale) = (OrderId::generate(), OrderId::generate());
+    for id in [&ahead, &stale] {
+        store
+            .index_timer_only(id, TimerKind::Poll, due, 1)
+            .await
+            .unwrap();
+    }
+    let got = store.claim_due_timers(now, lease, 100).await.unwrap();
+    assert_eq!(fired(&got, &ahead) + fired(&got, &stale), 0, "{got:?}");
+    store
+        .set_timer_row_only(&ahead, TimerKind::Poll, due, 1)
+        .await
+        .unwrap();
+    let got = store.claim_due_timers(now, lease, 100).await.unwrap();
+    assert_eq!(
+        fired(&got, &ahead),
+        1,
+        "fired once its row is there: {got:?}"
+    );
+    // Past the grace, the entry that still has no row is deleted.
+    store.set_index_grace(Some(std::time::Duration::ZERO));
+    let got = store.claim_due_timers(now, lease, 100).await.unwrap();
+    store.set_index_grace(None);
+    assert_eq!(fired(&got, &stale), 0);
+    store
+        .set_timer_row_only(&stale, TimerKind::Poll, due, 1)
+        .await
+        .unwrap();
+    let got = store.claim_due_timers(now, lease, 100).await.unwrap();
+    assert_eq!(fired(&got, &stale), 0, "its entry was deleted: {got:?}");
 }
 
 /// Counts come from the log: in a keyspace of its own, they follow creates and changes, a

@@ -6,8 +6,9 @@
 //! - An index entry is written *before* the order's batch (plain, idempotent). If the batch
 //!   then fails, the entry is stale; every entry is checked against the order's own timer row
 //!   when it comes due (same attempt, and the row due no later than the entry), and a stale one
-//!   is deleted then. An entry only wakes the order, whose state machine decides: firing twice
-//!   is harmless.
+//!   is deleted then, once it is older than the store's grace (`may_be_in_flight`): a younger
+//!   one may be ahead of a batch not answered yet, and is passed over until then. An entry
+//!   only wakes the order, whose state machine decides: firing twice is harmless.
 //! - A claim leases a timer by moving its index entry to `lease_until` (insert, then delete):
 //!   the order's row is not written, so a claim is no LWT.
 //! - No entry is written into a minute bucket older than the one before the writer's current
@@ -59,6 +60,8 @@ pub(super) struct Entry {
     pub order_id: String,
     pub kind: TimerKind,
     pub attempt: i32,
+    /// When it was written (`WRITETIME`, µs), as read by a claim; `None` for one made here.
+    pub written_us: Option<i64>,
 }
 
 impl Entry {
@@ -70,6 +73,7 @@ impl Entry {
             order_id: order_id.to_string(),
             kind,
             attempt: i32::try_from(attempt).unwrap_or(i32::MAX),
+            written_us: None,
         }
     }
 
@@ -132,6 +136,39 @@ impl ScyllaStore {
         Ok(())
     }
 
+    /// Test hook: a timer's index entry alone, as a write that sets the timer whose row write
+    /// has not answered yet.
+    #[cfg(test)]
+    pub(super) async fn index_timer_only(
+        &self,
+        order_id: &OrderId,
+        kind: TimerKind,
+        due_at: OffsetDateTime,
+        attempt: u32,
+    ) -> Result<(), StoreError> {
+        self.index(&[Entry::new(order_id.as_str(), kind, ms(due_at), attempt)])
+            .await
+    }
+
+    /// Test hook: the rest of that write, the timer's row without its entry.
+    #[cfg(test)]
+    pub(super) async fn set_timer_row_only(
+        &self,
+        order_id: &OrderId,
+        kind: TimerKind,
+        due_at: OffsetDateTime,
+        attempt: u32,
+    ) -> Result<(), StoreError> {
+        let attempt = i32::try_from(attempt).unwrap_or(i32::MAX);
+        let due = CqlTimestamp(ms(due_at));
+        self.exec(
+            &self.st.set_timer,
+            (order_id.as_str(), item(kind), due, attempt),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// The order's timer row of `kind`: (due, attempt).
     async fn timer_row(
         &self,
@@ -165,8 +202,13 @@ impl ScyllaStore {
             now_ms,
             limit,
             |bucket, row| {
-                let (due, order_id, kind, attempt): (CqlTimestamp, String, String, Option<i32>) =
-                    row;
+                let (due, order_id, kind, attempt, written_us): (
+                    CqlTimestamp,
+                    String,
+                    String,
+                    Option<i32>,
+                    Option<i64>,
+                ) = row;
                 let Some(kind) = TimerKind::parse(&kind) else {
                     tracing::error!(%order_id, %kind, "unreadable timer index entry skipped");
                     return None;
@@ -178,6 +220,7 @@ impl ScyllaStore {
                     order_id,
                     kind,
                     attempt: attempt.unwrap_or(-1),
+                    written_us,
                 })
             },
         )
@@ -437,6 +480,11 @@ impl TimerStore for ScyllaStore {
             let live = current.is_some_and(|(row_due, attempt)| {
                 attempt == entry.attempt && row_due <= entry.due_ms
             });
+            if !live && self.may_be_in_flight(entry.written_us) {
+                // Perhaps ahead of its row (the write that sets the timer not answered yet):
+                // left for a later claim, which deletes it once it is old and still stale.
+                continue;
+            }
             if live {
                 let leased = Entry {
                     bucket: write_bucket(ms(lease_until)),
