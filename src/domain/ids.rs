@@ -48,6 +48,11 @@ fn now_ms() -> u64 {
 /// 26 Crockford base32 characters: 48 bits of milliseconds, a 16-bit in-process sequence, then
 /// 64 random bits so that ids from different nodes never collide.
 fn time_ordered() -> String {
+    String::from_utf8_lossy(&time_ordered_bytes()).into_owned()
+}
+
+/// `time_ordered`'s characters, without an allocation.
+fn time_ordered_bytes() -> [u8; 26] {
     let now = now_ms() << 16;
     let mut prev = LAST_TIME_SEQ.load(Ordering::Relaxed);
     let stamp = loop {
@@ -65,14 +70,61 @@ fn time_ordered() -> String {
         *slot = CROCKFORD[((value >> shift) & 0x1f) as usize];
     }
     // 26 * 5 = 130 bits: the two top bits are always zero, the rest is the value.
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 fn is_time_ordered(s: &str) -> bool {
     s.len() == 26 && s.bytes().all(|b| CROCKFORD_VALUE[b as usize] != 0xff)
 }
 
-/// Conversions and display shared by every string id type.
+/// JSON as a plain string both ways: serialized from `as_str` (no copy), deserialized through
+/// `parse` from the borrowed text (one copy at most, for the types that own a `String`).
+macro_rules! serde_as_str {
+    ($name:ident) => {
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct Text;
+                impl serde::de::Visitor<'_> for Text {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        // What serde said when these went through `String`: messages unchanged.
+                        f.write_str("a string")
+                    }
+                    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<$name, E> {
+                        $name::parse(s).map_err(E::custom)
+                    }
+                }
+                deserializer.deserialize_str(Text)
+            }
+        }
+    };
+}
+
+/// What every id type has, given its `parse` and `as_str`: conversion from a `String`,
+/// display, and JSON as a string.
+macro_rules! id_text_impls {
+    ($name:ident) => {
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(s: String) -> Result<Self, IdError> {
+                Self::parse(&s)
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+        serde_as_str!($name);
+    };
+}
+
+/// Conversions and display shared by every id type held in a `String`.
 macro_rules! string_id_impls {
     ($name:ident) => {
         impl $name {
@@ -81,46 +133,64 @@ macro_rules! string_id_impls {
                 &self.0
             }
         }
-        impl TryFrom<String> for $name {
-            type Error = IdError;
-            fn try_from(s: String) -> Result<Self, IdError> {
-                Self::parse(&s)
-            }
-        }
         impl From<$name> for String {
             fn from(id: $name) -> String {
                 id.0
             }
         }
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
+        id_text_impls!($name);
     };
 }
 
+/// Characters of a prefixed id: a 4-character prefix (`ord_`) and 26 of `time_ordered`.
+const PREFIXED_LEN: usize = 30;
+
+/// Ids paycore makes: `$prefix` + 26 time-ordered characters, kept inline. They are cloned
+/// into every message, cache key and event an order makes, and serialized into every body,
+/// so they hold no heap allocation (a `String` made each clone and each serialization
+/// allocate; loadtest/ANALYSIS.md).
 macro_rules! prefixed_id {
     ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name([u8; PREFIXED_LEN]);
 
         impl $name {
             /// A fresh, time-ordered id.
             pub fn generate() -> Self {
-                Self(format!("{}{}", $prefix, time_ordered()))
+                let mut text = [0u8; PREFIXED_LEN];
+                text[..4].copy_from_slice($prefix.as_bytes());
+                text[4..].copy_from_slice(&time_ordered_bytes());
+                Self(text)
             }
             /// Parses an id this service issued.
             pub fn parse(s: &str) -> Result<Self, IdError> {
                 match s.strip_prefix($prefix) {
-                    Some(rest) if is_time_ordered(rest) => Ok(Self(s.to_string())),
+                    Some(rest) if is_time_ordered(rest) => {
+                        let mut text = [0u8; PREFIXED_LEN];
+                        text.copy_from_slice(s.as_bytes());
+                        Ok(Self(text))
+                    }
                     _ => Err(IdError::Malformed),
                 }
             }
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                // Built only from ASCII (the prefix and Crockford digits), so this never fails.
+                std::str::from_utf8(&self.0).unwrap_or_default()
+            }
         }
-        string_id_impls!($name);
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.as_str().to_string()
+            }
+        }
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_tuple(stringify!($name)).field(&self.as_str()).finish()
+            }
+        }
+        id_text_impls!($name);
     };
 }
 
@@ -135,8 +205,7 @@ prefixed_id!(
     "pay_"
 );
 /// A one-time submit token: signed (see `submit_token`), or of the older form a store keeps.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SubmitToken(String);
 
 impl SubmitToken {
@@ -182,18 +251,16 @@ impl NotificationId {
     /// restart before the consumer's cursor moved) names the same notification, so enqueueing
     /// it twice stores it once, and merchants see one stable id on every attempt.
     pub fn for_event(event_id: &EventId) -> Self {
-        Self(format!(
-            "ntf_{}",
-            event_id.as_str().trim_start_matches("evt_")
-        ))
+        let mut text = event_id.0;
+        text[..4].copy_from_slice(b"ntf_");
+        Self(text)
     }
 }
 
 macro_rules! merchant_key {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub struct $name(String);
 
         impl $name {
@@ -231,8 +298,7 @@ merchant_key!(
 /// order (1-based). Derived, never random: it is chosen before the first attempt at the channel
 /// (it is the channel's out_refund_no), the same on every retry, and it names its order, so a
 /// refund is found without a global index.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RefundId(String);
 
 impl RefundId {
@@ -260,8 +326,10 @@ impl RefundId {
 
     /// The order this refund belongs to.
     pub fn order_id(&self) -> OrderId {
-        let tail = &self.0["rfd_".len().."rfd_".len() + 26];
-        OrderId(format!("ord_{tail}"))
+        let mut text = [0u8; PREFIXED_LEN];
+        text[..4].copy_from_slice(b"ord_");
+        text[4..].copy_from_slice(&self.0.as_bytes()["rfd_".len().."rfd_".len() + 26]);
+        OrderId(text)
     }
 }
 string_id_impls!(RefundId);
@@ -326,6 +394,33 @@ mod tests {
         ] {
             assert_eq!(RefundId::parse(bad), Err(IdError::Malformed), "{bad}");
         }
+    }
+
+    #[test]
+    fn ids_are_json_strings_both_ways_and_a_foreign_one_is_refused_by_name() {
+        let id = OrderId::generate();
+        let text = serde_json::to_string(&id).unwrap();
+        assert_eq!(text, format!("\"{id}\""));
+        assert_eq!(serde_json::from_str::<OrderId>(&text).unwrap(), id);
+        // From an owned string too (as a `Value` hands it over).
+        let value = serde_json::Value::String(id.to_string());
+        assert_eq!(serde_json::from_value::<OrderId>(value).unwrap(), id);
+        for bad in [
+            "\"pay_01J00000000000000000000000\"",
+            "\"ord_short\"",
+            "7",
+            "null",
+        ] {
+            let err = serde_json::from_str::<OrderId>(bad)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("not a paycore id") || err.contains("expected a string"),
+                "{bad}: {err}"
+            );
+        }
+        assert_eq!(format!("{id:?}"), format!("OrderId({:?})", id.as_str()));
+        assert_eq!(String::from(id.clone()), id.as_str());
     }
 
     #[test]
