@@ -575,9 +575,8 @@ async fn timers_pending_at_sigkill_all_complete_after_restart() {
     for (ids, types) in expected {
         for id in ids {
             // An order's notifications go out one after another, each first refused once and
-            // retried, one of them perhaps after its lease ran out across the kill. On
-            // Cassandra, on a loaded machine, a refunded order's three once took longer than 30 s.
-            let deadline = Instant::now() + Duration::from_secs(60);
+            // retried, one of them perhaps after its lease ran out across the kill.
+            let deadline = Instant::now() + Duration::from_secs(30);
             let list = loop {
                 let path = format!("/v1/notifications?order_id={id}");
                 let (code, list) = call(&http, &base, "GET", &path, None).await.unwrap();

@@ -24,7 +24,7 @@
 //! not held and the entry is not read again meanwhile); otherwise the row is leased by one LWT
 //! `IF status = 'PENDING' AND attempts = ? AND next_attempt_at = ?` (the values read), so two
 //! claimers never both get it, after its entry at `lease_until` is written. An outcome that ends
-//! a notification (DELIVERED or DEAD) first indexes the order's later PENDING rows at their due
+//! a notification (DELIVERED or DEAD) then indexes the order's later PENDING rows at their due
 //! time, so the next version goes out at once.
 //!
 //! Reads are plain (at `consistency`) where a stale answer only delays (a blocker seen PENDING
@@ -682,7 +682,7 @@ impl NotificationStore for ScyllaStore {
         let attempts = int(claimed_attempts.saturating_add(1));
         let (claimed, now_ms) = (int(claimed_attempts), ms(now));
         let keys = (order.as_str(), version, id.as_str());
-        let (result, new_due) = match outcome {
+        let (applied, new_due) = match outcome {
             DeliveryOutcome::Retry {
                 status,
                 error,
@@ -708,7 +708,7 @@ impl NotificationStore for ScyllaStore {
                         ),
                     )
                     .await?;
-                (r, Some(next))
+                (super::orders::applied(r)?, Some(next))
             }
             DeliveryOutcome::Delivered { .. } | DeliveryOutcome::Dead { .. } => {
                 let (name, status, error) = match outcome {
@@ -716,16 +716,6 @@ impl NotificationStore for ScyllaStore {
                     DeliveryOutcome::Dead { status, error } => ("DEAD", status, Some(error)),
                     DeliveryOutcome::Retry { .. } => unreachable!("matched above"),
                 };
-                // The order's later PENDING notifications wait for this one: indexed at their
-                // due time (before it ends, so a crash between leaves only stale entries).
-                for later in self.order_notifications(&order).await? {
-                    if later.version > current.version
-                        && later.status == NotificationStatus::Pending
-                    {
-                        self.notify_index(&Entry::new(&later, ms(later.next_attempt_at)))
-                            .await?;
-                    }
-                }
                 let r = self
                     .exec(
                         &self.notify_st.record_final,
@@ -742,11 +732,30 @@ impl NotificationStore for ScyllaStore {
                         ),
                     )
                     .await?;
-                (r, None)
+                let ended = super::orders::applied(r)?;
+                if ended {
+                    // The order's later PENDING notifications waited for this one: indexed at
+                    // their due time, so the next version goes out at once. After the outcome,
+                    // not before it: a claim that saw this one PENDING and is moving a later
+                    // one's entry away deletes that entry's key and then reads this row at
+                    // SERIAL; an index written before the outcome could fall between the two
+                    // and be deleted, leaving the later one to wait for this one's lease.
+                    // Nothing is lost on a crash between: every PENDING row keeps an entry of
+                    // its own (a claim moves one, never drops it, while the row waits).
+                    for later in self.order_notifications(&order).await? {
+                        if later.version > current.version
+                            && later.status == NotificationStatus::Pending
+                        {
+                            self.notify_index(&Entry::new(&later, ms(later.next_attempt_at)))
+                                .await?;
+                        }
+                    }
+                }
+                (ended, None)
             }
         };
         let lease_due = ms(current.next_attempt_at);
-        if super::orders::applied(result)? && new_due != Some(lease_due) {
+        if applied && new_due != Some(lease_due) {
             // The claim's entry (at its lease) points at nothing due now: best effort, a claim
             // drops it otherwise.
             let lease = Entry {
