@@ -129,6 +129,26 @@ async fn a_timer_entry_ahead_of_its_row_is_kept_for_it(store: &ScyllaStore) {
             .await
             .unwrap();
     }
+    // A young entry passed over does not take a place in the page: a due timer behind the
+    // two, in the same shard as one of them, comes out of a claim of one.
+    let shard = super::timers::shard_of(ahead.as_str());
+    let behind = std::iter::repeat_with(OrderId::generate)
+        .find(|id| super::timers::shard_of(id.as_str()) == shard)
+        .unwrap();
+    let later = due + time::Duration::milliseconds(500);
+    store
+        .write_timers(
+            &behind,
+            vec![crate::domain::TimerOp::Set {
+                kind: TimerKind::Poll,
+                due_at: later,
+                attempt: 0,
+            }],
+        )
+        .await
+        .unwrap();
+    let got = store.claim_due_timers(now, lease, 1).await.unwrap();
+    assert_eq!(fired(&got, &behind), 1, "{got:?}");
     let got = store.claim_due_timers(now, lease, 100).await.unwrap();
     assert_eq!(fired(&got, &ahead) + fired(&got, &stale), 0, "{got:?}");
     store

@@ -31,6 +31,10 @@ const BUCKET_MS: i64 = 60_000;
 /// Most buckets one claim reads per shard (a watermark far behind, after a long stop, is
 /// caught up over several claims).
 pub(super) const MAX_BUCKETS_PER_CLAIM: i64 = 120;
+/// Entries a claim reads per shard beyond its page: room for entries passed over (young ones
+/// that match no row yet, see `may_be_in_flight`) or dropped as stale, so a few of them ahead
+/// do not shorten the page of due timers behind them.
+const PASSED_OVER_ALLOWANCE: usize = 64;
 
 /// The shard of an order: FNV-1a of its id.
 pub fn shard_of(order_id: &str) -> i32 {
@@ -470,12 +474,17 @@ impl TimerStore for ScyllaStore {
         let now_ms = ms(now);
         let mut due = Vec::new();
         for shard in 0..SHARDS as i32 {
-            due.extend(self.due_in_shard(shard, now_ms, limit).await?);
+            let scan = limit.saturating_add(PASSED_OVER_ALLOWANCE);
+            due.extend(self.due_in_shard(shard, now_ms, scan).await?);
         }
         due.sort_by(|a, b| (a.due_ms, &a.order_id).cmp(&(b.due_ms, &b.order_id)));
-        due.truncate(limit);
-        let mut claimed = Vec::with_capacity(due.len());
+        // Read on past entries passed over or dropped, so that stale ones ahead do not
+        // shorten the page.
+        let mut claimed = Vec::with_capacity(due.len().min(limit));
         for entry in due {
+            if claimed.len() >= limit {
+                break;
+            }
             let current = self.timer_row(&entry.order_id, entry.kind).await?;
             let live = current.is_some_and(|(row_due, attempt)| {
                 attempt == entry.attempt && row_due <= entry.due_ms
