@@ -34,9 +34,9 @@
 //!
 //! Enqueue: per notification the due entry, the lookup row, then the row `IF NOT EXISTS` (one
 //! already stored is left as it is; the entry just written for it is stale and dropped by a
-//! claim once past the grace), then the notifier's cursor is moved (an LWT `IF seq < ?`, never back). Not
-//! atomic across partitions: a crash before the cursor moved redoes the enqueue, which changes
-//! nothing stored.
+//! claim once past the grace), then the notifier's cursor is moved (an LWT `IF seq < ?`, never
+//! back). Not atomic across partitions: a crash before the cursor moved redoes the enqueue,
+//! which changes nothing stored.
 //!
 //! `pending_notifications` is derived from the due index: the entries of every shard from its
 //! watermark through the next 24 h of buckets. That is the PENDING notifications (due, leased,
@@ -301,7 +301,8 @@ impl Statements {
             ),
             due_in_bucket: plain(
                 p("SELECT due_at, order_id, version, notification_id, merchant_id, \
-                   WRITETIME(merchant_id) FROM notification_due WHERE shard = ? AND bucket = ? AND due_at <= ? LIMIT ?"
+                   WRITETIME(merchant_id) FROM notification_due \
+                   WHERE shard = ? AND bucket = ? AND due_at <= ? LIMIT ?"
                     .into())
                 .await?,
             ),
