@@ -270,12 +270,16 @@ impl Deliveries {
             if free == 0 {
                 return;
             }
-            let limit = free.min(self.settings.page_size);
+            let (room, open) = self.room();
+            let limit = free.min(self.settings.page_size).min(open);
+            if limit == 0 {
+                return;
+            }
             let now = OffsetDateTime::now_utc();
             let lease = time::Duration::milliseconds(self.settings.lease_ms as i64);
             let page = match self
                 .store
-                .claim_due_notifications(now, now + lease, limit, &self.room())
+                .claim_due_notifications(now, now + lease, limit, &room)
                 .await
             {
                 Ok(page) => page,
@@ -295,26 +299,35 @@ impl Deliveries {
         }
     }
 
-    /// What each merchant has in flight.
-    fn room(&self) -> MerchantRoom {
+    /// What each merchant has in flight, and how many deliveries may start now: each
+    /// configured merchant's room, plus one merchant's bound for notifications of merchants
+    /// configured no more (each such attempt fails at once). A claim asks for no more than
+    /// that, so that a merchant with little room does not make it read a page of rows it must
+    /// pass over.
+    fn room(&self) -> (MerchantRoom, usize) {
         let per_merchant = self.settings.max_in_flight_per_merchant;
-        MerchantRoom {
-            per_merchant,
-            in_flight: self
-                .merchants
-                .get()
-                .iter()
-                .filter_map(|(id, m)| {
-                    let busy = per_merchant.saturating_sub(m.slots.available_permits());
-                    let id = crate::domain::MerchantId::parse(id).ok()?;
-                    (busy > 0).then_some((id, busy))
-                })
-                .collect(),
+        let merchants = self.merchants.get();
+        let mut open = per_merchant;
+        let mut in_flight = Vec::new();
+        for (id, m) in merchants.iter() {
+            let busy = per_merchant.saturating_sub(m.slots.available_permits());
+            open = open.saturating_add(per_merchant - busy);
+            if busy > 0
+                && let Ok(id) = crate::domain::MerchantId::parse(id)
+            {
+                in_flight.push((id, busy));
+            }
         }
+        let room = MerchantRoom {
+            per_merchant,
+            in_flight,
+        };
+        (room, open)
     }
 
-    /// Starts one attempt in its own task, holding a global and a merchant slot. The claim
-    /// took no more than the free slots, so neither wait is long.
+    /// Starts one attempt in its own task, holding a global slot until its outcome is stored
+    /// and a merchant slot while its request lasts. The claim took no more than the free slots,
+    /// so neither wait is long.
     async fn start(&self, n: Notification) {
         let Ok(slot) = self.slots.clone().acquire_owned().await else {
             return;
@@ -349,6 +362,12 @@ impl Deliveries {
                         "the merchant is not configured".into(),
                     ),
                 };
+                // The merchant's bound is on requests to it: this one has ended. Its outcome's
+                // commit below holds only the global slot (the row stays leased until then, so
+                // no claim hands it out again meanwhile), and the next claim may join that
+                // commit.
+                drop(merchant_slot);
+                wake.notify_one();
                 metrics
                     .notification_delivery_seconds
                     .observe(started.elapsed().as_secs_f64());
@@ -370,7 +389,6 @@ impl Deliveries {
                 {
                     tracing::warn!(error = %e, "attempt not recorded; its lease makes it due again");
                 }
-                drop(merchant_slot);
                 drop(slot);
                 wake.notify_one();
             }

@@ -33,6 +33,9 @@ struct EndpointState {
     /// Time taken before each answer.
     delay: Duration,
     received: Mutex<Vec<Received>>,
+    /// Requests being answered now, and the most there ever were at once.
+    active: AtomicUsize,
+    peak: AtomicUsize,
 }
 
 /// A merchant's notification endpoint on a local port.
@@ -76,9 +79,12 @@ async fn receive(
             .secrets
             .get(&merchant)
             .is_some_and(|secret| sign(secret, "POST", path, &ts, &nonce, &body) == signature);
+    let now = state.active.fetch_add(1, Ordering::SeqCst) + 1;
+    state.peak.fetch_max(now, Ordering::SeqCst);
     if !state.delay.is_zero() {
         tokio::time::sleep(state.delay).await;
     }
+    state.active.fetch_sub(1, Ordering::SeqCst);
     let fail = state
         .fail_next
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -111,6 +117,8 @@ impl Endpoint {
             fail_next: AtomicUsize::new(fail_first),
             delay,
             received: Mutex::new(Vec::new()),
+            active: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
         });
         let data = web::Data::new(state.clone());
         let server = HttpServer::new(move || {
@@ -142,6 +150,11 @@ impl Endpoint {
 
     fn url(&self) -> String {
         format!("http://127.0.0.1:{}/paycore/notify?shop=7", self.port)
+    }
+
+    /// The most requests it was answering at once.
+    fn peak(&self) -> usize {
+        self.state.peak.load(Ordering::SeqCst)
     }
 
     fn received(&self) -> Vec<Received> {
@@ -428,6 +441,29 @@ async fn a_dead_endpoint_makes_a_dead_letter_that_redeliver_sends_once_it_is_up(
     assert_eq!(got[0].notification_id, ntf);
     t.stop().await;
     endpoint.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merchant_gets_at_most_its_bound_of_requests_at_once() {
+    let slow = Endpoint::new(0, Duration::from_millis(300));
+    let t = spawn_app(|s| {
+        notify_fast(s);
+        s.notifications.max_in_flight_per_merchant = 2;
+    })
+    .await;
+    let mut orders = Vec::new();
+    for i in 0..6 {
+        orders.push(create_and_close(&t, "demo", &format!("BOUND-{i}"), &slow.url()).await);
+    }
+    for id in &orders {
+        let list = wait_all(&t, "demo", id, "DELIVERED").await;
+        assert_eq!(list[0]["attempts"], 1);
+    }
+    assert_eq!(slow.accepted().len(), 6, "{:?}", slow.received());
+    // Six answers of 300 ms each: two at a time, never three.
+    assert_eq!(slow.peak(), 2, "requests at once");
+    t.stop().await;
+    slow.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -257,15 +257,24 @@ fn claim(
         let Some(row) = rows.next().map_err(backend)? else {
             break;
         };
-        let n = decode(row).map_err(backend)?;
-        let left = room
-            .entry(n.merchant_id.to_string())
-            .or_insert(per_merchant);
+        // The merchant first: a row passed over is not decoded (its body is most of it).
+        let merchant = row.get_ref(2).map_err(backend)?;
+        let merchant = merchant.as_str().map_err(|e| {
+            backend(rusqlite::Error::FromSqlConversionFailure(
+                2,
+                merchant.data_type(),
+                Box::new(e),
+            ))
+        })?;
+        let left = match room.get_mut(merchant) {
+            Some(left) => left,
+            None => room.entry(merchant.to_string()).or_insert(per_merchant),
+        };
         if *left == 0 {
             continue;
         }
         *left -= 1;
-        taken.push(n);
+        taken.push(decode(row).map_err(backend)?);
     }
     drop(rows);
     let mut lease = conn
