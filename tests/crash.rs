@@ -9,10 +9,10 @@
 mod support;
 
 use serde_json::{Value, json};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::free_port;
+use support::{Reaped, free_port};
 
 const SECRET: &str = "demo-secret-change-me";
 
@@ -81,11 +81,11 @@ fn child_output(c: &mut Command, cmd: &str, port: u16) {
     }
 }
 
-fn start(db: &str, port: u16, sim_port: u16) -> Child {
+fn start(db: &str, port: u16, sim_port: u16) -> Reaped {
     start_with(db, port, sim_port, "serve", &[])
 }
 
-fn start_with(db: &str, port: u16, sim_port: u16, cmd: &str, env: &[(&str, &str)]) -> Child {
+fn start_with(db: &str, port: u16, sim_port: u16, cmd: &str, env: &[(&str, &str)]) -> Reaped {
     let mut c = Command::new(env!("CARGO_BIN_EXE_paycore"));
     c.args([
         "--config",
@@ -119,7 +119,7 @@ fn start_with(db: &str, port: u16, sim_port: u16, cmd: &str, env: &[(&str, &str)
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    c.spawn().expect("start paycore")
+    Reaped(c.spawn().expect("start paycore"))
 }
 
 /// Runs `paycore ledger verify` on the database of a stopped paycore: it must pass (orders the

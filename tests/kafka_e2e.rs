@@ -23,7 +23,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::free_port;
+use support::{Reaped, free_port};
 
 /// Orders paid (half of them refunded in part).
 const PAID: usize = 240;
@@ -113,12 +113,13 @@ fn paycore(config: &Path, args: &[&str]) -> Command {
     c
 }
 
-fn spawn(config: &Path, args: &[&str], log: &Path) -> Child {
+fn spawn(config: &Path, args: &[&str], log: &Path) -> Reaped {
     let out = std::fs::File::create(log).unwrap();
     paycore(config, args)
         .stdout(Stdio::null())
         .stderr(out)
         .spawn()
+        .map(Reaped)
         .expect("start paycore")
 }
 

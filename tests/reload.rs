@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{free_port, signed as call};
+use support::{Reaped, free_port, signed as call};
 
 const CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
 const OLD_SECRET: &str = "first-secret-of-merchant-demo";
@@ -118,6 +118,7 @@ fn published_secrets_are_refused_off_loopback() {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(Reaped)
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut up = false;
@@ -193,6 +194,7 @@ async fn sighup_changes_a_secret_and_a_rate_under_load_and_a_broken_file_changes
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(Reaped)
         .unwrap();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))

@@ -45,3 +45,28 @@ pub async fn signed(
     let status = r.status().as_u16();
     Ok((status, r.json().await.unwrap_or(Value::Null)))
 }
+
+/// A child process that is killed (SIGKILL) and reaped when dropped, so that a failing test,
+/// which unwinds past its own `kill`, leaves no paycore or simulator running behind it.
+pub struct Reaped(pub std::process::Child);
+
+impl std::ops::Deref for Reaped {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        // Both fail harmlessly for a child already killed and waited for.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
